@@ -1,0 +1,1 @@
+"""Core models, the Backend protocol and pure policy; imports only stdlib, attrs and msgspec."""

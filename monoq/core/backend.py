@@ -1,0 +1,253 @@
+"""The Backend protocol: the storage contract every backend implements.
+
+Backends are storage state machines; policy (retry backoff, lease length, what to reap) lives in
+core and the roles. Every method that depends on time takes ``now`` (aware UTC, millisecond
+precision), so the conformance suite never sleeps. Every state change is one atomic step in the
+backend (one transaction, one Lua script). Expected outcomes are return values (``created=False``,
+``False`` for a stale token), not exceptions; driver errors surface as ``BackendUnavailable``
+(transient) or ``BackendError`` and never as the driver's own classes.
+
+Ordering: jobs are claimed by ``(priority, run_at, id)``; ``run_at`` of a job queued at once is its
+enqueue time, so within a priority claims are FIFO.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any, Protocol, runtime_checkable
+
+import attrs
+
+from monoq.core.models import (
+    Attempt,
+    Enqueued,
+    Finish,
+    Job,
+    JobState,
+    Lease,
+    LeaseStatus,
+    NewJob,
+    Page,
+    QueueStats,
+    WorkerInfo,
+)
+
+
+@attrs.frozen
+class Capabilities:
+    """What a backend can do beyond the common contract."""
+
+    # False for memory://: its state lives in one process, so roles and CLI commands in other
+    # processes cannot reach it.
+    shared_across_processes: bool
+    # True when wait_for_jobs is woken by enqueues from other processes without polling.
+    cross_process_wakeup: bool = False
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Storage for jobs, leases, attempts and queue flags."""
+
+    url: str
+    capabilities: Capabilities
+
+    async def connect(self) -> None:
+        """Open connections and create or migrate the schema. Idempotent."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release every resource. Safe to call twice or without ``connect``."""
+        ...
+
+    async def ping(self) -> None:
+        """Return if the storage answers; raise ``BackendUnavailable`` otherwise."""
+        ...
+
+    # -- producer -----------------------------------------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[NewJob], *, now: datetime) -> list[Enqueued]:
+        """Store ``jobs`` in one atomic step (all or nothing) and answer one ``Enqueued`` each.
+
+        A job is SCHEDULED when ``run_at > now``, else QUEUED with ``run_at = now``.
+        ``created_at = now``, ``attempt = 0``. When ``idempotency_key`` matches a job of the same
+        queue that has not been purged, nothing is written for it and the answer carries that
+        original job with ``created=False``; two jobs of one batch with the same key yield one
+        job. Idle ``wait_for_jobs`` callers on the job's queue are woken.
+        """
+        ...
+
+    # -- consumer -----------------------------------------------------------------------------
+
+    async def claim(
+        self,
+        queues: Sequence[str],
+        *,
+        limit: int,
+        lease_for: timedelta,
+        worker_id: str,
+        now: datetime,
+    ) -> list[Lease]:
+        """Lease up to ``limit`` QUEUED jobs from ``queues`` in one atomic step.
+
+        Queues are tried in the order given (the worker rotates it for fairness); paused queues are
+        skipped; within a queue, jobs go by ``(priority, run_at, id)``. Each claimed job becomes
+        RUNNING with ``attempt += 1`` (counted here, so a job that kills its worker still uses up
+        its retries), ``started_at = now``, ``worker_id``, a fresh token and
+        ``expires_at = now + lease_for``; an attempt record is opened. Never blocks.
+        """
+        ...
+
+    async def wait_for_jobs(self, queues: Sequence[str], *, timeout: float) -> None:
+        """Return when a job may have become ready in one of ``queues``, or after ``timeout`` s.
+
+        Returning early without new work is allowed; callers claim and wait again.
+        """
+        ...
+
+    async def extend(
+        self, leases: Sequence[Lease], *, lease_for: timedelta, now: datetime
+    ) -> list[LeaseStatus]:
+        """Heartbeat: move each held lease's expiry to ``now + lease_for``.
+
+        Per lease: HELD if the token is current, CANCEL_REQUESTED if it is current but the job was
+        cancelled (the lease is still extended), LOST if the token is stale (nothing changes).
+        """
+        ...
+
+    async def finish(self, items: Sequence[Finish], *, now: datetime) -> list[bool]:
+        """End runs, each fenced by its lease token; answer per item whether it applied.
+
+        A stale token (the job was reaped, released, cancelled or finished) changes nothing and
+        answers False. Otherwise, by outcome:
+        COMPLETED: state completed, result stored, finished_at = now.
+        RETRY: state retrying with run_at = retry_at, error stored.
+        DEAD: state dead, error stored, finished_at = now.
+        CANCELLED: state cancelled, finished_at = now.
+        RELEASED: state queued with ``attempt -= 1`` (the run is refunded), run_at kept.
+        RETRY and DEAD become CANCELLED when a cancel was requested during the run. The lease is
+        cleared and the run's attempt record is closed with finished_at, outcome and error.
+        Items are applied in one atomic step each (a batch may be one transaction).
+        """
+        ...
+
+    # -- scheduler ----------------------------------------------------------------------------
+
+    async def promote(self, *, now: datetime, limit: int) -> int:
+        """Move up to ``limit`` SCHEDULED and RETRYING jobs with ``run_at <= now`` to QUEUED.
+
+        Answers how many moved; waiting workers of their queues are woken. Safe to run from
+        several schedulers at once (each job moves once).
+        """
+        ...
+
+    async def next_wakeup(self, *, now: datetime) -> datetime | None:
+        """The earliest time scheduler work comes due: the earliest ``run_at`` of a SCHEDULED or
+        RETRYING job, or the earliest lease expiry of a RUNNING job. None when there is none."""
+        ...
+
+    async def wait_for_changes(self, *, timeout: float) -> None:
+        """Return when ``next_wakeup`` may have moved earlier (a delayed enqueue, a retry, a
+        claim), or after ``timeout`` seconds. Returning early is allowed."""
+        ...
+
+    async def expired_leases(self, *, now: datetime, limit: int) -> list[Lease]:
+        """Up to ``limit`` RUNNING jobs whose lease expired before ``now``, oldest expiry first.
+
+        The caller ends each with ``finish`` (a failed attempt); when several schedulers race,
+        the token lets exactly one of them win.
+        """
+        ...
+
+    async def purge(
+        self,
+        *,
+        states: Collection[JobState],
+        finished_before: datetime,
+        queue: str | None = None,
+        limit: int = 1000,
+    ) -> int:
+        """Delete up to ``limit`` jobs in terminal ``states`` finished before the horizon.
+
+        Their attempt records and idempotency keys go with them. Non-terminal states in
+        ``states`` are ignored. Answers how many were deleted.
+        """
+        ...
+
+    # -- inspection and admin -----------------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job | None:
+        """The job, or None if there is no such job."""
+        ...
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
+        """``get`` for several ids in one round trip, in the order given."""
+        ...
+
+    async def attempts(self, job_id: str) -> list[Attempt]:
+        """The job's attempt records, oldest first (empty for an unknown job)."""
+        ...
+
+    async def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        states: Collection[JobState] | None = None,
+        handler: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        """Jobs matching every given filter, newest first (descending id).
+
+        ``cursor`` is the ``next_cursor`` of the previous page; the next page holds the jobs
+        with ids below it. ``next_cursor`` is None on the last page.
+        """
+        ...
+
+    async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        """Counts by state for the given queues (every known queue when None), by queue name.
+
+        A queue is known once a job was enqueued into it or it was paused.
+        """
+        ...
+
+    async def cancel(self, job_id: str, *, now: datetime) -> Job | None:
+        """Cancel a job and answer it as it is afterwards (None if there is no such job).
+
+        SCHEDULED, QUEUED and RETRYING become CANCELLED with finished_at = now. RUNNING gets
+        ``cancel_requested`` (its worker learns it at the next heartbeat and ends it CANCELLED).
+        Terminal jobs are answered unchanged.
+        """
+        ...
+
+    async def requeue(self, job_ids: Sequence[str], *, now: datetime) -> list[str]:
+        """Move DEAD or CANCELLED jobs back to QUEUED with ``attempt = 0``, ``run_at = now``.
+
+        Error, result and finished_at are cleared; attempt records stay. Jobs in other states are
+        left alone. Answers the ids that moved. Waiting workers are woken.
+        """
+        ...
+
+    async def set_paused(self, queue: str, paused: bool) -> None:
+        """Pause (claims skip the queue) or resume a queue. Enqueue still works when paused."""
+        ...
+
+    # -- workers ------------------------------------------------------------------------------
+
+    async def report_worker(self, info: WorkerInfo, *, ttl: timedelta) -> None:
+        """Record a worker heartbeat; it is listed until ``info.last_seen + ttl``."""
+        ...
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """Forget a worker (clean shutdown)."""
+        ...
+
+    async def list_workers(self, *, now: datetime) -> list[WorkerInfo]:
+        """Workers whose last heartbeat is still within its ttl, by id."""
+        ...
+
+
+class BackendFactory(Protocol):
+    """What the ``monoq.backends`` entry point names: a class built from a URL and options."""
+
+    def __call__(self, url: str, options: Mapping[str, Any] | None = None) -> Backend: ...

@@ -1,0 +1,53 @@
+"""Sortable, time-ordered job ids and lease tokens.
+
+An id is 26 characters of Crockford base32: 48 bits of milliseconds since the epoch, then 80 bits
+that are random at the start of each millisecond and count up within it, so ids made by one
+process sort in creation order and ids from different processes sort by time.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+
+_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_lock = threading.Lock()
+_last_ms = 0
+_last_rand = 0
+
+
+def _encode(value: int, length: int) -> str:
+    chars = []
+    for _ in range(length):
+        chars.append(_ALPHABET[value & 31])
+        value >>= 5
+    return "".join(reversed(chars))
+
+
+def new_id(now_ms: int | None = None) -> str:
+    """A new job id, greater than every id this process made before."""
+    global _last_ms, _last_rand
+    ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    with _lock:
+        if ms <= _last_ms:
+            ms = _last_ms
+            _last_rand += 1
+        else:
+            _last_ms = ms
+            _last_rand = secrets.randbits(79)  # headroom so increments never overflow 80 bits
+        rand = _last_rand
+    return _encode(ms, 10) + _encode(rand, 16)
+
+
+def id_time_ms(job_id: str) -> int:
+    """The millisecond timestamp encoded in an id."""
+    value = 0
+    for ch in job_id[:10]:
+        value = value * 32 + _ALPHABET.index(ch)
+    return value
+
+
+def new_token() -> str:
+    """A fresh, unguessable lease token."""
+    return secrets.token_hex(12)

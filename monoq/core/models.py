@@ -1,0 +1,361 @@
+"""Values that cross the Backend protocol: jobs, leases, attempts, stats, pages.
+
+Everything here is an immutable attrs value. Payloads and results travel as JSON bytes so that a
+backend stores them without decoding; ``Job.payload`` and ``Job.result`` decode on access.
+Datetimes are aware UTC.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+
+import attrs
+
+from monoq.core.codec import json_decode
+from monoq.errors import ValidationError
+
+
+class JobState(enum.StrEnum):
+    """Where a job is in its life (DESIGN.md §3)."""
+
+    SCHEDULED = "scheduled"  # run_at is in the future (first run)
+    QUEUED = "queued"  # ready to be claimed
+    RUNNING = "running"  # leased by a worker
+    RETRYING = "retrying"  # failed an attempt, waiting for its backoff
+    COMPLETED = "completed"
+    DEAD = "dead"  # retries exhausted or a non-retryable error: the dead-letter queue
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATES: Final = frozenset({JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED})
+WAITING_STATES: Final = frozenset({JobState.SCHEDULED, JobState.RETRYING})
+
+PRIORITY_NAMES: Final[Mapping[str, int]] = {"high": 0, "normal": 5, "low": 9}
+DEFAULT_PRIORITY: Final = 5
+DEFAULT_QUEUE: Final = "default"
+
+NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
+# Idempotency keys carry cron fire times and user ids, so they allow a wider alphabet than names.
+KEY_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/+=-]{0,199}$")
+
+
+def validate_name(field: str, value: object) -> str:
+    """Return ``value`` if it is a valid queue or handler name, else raise ValidationError."""
+    if not isinstance(value, str) or not NAME_RE.match(value):
+        raise ValidationError(
+            field,
+            f"{value!r} is not a valid name: 1-128 characters of letters, digits and _ . : -, "
+            "starting with a letter or digit",
+        )
+    return value
+
+
+def validate_key(field: str, value: object) -> str:
+    """Return ``value`` if it is a valid idempotency key, else raise ValidationError."""
+    if not isinstance(value, str) or not KEY_RE.match(value):
+        raise ValidationError(
+            field,
+            f"{value!r} is not a valid key: 1-200 characters of letters, digits and _ . : @ / + = -,"
+            " starting with a letter or digit",
+        )
+    return value
+
+
+def parse_priority(value: object) -> int:
+    """Turn 0-9 or ``high``/``normal``/``low`` into an int priority (0 runs first)."""
+    if isinstance(value, str):
+        if value.lower() in PRIORITY_NAMES:
+            return PRIORITY_NAMES[value.lower()]
+        if value.isdigit():
+            value = int(value)
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= 9:
+        return value
+    raise ValidationError("priority", f"{value!r} is not 0-9 or one of high, normal, low")
+
+
+def to_ms(dt: datetime) -> int:
+    """Milliseconds since the epoch of an aware datetime."""
+    return int(dt.timestamp() * 1000)
+
+
+def from_ms(ms: int) -> datetime:
+    """The aware UTC datetime of epoch milliseconds."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+def utcnow() -> datetime:
+    """The current time, aware UTC, truncated to milliseconds (what every backend stores)."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def rfc3339(dt: datetime | None) -> str | None:
+    """RFC 3339 UTC text (``2030-01-01T00:00:00.000Z``) or None."""
+    if dt is None:
+        return None
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@attrs.frozen
+class NewJob:
+    """A job to enqueue. The client fills every default; backends store it as given."""
+
+    id: str
+    queue: str
+    handler: str
+    payload_json: bytes
+    priority: int = DEFAULT_PRIORITY
+    run_at: datetime | None = None  # None or <= now: queued at once
+    max_retries: int = 3
+    timeout: float = 300.0  # seconds
+    idempotency_key: str | None = None
+    schedule_id: str | None = None
+
+
+@attrs.frozen
+class Job:
+    """A stored job, as a backend returns it."""
+
+    id: str
+    queue: str
+    handler: str
+    payload_json: bytes
+    priority: int
+    state: JobState
+    attempt: int  # attempts started so far (counted at claim)
+    max_retries: int
+    timeout: float
+    run_at: datetime
+    created_at: datetime
+    started_at: datetime | None = None  # start of the latest attempt
+    finished_at: datetime | None = None
+    idempotency_key: str | None = None
+    schedule_id: str | None = None
+    result_json: bytes | None = None
+    error: str | None = None  # the latest error, "Type: message"
+    cancel_requested: bool = False
+    worker_id: str | None = None  # holder of the current lease
+    lease_expires_at: datetime | None = None
+
+    @property
+    def payload(self) -> Any:
+        """The payload, decoded from JSON."""
+        return json_decode(self.payload_json)
+
+    @property
+    def result(self) -> Any:
+        """The handler's return value, decoded from JSON (None until completed)."""
+        return None if self.result_json is None else json_decode(self.result_json)
+
+    @property
+    def terminal(self) -> bool:
+        """True once the job is completed, dead or cancelled."""
+        return self.state in TERMINAL_STATES
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form of DESIGN.md §3 (API responses and ``--json`` output)."""
+        return {
+            "id": self.id,
+            "queue": self.queue,
+            "handler": self.handler,
+            "payload": self.payload,
+            "priority": self.priority,
+            "state": str(self.state),
+            "attempt": self.attempt,
+            "max_retries": self.max_retries,
+            "timeout": self.timeout,
+            "run_at": rfc3339(self.run_at),
+            "created_at": rfc3339(self.created_at),
+            "started_at": rfc3339(self.started_at),
+            "finished_at": rfc3339(self.finished_at),
+            "idempotency_key": self.idempotency_key,
+            "schedule_id": self.schedule_id,
+            "result": self.result,
+            "error": self.error,
+        }
+
+
+@attrs.frozen
+class Enqueued:
+    """The answer to one enqueued job: the stored job, and whether this call created it.
+
+    ``created`` is False when the idempotency key matched an existing job; ``job`` is then the
+    original.
+    """
+
+    job: Job
+    created: bool
+
+
+@attrs.frozen
+class Lease:
+    """A claim on a running job. Every later call about this run must present ``token``."""
+
+    job: Job
+    token: str
+    expires_at: datetime
+
+    @property
+    def job_id(self) -> str:
+        """The leased job's id."""
+        return self.job.id
+
+
+class LeaseStatus(enum.StrEnum):
+    """What a heartbeat learns about a lease."""
+
+    HELD = "held"  # extended
+    LOST = "lost"  # the token is stale: the job was reaped, released or finished elsewhere
+    CANCEL_REQUESTED = "cancel_requested"  # extended, but the job should stop: it was cancelled
+
+
+class Outcome(enum.StrEnum):
+    """How a run ends; the worker (or the reaper) picks one, the backend applies it."""
+
+    COMPLETED = "completed"  # -> completed, result stored
+    RETRY = "retry"  # -> retrying until retry_at (cancelled instead if a cancel was requested)
+    DEAD = "dead"  # -> dead (cancelled instead if a cancel was requested)
+    CANCELLED = "cancelled"  # -> cancelled
+    RELEASED = "released"  # -> queued, attempt refunded (graceful shutdown)
+
+
+@attrs.frozen
+class ErrorInfo:
+    """Why an attempt failed."""
+
+    type: str
+    message: str
+    traceback: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.type}: {self.message}" if self.message else self.type
+
+
+@attrs.frozen
+class Finish:
+    """One fenced end of a run, for ``Backend.finish``."""
+
+    lease: Lease
+    outcome: Outcome
+    result_json: bytes | None = None
+    error: ErrorInfo | None = None
+    retry_at: datetime | None = None  # required for RETRY
+
+    def __attrs_post_init__(self) -> None:
+        if self.outcome is Outcome.RETRY and self.retry_at is None:
+            raise ValueError("Outcome.RETRY needs retry_at")
+
+
+class AttemptOutcome(enum.StrEnum):
+    """How one recorded attempt ended."""
+
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    RELEASED = "released"  # handed back on shutdown; its number is reused by the next run
+
+
+OUTCOME_TO_ATTEMPT: Final[Mapping[Outcome, AttemptOutcome]] = {
+    Outcome.COMPLETED: AttemptOutcome.COMPLETED,
+    Outcome.RETRY: AttemptOutcome.FAILED,
+    Outcome.DEAD: AttemptOutcome.FAILED,
+    Outcome.CANCELLED: AttemptOutcome.CANCELLED,
+    Outcome.RELEASED: AttemptOutcome.RELEASED,
+}
+
+TRACEBACK_LIMIT: Final = 8192
+
+
+@attrs.frozen
+class Attempt:
+    """One run of a job: who ran it, when, and how it ended."""
+
+    job_id: str
+    attempt: int
+    worker_id: str
+    started_at: datetime
+    finished_at: datetime | None = None
+    outcome: AttemptOutcome = AttemptOutcome.RUNNING
+    error_type: str | None = None
+    error_message: str | None = None
+    traceback: str | None = None
+
+    @property
+    def duration(self) -> timedelta | None:
+        """How long the attempt ran, once it ended."""
+        return None if self.finished_at is None else self.finished_at - self.started_at
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for the API and ``--json`` output."""
+        duration = self.duration
+        return {
+            "job_id": self.job_id,
+            "attempt": self.attempt,
+            "worker_id": self.worker_id,
+            "started_at": rfc3339(self.started_at),
+            "finished_at": rfc3339(self.finished_at),
+            "duration": None if duration is None else duration.total_seconds(),
+            "outcome": str(self.outcome),
+            "error_type": self.error_type,
+            "error_message": self.error_message,
+            "traceback": self.traceback,
+        }
+
+
+@attrs.frozen
+class QueueStats:
+    """Counts by state of one queue, and whether it is paused."""
+
+    queue: str
+    counts: Mapping[JobState, int]
+    paused: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for the API and ``--json`` output."""
+        return {
+            "queue": self.queue,
+            "paused": self.paused,
+            "counts": {str(s): self.counts.get(s, 0) for s in JobState},
+        }
+
+
+@attrs.frozen
+class Page:
+    """One page of ``list_jobs``: newest first; pass ``next_cursor`` for the next page."""
+
+    jobs: list[Job]
+    next_cursor: str | None
+
+
+@attrs.frozen
+class WorkerInfo:
+    """A live worker process, as its heartbeat reports it."""
+
+    id: str
+    host: str
+    pid: int
+    roles: tuple[str, ...]
+    queues: tuple[str, ...]
+    concurrency: int
+    busy: int
+    started_at: datetime
+    last_seen: datetime
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for the API and ``--json`` output."""
+        return {
+            "id": self.id,
+            "host": self.host,
+            "pid": self.pid,
+            "roles": list(self.roles),
+            "queues": list(self.queues),
+            "concurrency": self.concurrency,
+            "busy": self.busy,
+            "started_at": rfc3339(self.started_at),
+            "last_seen": rfc3339(self.last_seen),
+        }
