@@ -1,0 +1,490 @@
+"""MemoryBackend: every job in this process's memory.
+
+Fast and dependency-free, for tests and for trying monoq out. Its state dies with the process and
+cannot be shared with another one, so every role (and every CLI command) must run in the same
+process: ``capabilities.shared_across_processes`` is False and the supervisor refuses split roles.
+Each method runs without awaiting in the middle, so on one event loop it is atomic.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import defaultdict
+from collections.abc import Collection, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import anyio
+import attrs
+
+from monoq.core.backend import Capabilities
+from monoq.core.ids import new_token
+from monoq.core.models import (
+    OUTCOME_TO_ATTEMPT,
+    TERMINAL_STATES,
+    WAITING_STATES,
+    Attempt,
+    AttemptOutcome,
+    Enqueued,
+    Finish,
+    Job,
+    JobState,
+    Lease,
+    LeaseStatus,
+    NewJob,
+    Outcome,
+    Page,
+    QueueStats,
+    WorkerInfo,
+)
+from monoq.errors import ConfigError
+
+
+class _Signal:
+    """A broadcast wake-up: every waiter returns at the next ``fire``."""
+
+    def __init__(self) -> None:
+        self._event = anyio.Event()
+
+    def fire(self) -> None:
+        self._event.set()
+        self._event = anyio.Event()
+
+    async def wait(self, timeout: float) -> None:
+        event = self._event
+        with anyio.move_on_after(max(timeout, 0.0)):
+            await event.wait()
+
+
+@attrs.define
+class _Row:
+    job: Job
+    token: str | None = None
+
+
+class MemoryBackend:
+    """The in-process backend for ``memory://`` URLs."""
+
+    capabilities = Capabilities(shared_across_processes=False, cross_process_wakeup=False)
+
+    def __init__(self, url: str = "memory://", options: Mapping[str, Any] | None = None) -> None:
+        if options:
+            raise ConfigError(
+                f"backend.options.{next(iter(options))}: unknown option; memory:// takes none"
+            )
+        self.url = url
+        self._rows: dict[str, _Row] = {}
+        # ready heap per queue: (priority, run_at, id); stale entries are skipped lazily
+        self._ready: dict[str, list[tuple[int, datetime, str]]] = defaultdict(list)
+        self._waiting: list[tuple[datetime, str]] = []  # (run_at, id) of scheduled/retrying
+        self._keys: dict[tuple[str, str], str] = {}
+        self._attempts: dict[str, list[Attempt]] = defaultdict(list)
+        self._queues: set[str] = set()
+        self._paused: set[str] = set()
+        self._workers: dict[str, tuple[WorkerInfo, datetime]] = {}
+        self._wake: dict[str, _Signal] = defaultdict(_Signal)
+        self._changes = _Signal()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Nothing to open."""
+
+    async def aclose(self) -> None:
+        """Nothing to close; the jobs stay until the object is dropped."""
+
+    async def ping(self) -> None:
+        """Always reachable."""
+
+    # -- producer -------------------------------------------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[NewJob], *, now: datetime) -> list[Enqueued]:
+        """Store jobs; see ``Backend.enqueue``."""
+        answers: list[Enqueued] = []
+        woken: set[str] = set()
+        delayed = False
+        for new in jobs:
+            if new.idempotency_key is not None:
+                existing = self._keys.get((new.queue, new.idempotency_key))
+                if existing is not None:
+                    answers.append(Enqueued(self._rows[existing].job, created=False))
+                    continue
+            if new.id in self._rows:
+                raise ValueError(f"duplicate job id {new.id}")
+            later = new.run_at is not None and new.run_at > now
+            job = Job(
+                id=new.id,
+                queue=new.queue,
+                handler=new.handler,
+                payload_json=new.payload_json,
+                priority=new.priority,
+                state=JobState.SCHEDULED if later else JobState.QUEUED,
+                attempt=0,
+                max_retries=new.max_retries,
+                timeout=new.timeout,
+                run_at=new.run_at if later and new.run_at is not None else now,
+                created_at=now,
+                idempotency_key=new.idempotency_key,
+                schedule_id=new.schedule_id,
+            )
+            self._rows[job.id] = _Row(job)
+            self._queues.add(job.queue)
+            if new.idempotency_key is not None:
+                self._keys[(new.queue, new.idempotency_key)] = job.id
+            if later:
+                heapq.heappush(self._waiting, (job.run_at, job.id))
+                delayed = True
+            else:
+                heapq.heappush(self._ready[job.queue], (job.priority, job.run_at, job.id))
+                woken.add(job.queue)
+            answers.append(Enqueued(job, created=True))
+        for queue in woken:
+            self._wake[queue].fire()
+        if delayed:
+            self._changes.fire()
+        return answers
+
+    # -- consumer -------------------------------------------------------------------------------
+
+    async def claim(
+        self,
+        queues: Sequence[str],
+        *,
+        limit: int,
+        lease_for: timedelta,
+        worker_id: str,
+        now: datetime,
+    ) -> list[Lease]:
+        """Lease ready jobs; see ``Backend.claim``."""
+        leases: list[Lease] = []
+        expires = now + lease_for
+        for queue in queues:
+            if queue in self._paused:
+                continue
+            heap = self._ready.get(queue)
+            while heap and len(leases) < limit:
+                _, _, job_id = heapq.heappop(heap)
+                row = self._rows.get(job_id)
+                if row is None or row.job.state is not JobState.QUEUED:
+                    continue  # stale heap entry
+                token = new_token()
+                row.job = attrs.evolve(
+                    row.job,
+                    state=JobState.RUNNING,
+                    attempt=row.job.attempt + 1,
+                    started_at=now,
+                    worker_id=worker_id,
+                    lease_expires_at=expires,
+                )
+                row.token = token
+                self._attempts[job_id].append(
+                    Attempt(job_id=job_id, attempt=row.job.attempt, worker_id=worker_id,
+                            started_at=now)
+                )
+                leases.append(Lease(job=row.job, token=token, expires_at=expires))
+            if len(leases) >= limit:
+                break
+        if leases:
+            self._changes.fire()
+        return leases
+
+    async def wait_for_jobs(self, queues: Sequence[str], *, timeout: float) -> None:
+        """Wait for an enqueue, promotion or requeue into one of ``queues``."""
+        if any(self._has_ready(q) for q in queues):
+            return
+        if len(queues) == 1:
+            await self._wake[queues[0]].wait(timeout)
+            return
+        with anyio.move_on_after(max(timeout, 0.0)):
+            async with anyio.create_task_group() as tg:
+
+                async def one(queue: str) -> None:
+                    await self._wake[queue].wait(timeout)
+                    tg.cancel_scope.cancel()
+
+                for queue in queues:
+                    tg.start_soon(one, queue)
+
+    def _has_ready(self, queue: str) -> bool:
+        if queue in self._paused:
+            return False
+        heap = self._ready.get(queue)
+        while heap:
+            row = self._rows.get(heap[0][2])
+            if row is not None and row.job.state is JobState.QUEUED:
+                return True
+            heapq.heappop(heap)
+        return False
+
+    def _current(self, lease: Lease) -> _Row | None:
+        row = self._rows.get(lease.job.id)
+        if row is None or row.token is None or row.token != lease.token:
+            return None
+        return row
+
+    async def extend(
+        self, leases: Sequence[Lease], *, lease_for: timedelta, now: datetime
+    ) -> list[LeaseStatus]:
+        """Heartbeat; see ``Backend.extend``."""
+        statuses: list[LeaseStatus] = []
+        for lease in leases:
+            row = self._current(lease)
+            if row is None:
+                statuses.append(LeaseStatus.LOST)
+                continue
+            row.job = attrs.evolve(row.job, lease_expires_at=now + lease_for)
+            statuses.append(
+                LeaseStatus.CANCEL_REQUESTED if row.job.cancel_requested else LeaseStatus.HELD
+            )
+        return statuses
+
+    async def finish(self, items: Sequence[Finish], *, now: datetime) -> list[bool]:
+        """End runs, fenced by token; see ``Backend.finish``."""
+        answers: list[bool] = []
+        woken: set[str] = set()
+        changed = False
+        for item in items:
+            row = self._current(item.lease)
+            if row is None:
+                answers.append(False)
+                continue
+            job = row.job
+            outcome = item.outcome
+            if job.cancel_requested and outcome in (Outcome.RETRY, Outcome.DEAD):
+                outcome = Outcome.CANCELLED
+            error = None if item.error is None else str(item.error)
+            common: dict[str, Any] = {"worker_id": None, "lease_expires_at": None}
+            if outcome is Outcome.COMPLETED:
+                job = attrs.evolve(job, state=JobState.COMPLETED, result_json=item.result_json,
+                                   finished_at=now, **common)
+            elif outcome is Outcome.RETRY:
+                retry_at = item.retry_at or now  # Finish guarantees it is set for RETRY
+                job = attrs.evolve(job, state=JobState.RETRYING, run_at=retry_at,
+                                   error=error, **common)
+                heapq.heappush(self._waiting, (retry_at, job.id))
+                changed = True
+            elif outcome is Outcome.DEAD:
+                job = attrs.evolve(job, state=JobState.DEAD, error=error, finished_at=now,
+                                   **common)
+            elif outcome is Outcome.CANCELLED:
+                job = attrs.evolve(job, state=JobState.CANCELLED, finished_at=now,
+                                   error=error or job.error, **common)
+            else:  # RELEASED
+                job = attrs.evolve(job, state=JobState.QUEUED, attempt=job.attempt - 1, **common)
+                heapq.heappush(self._ready[job.queue], (job.priority, job.run_at, job.id))
+                woken.add(job.queue)
+            row.job = job
+            row.token = None
+            self._close_attempt(job.id, item, now)
+            answers.append(True)
+        for queue in woken:
+            self._wake[queue].fire()
+        if changed:
+            self._changes.fire()
+        return answers
+
+    def _close_attempt(self, job_id: str, item: Finish, now: datetime) -> None:
+        records = self._attempts[job_id]
+        if not records or records[-1].outcome is not AttemptOutcome.RUNNING:
+            return
+        err = item.error
+        records[-1] = attrs.evolve(
+            records[-1],
+            finished_at=now,
+            outcome=OUTCOME_TO_ATTEMPT[item.outcome],
+            error_type=None if err is None else err.type,
+            error_message=None if err is None else err.message,
+            traceback=None if err is None else err.traceback,
+        )
+
+    # -- scheduler ------------------------------------------------------------------------------
+
+    async def promote(self, *, now: datetime, limit: int) -> int:
+        """Move due scheduled/retrying jobs to queued; see ``Backend.promote``."""
+        moved = 0
+        woken: set[str] = set()
+        while self._waiting and moved < limit and self._waiting[0][0] <= now:
+            run_at, job_id = heapq.heappop(self._waiting)
+            row = self._rows.get(job_id)
+            if row is None or row.job.state not in WAITING_STATES or row.job.run_at != run_at:
+                continue
+            row.job = attrs.evolve(row.job, state=JobState.QUEUED)
+            heapq.heappush(self._ready[row.job.queue], (row.job.priority, run_at, job_id))
+            woken.add(row.job.queue)
+            moved += 1
+        for queue in woken:
+            self._wake[queue].fire()
+        return moved
+
+    async def next_wakeup(self, *, now: datetime) -> datetime | None:
+        """Earliest due time or lease expiry; see ``Backend.next_wakeup``."""
+        candidates: list[datetime] = []
+        while self._waiting:
+            run_at, job_id = self._waiting[0]
+            row = self._rows.get(job_id)
+            if row is not None and row.job.state in WAITING_STATES and row.job.run_at == run_at:
+                candidates.append(run_at)
+                break
+            heapq.heappop(self._waiting)
+        candidates.extend(
+            row.job.lease_expires_at
+            for row in self._rows.values()
+            if row.job.state is JobState.RUNNING and row.job.lease_expires_at is not None
+        )
+        return min(candidates, default=None)
+
+    async def wait_for_changes(self, *, timeout: float) -> None:
+        """Wait for a delayed enqueue, a retry or a claim."""
+        await self._changes.wait(timeout)
+
+    async def expired_leases(self, *, now: datetime, limit: int) -> list[Lease]:
+        """Running jobs whose lease ran out; see ``Backend.expired_leases``."""
+        expired = sorted(
+            (
+                row
+                for row in self._rows.values()
+                if row.job.state is JobState.RUNNING
+                and row.job.lease_expires_at is not None
+                and row.job.lease_expires_at < now
+                and row.token is not None
+            ),
+            key=lambda r: (r.job.lease_expires_at, r.job.id),
+        )
+        return [
+            Lease(job=row.job, token=row.token, expires_at=row.job.lease_expires_at)
+            for row in expired[:limit]
+            if row.token is not None and row.job.lease_expires_at is not None
+        ]
+
+    async def purge(
+        self,
+        *,
+        states: Collection[JobState],
+        finished_before: datetime,
+        queue: str | None = None,
+        limit: int = 1000,
+    ) -> int:
+        """Delete old finished jobs; see ``Backend.purge``."""
+        wanted = set(states) & TERMINAL_STATES
+        victims = [
+            row.job
+            for row in self._rows.values()
+            if row.job.state in wanted
+            and row.job.finished_at is not None
+            and row.job.finished_at < finished_before
+            and (queue is None or row.job.queue == queue)
+        ][:limit]
+        for job in victims:
+            del self._rows[job.id]
+            self._attempts.pop(job.id, None)
+            if job.idempotency_key is not None:
+                self._keys.pop((job.queue, job.idempotency_key), None)
+        return len(victims)
+
+    # -- inspection and admin -------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job | None:
+        """The job or None."""
+        row = self._rows.get(job_id)
+        return None if row is None else row.job
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
+        """Several jobs, in the order asked."""
+        return [await self.get(job_id) for job_id in job_ids]
+
+    async def attempts(self, job_id: str) -> list[Attempt]:
+        """Attempt records, oldest first."""
+        return list(self._attempts.get(job_id, ()))
+
+    async def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        states: Collection[JobState] | None = None,
+        handler: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        """Newest first with cursor; see ``Backend.list_jobs``."""
+        wanted = None if states is None else set(states)
+        matches: list[Job] = []
+        for job_id in sorted(self._rows, reverse=True):
+            if cursor is not None and job_id >= cursor:
+                continue
+            job = self._rows[job_id].job
+            if queue is not None and job.queue != queue:
+                continue
+            if wanted is not None and job.state not in wanted:
+                continue
+            if handler is not None and job.handler != handler:
+                continue
+            matches.append(job)
+            if len(matches) > limit:
+                break
+        page = matches[:limit]
+        more = len(matches) > limit
+        return Page(jobs=page, next_cursor=page[-1].id if more and page else None)
+
+    async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        """Counts by state per queue."""
+        names = sorted(self._queues | self._paused) if queues is None else list(queues)
+        counts: dict[str, dict[JobState, int]] = {name: dict.fromkeys(JobState, 0)
+                                                  for name in names}
+        for row in self._rows.values():
+            per_queue = counts.get(row.job.queue)
+            if per_queue is not None:
+                per_queue[row.job.state] += 1
+        return [QueueStats(queue=name, counts=counts[name], paused=name in self._paused)
+                for name in names]
+
+    async def cancel(self, job_id: str, *, now: datetime) -> Job | None:
+        """Cancel now, or request it of the running worker; see ``Backend.cancel``."""
+        row = self._rows.get(job_id)
+        if row is None:
+            return None
+        job = row.job
+        if job.state is JobState.RUNNING:
+            row.job = attrs.evolve(job, cancel_requested=True)
+        elif job.state not in TERMINAL_STATES:
+            row.job = attrs.evolve(job, state=JobState.CANCELLED, finished_at=now)
+        return row.job
+
+    async def requeue(self, job_ids: Sequence[str], *, now: datetime) -> list[str]:
+        """Dead or cancelled jobs back to queued; see ``Backend.requeue``."""
+        moved: list[str] = []
+        for job_id in job_ids:
+            row = self._rows.get(job_id)
+            if row is None or row.job.state not in (JobState.DEAD, JobState.CANCELLED):
+                continue
+            row.job = attrs.evolve(
+                row.job, state=JobState.QUEUED, attempt=0, run_at=now, error=None,
+                result_json=None, finished_at=None, cancel_requested=False,
+            )
+            heapq.heappush(self._ready[row.job.queue], (row.job.priority, now, job_id))
+            moved.append(job_id)
+        for queue in {self._rows[job_id].job.queue for job_id in moved}:
+            self._wake[queue].fire()
+        return moved
+
+    async def set_paused(self, queue: str, paused: bool) -> None:
+        """Pause or resume a queue."""
+        if paused:
+            self._paused.add(queue)
+        else:
+            self._paused.discard(queue)
+            self._wake[queue].fire()
+        self._queues.add(queue)
+
+    # -- workers --------------------------------------------------------------------------------
+
+    async def report_worker(self, info: WorkerInfo, *, ttl: timedelta) -> None:
+        """Record a heartbeat."""
+        self._workers[info.id] = (info, info.last_seen + ttl)
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """Forget a worker."""
+        self._workers.pop(worker_id, None)
+
+    async def list_workers(self, *, now: datetime) -> list[WorkerInfo]:
+        """Workers seen within their ttl."""
+        return [info for wid, (info, until) in sorted(self._workers.items()) if until >= now]
