@@ -1,0 +1,51 @@
+"""monoq: a job queue that is one program.
+
+The public API: the ``handler`` decorator and handler ``Context``; ``connect`` and
+``connect_sync`` for producers; the job model; the exceptions handlers raise to steer retries.
+"""
+
+from monoq.client import Client, JobDefaults, SyncClient, connect, connect_sync
+from monoq.core.models import Attempt, Job, JobState, QueueStats
+from monoq.errors import (
+    BackendError,
+    BackendUnavailable,
+    ConfigError,
+    Conflict,
+    HandlerNotFound,
+    JobNotFound,
+    MonoqError,
+    Retry,
+    SkipRetry,
+    ValidationError,
+    WaitTimeout,
+)
+from monoq.registry import handler
+from monoq.worker import Context
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Attempt",
+    "BackendError",
+    "BackendUnavailable",
+    "Client",
+    "ConfigError",
+    "Conflict",
+    "Context",
+    "HandlerNotFound",
+    "Job",
+    "JobDefaults",
+    "JobNotFound",
+    "JobState",
+    "MonoqError",
+    "QueueStats",
+    "Retry",
+    "SkipRetry",
+    "SyncClient",
+    "ValidationError",
+    "WaitTimeout",
+    "__version__",
+    "connect",
+    "connect_sync",
+    "handler",
+]

@@ -1,0 +1,475 @@
+"""The Python client: what producers, the CLI and the API use to talk to a backend.
+
+``Client`` turns friendly arguments (a dict payload, ``priority="high"``, ``delay=10``) into
+validated ``NewJob`` values, applies the handler's and the config's defaults, and wraps the
+backend's answers into errors a caller can act on (``JobNotFound``, ``Conflict``). Validation
+happens before anything is written, so bad input changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any, Final
+
+import anyio
+import attrs
+
+from monoq.core.backend import Backend
+from monoq.core.codec import json_encode
+from monoq.core.ids import new_id
+from monoq.core.models import (
+    DEFAULT_PRIORITY,
+    DEFAULT_QUEUE,
+    Attempt,
+    Enqueued,
+    Job,
+    JobState,
+    NewJob,
+    Page,
+    QueueStats,
+    WorkerInfo,
+    parse_priority,
+    utcnow,
+    validate_key,
+    validate_name,
+)
+from monoq.errors import (
+    Conflict,
+    HandlerNotFound,
+    JobNotFound,
+    SerializationError,
+    ValidationError,
+    WaitTimeout,
+)
+from monoq.registry import Registry, open_backend
+
+if TYPE_CHECKING:
+    from anyio.from_thread import BlockingPortal
+    from monoq.config import Config
+
+MAX_DELAY: Final = timedelta(days=3650)
+MAX_TIMEOUT: Final = 7 * 86400.0
+MAX_RETRIES: Final = 1000
+SUBMIT_FIELDS: Final = frozenset(
+    {"handler", "name", "payload", "queue", "priority", "delay", "run_at", "max_retries",
+     "timeout", "idempotency_key"}
+)
+
+
+@attrs.frozen
+class JobDefaults:
+    """Values a new job gets when neither the caller nor its handler sets them."""
+
+    queue: str = DEFAULT_QUEUE
+    priority: int = DEFAULT_PRIORITY
+    max_retries: int = 3
+    timeout: float = 300.0
+
+
+def _parse_time(field: str, value: object) -> datetime:
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, str):
+        try:
+            dt = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValidationError(field, f"{value!r} is not an RFC 3339 time") from None
+    else:
+        raise ValidationError(field, f"{value!r} is not an RFC 3339 time")
+    if dt.tzinfo is None:
+        raise ValidationError(field, f"{value!r} has no timezone; use UTC (…Z)")
+    return dt.astimezone(UTC)
+
+
+def _number(field: str, value: object, *, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(field, f"{value!r} is not a number")
+    if not low <= value <= high:  # also refuses NaN, which compares false
+        raise ValidationError(field, f"{value!r} is outside {low:g}..{high:g}")
+    return float(value)
+
+
+class Client:
+    """Enqueue, inspect and administer jobs on one backend.
+
+    ``registry``, when given, supplies per-handler defaults; with ``known_handlers_only`` an
+    enqueue for a handler it does not know is refused (``HandlerNotFound``).
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        *,
+        registry: Registry | None = None,
+        defaults: JobDefaults | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        known_handlers_only: bool = False,
+    ) -> None:
+        self.backend = backend
+        self.registry = registry
+        self.defaults = defaults or JobDefaults()
+        self.clock = clock
+        self.known_handlers_only = known_handlers_only
+
+    # -- building jobs --------------------------------------------------------------------------
+
+    def build(
+        self,
+        handler: str,
+        payload: Any = None,
+        *,
+        queue: str | None = None,
+        priority: int | str | None = None,
+        delay: float | timedelta | None = None,
+        run_at: datetime | str | None = None,
+        max_retries: int | None = None,
+        timeout: float | None = None,
+        idempotency_key: str | None = None,
+        schedule_id: str | None = None,
+        now: datetime | None = None,
+    ) -> NewJob:
+        """Validate arguments and fill defaults; raises ValidationError, writes nothing."""
+        validate_name("handler", handler)
+        spec = self.registry.find(handler) if self.registry is not None else None
+        if spec is None and self.known_handlers_only:
+            known = ", ".join(s.name for s in self.registry or ()) or "none"
+            raise HandlerNotFound(f"handler: no handler named {handler!r} (known: {known})")
+        queue = validate_name("queue", queue or (spec and spec.queue) or self.defaults.queue)
+        if priority is None:
+            priority = spec.priority if spec and spec.priority is not None else None
+        prio = self.defaults.priority if priority is None else parse_priority(priority)
+        if max_retries is None:
+            max_retries = spec.max_retries if spec and spec.max_retries is not None else None
+        retries = self.defaults.max_retries if max_retries is None else max_retries
+        if isinstance(retries, bool) or not isinstance(retries, int):
+            raise ValidationError("max_retries", f"{retries!r} is not an integer")
+        if not 0 <= retries <= MAX_RETRIES:
+            raise ValidationError("max_retries", f"{retries} is outside 0..{MAX_RETRIES}")
+        if timeout is None:
+            timeout = spec.timeout if spec and spec.timeout is not None else self.defaults.timeout
+        seconds = _number("timeout", timeout, low=0.001, high=MAX_TIMEOUT)
+        if idempotency_key is not None:
+            validate_key("idempotency_key", idempotency_key)
+        if delay is not None and run_at is not None:
+            raise ValidationError("delay", "give delay or run_at, not both")
+        when: datetime | None = None
+        if delay is not None:
+            if isinstance(delay, timedelta):
+                delay = delay.total_seconds()
+            secs = _number("delay", delay, low=0, high=MAX_DELAY.total_seconds())
+            when = (now or self.clock()) + timedelta(seconds=secs) if secs else None
+        elif run_at is not None:
+            when = _parse_time("run_at", run_at)
+        try:
+            payload_json = json_encode(payload)
+        except SerializationError as exc:
+            raise ValidationError("payload", str(exc)) from exc
+        return NewJob(
+            id=new_id(),
+            queue=queue,
+            handler=handler,
+            payload_json=payload_json,
+            priority=prio,
+            run_at=when,
+            max_retries=retries,
+            timeout=seconds,
+            idempotency_key=idempotency_key,
+            schedule_id=schedule_id,
+        )
+
+    def build_from_dict(self, data: Mapping[str, Any], *, now: datetime | None = None) -> NewJob:
+        """Build from a submit body (DESIGN.md §3: ``handler`` or its alias ``name``, …)."""
+        if not isinstance(data, Mapping):
+            raise ValidationError("job", "each job must be a JSON object")
+        unknown = set(data) - SUBMIT_FIELDS
+        if unknown:
+            raise ValidationError(
+                min(unknown),
+                f"unknown field; allowed: {', '.join(sorted(SUBMIT_FIELDS))}",
+            )
+        handler = data.get("handler", data.get("name"))
+        if handler is None:
+            raise ValidationError("handler", "is required")
+        return self.build(
+            handler,
+            data.get("payload"),
+            queue=data.get("queue"),
+            priority=data.get("priority"),
+            delay=data.get("delay"),
+            run_at=data.get("run_at"),
+            max_retries=data.get("max_retries"),
+            timeout=data.get("timeout"),
+            idempotency_key=data.get("idempotency_key"),
+            now=now,
+        )
+
+    # -- producing ------------------------------------------------------------------------------
+
+    async def enqueue(self, handler: str, payload: Any = None, **options: Any) -> Job:
+        """Enqueue one job and answer it (the original one when the idempotency key matched)."""
+        return (await self.submit(handler, payload, **options)).job
+
+    async def submit(self, handler: str, payload: Any = None, **options: Any) -> Enqueued:
+        """Like ``enqueue`` but also tells whether the job was created by this call."""
+        now = self.clock()
+        new = self.build(handler, payload, now=now, **options)
+        [answer] = await self.backend.enqueue([new], now=now)
+        return answer
+
+    async def enqueue_many(self, jobs: Iterable[Mapping[str, Any] | NewJob]) -> list[Job]:
+        """Enqueue a batch in one backend call; every job is validated before any is written."""
+        return [answer.job for answer in await self.submit_many(jobs)]
+
+    async def submit_many(self, jobs: Iterable[Mapping[str, Any] | NewJob]) -> list[Enqueued]:
+        """Like ``enqueue_many`` but also tells which jobs were created by this call."""
+        now = self.clock()
+        built: list[NewJob] = []
+        for index, item in enumerate(jobs):
+            if isinstance(item, NewJob):
+                built.append(item)
+                continue
+            try:
+                built.append(self.build_from_dict(item, now=now))
+            except ValidationError as exc:
+                raise ValidationError(f"jobs[{index}].{exc.field}", exc.message) from exc
+        if not built:
+            return []
+        return await self.backend.enqueue(built, now=now)
+
+    # -- inspecting -----------------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job:
+        """The job, or JobNotFound."""
+        job = await self.backend.get(job_id)
+        if job is None:
+            raise JobNotFound(job_id)
+        return job
+
+    async def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """Wait until the job is completed, dead or cancelled; WaitTimeout after ``timeout`` s."""
+        delay = 0.002
+        with anyio.move_on_after(timeout) as scope:
+            while True:
+                job = await self.get(job_id)
+                if job.terminal:
+                    return job
+                await anyio.sleep(delay)
+                delay = min(delay * 1.5, 0.25)
+        if scope.cancelled_caught:
+            raise WaitTimeout(f"job {job_id} did not finish within {timeout} s")
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def attempts(self, job_id: str) -> list[Attempt]:
+        """The job's attempts, oldest first; JobNotFound for an unknown job."""
+        await self.get(job_id)
+        return await self.backend.attempts(job_id)
+
+    async def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        states: Iterable[JobState | str] | None = None,
+        handler: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        """Jobs newest first, filtered, one page at a time."""
+        wanted = None if states is None else {self._state(s) for s in states}
+        if not 1 <= limit <= 1000:
+            raise ValidationError("limit", f"{limit} is outside 1..1000")
+        return await self.backend.list_jobs(
+            queue=queue, states=wanted, handler=handler, limit=limit, cursor=cursor
+        )
+
+    @staticmethod
+    def _state(value: JobState | str) -> JobState:
+        try:
+            return JobState(value)
+        except ValueError:
+            allowed = ", ".join(s.value for s in JobState)
+            raise ValidationError("state", f"{value!r} is not one of {allowed}") from None
+
+    async def queues(self, names: Sequence[str] | None = None) -> list[QueueStats]:
+        """Counts by state per queue."""
+        return await self.backend.stats(names)
+
+    async def workers(self) -> list[WorkerInfo]:
+        """Workers with a recent heartbeat."""
+        return await self.backend.list_workers(now=self.clock())
+
+    # -- administering --------------------------------------------------------------------------
+
+    async def cancel(self, job_id: str) -> Job:
+        """Cancel a job: at once if it waits, at its next heartbeat if it runs.
+
+        Conflict if it already completed or died; cancelling a cancelled job is a no-op.
+        """
+        job = await self.backend.cancel(job_id, now=self.clock())
+        if job is None:
+            raise JobNotFound(job_id)
+        if job.state in (JobState.COMPLETED, JobState.DEAD):
+            raise Conflict(f"job {job_id} is already {job.state}; it cannot be cancelled")
+        return job
+
+    async def retry(self, job_id: str) -> Job:
+        """Put a dead or cancelled job back in its queue with a fresh retry budget."""
+        moved = await self.backend.requeue([job_id], now=self.clock())
+        job = await self.get(job_id)
+        if not moved:
+            raise Conflict(f"job {job_id} is {job.state}; only dead or cancelled jobs can be retried")
+        return job
+
+    async def pause(self, queue: str) -> None:
+        """Stop workers claiming from ``queue`` (enqueue still works)."""
+        await self.backend.set_paused(validate_name("queue", queue), True)
+
+    async def resume(self, queue: str) -> None:
+        """Let workers claim from ``queue`` again."""
+        await self.backend.set_paused(validate_name("queue", queue), False)
+
+    async def dead_jobs(
+        self, *, queue: str | None = None, handler: str | None = None
+    ) -> AsyncIterator[Job]:
+        """Every dead job matching the filters, newest first."""
+        cursor: str | None = None
+        while True:
+            page = await self.backend.list_jobs(
+                queue=queue, states={JobState.DEAD}, handler=handler, limit=500, cursor=cursor
+            )
+            for job in page.jobs:
+                yield job
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def requeue_dead(
+        self,
+        ids: Sequence[str] | None = None,
+        *,
+        queue: str | None = None,
+        handler: str | None = None,
+    ) -> list[str]:
+        """Requeue dead jobs by id, or every dead job matching the filters."""
+        if ids is None:
+            ids = [job.id async for job in self.dead_jobs(queue=queue, handler=handler)]
+        moved: list[str] = []
+        for start in range(0, len(ids), 500):
+            moved += await self.backend.requeue(ids[start : start + 500], now=self.clock())
+        return moved
+
+    async def purge_dead(
+        self, *, queue: str | None = None, older_than: timedelta = timedelta(0)
+    ) -> int:
+        """Delete dead jobs (of ``queue``) that died more than ``older_than`` ago."""
+        horizon = self.clock() - older_than + timedelta(milliseconds=1)
+        total = 0
+        while True:
+            n = await self.backend.purge(
+                states={JobState.DEAD}, finished_before=horizon, queue=queue, limit=1000
+            )
+            total += n
+            if n < 1000:
+                return total
+
+
+def client_from_config(config: Config, *, backend: Backend | None = None,
+                       registry: Registry | None = None) -> Client:
+    """A client over the configured backend (built, not connected) with the config's defaults."""
+    if backend is None:
+        backend = open_backend(config.backend.url, config.backend.options)
+    if registry is None:
+        registry = Registry.discover(config.monoq.imports)
+    jobs = config.jobs
+    defaults = JobDefaults(queue=jobs.queue, priority=parse_priority(jobs.priority),
+                           max_retries=jobs.max_retries, timeout=jobs.timeout_seconds)
+    return Client(backend, registry=registry, defaults=defaults)
+
+
+@contextlib.asynccontextmanager
+async def connect(
+    url: str | None = None,
+    *,
+    config: str | os.PathLike[str] | Config | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> AsyncIterator[Client]:
+    """Open a client: ``connect("redis://…")`` or ``connect(config="config.toml")``.
+
+    With a URL, the handlers installed as plugins supply per-handler defaults.
+    """
+    from monoq.config import Config, load_config  # config imports the client's models
+
+    if url is not None:
+        client = Client(open_backend(url, options), registry=Registry.discover())
+    else:
+        cfg = config if isinstance(config, Config) else load_config(config)
+        client = client_from_config(cfg)
+    await client.backend.connect()
+    try:
+        yield client
+    finally:
+        with anyio.CancelScope(shield=True):
+            await client.backend.aclose()
+
+
+class SyncClient:
+    """A blocking facade over ``Client`` for sync code (Django, Flask, scripts).
+
+    It runs an event loop in a background thread; every method blocks until the backend answers.
+    """
+
+    def __init__(self, portal: BlockingPortal, client: Client) -> None:
+        self._portal = portal
+        self.client = client
+
+    def enqueue(self, handler: str, payload: Any = None, **options: Any) -> Job:
+        """See ``Client.enqueue``."""
+        return self._portal.call(lambda: self.client.enqueue(handler, payload, **options))
+
+    def enqueue_many(self, jobs: Iterable[Mapping[str, Any] | NewJob]) -> list[Job]:
+        """See ``Client.enqueue_many``."""
+        items = list(jobs)
+        return self._portal.call(self.client.enqueue_many, items)
+
+    def get(self, job_id: str) -> Job:
+        """See ``Client.get``."""
+        return self._portal.call(self.client.get, job_id)
+
+    def wait(self, job_id: str, timeout: float | None = None) -> Job:
+        """See ``Client.wait``."""
+        return self._portal.call(self.client.wait, job_id, timeout)
+
+    def cancel(self, job_id: str) -> Job:
+        """See ``Client.cancel``."""
+        return self._portal.call(self.client.cancel, job_id)
+
+    def retry(self, job_id: str) -> Job:
+        """See ``Client.retry``."""
+        return self._portal.call(self.client.retry, job_id)
+
+    def attempts(self, job_id: str) -> list[Attempt]:
+        """See ``Client.attempts``."""
+        return self._portal.call(self.client.attempts, job_id)
+
+    def queues(self) -> list[QueueStats]:
+        """See ``Client.queues``."""
+        return self._portal.call(self.client.queues)
+
+
+@contextlib.contextmanager
+def connect_sync(
+    url: str | None = None,
+    *,
+    config: str | os.PathLike[str] | Config | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> Iterator[SyncClient]:
+    """The blocking twin of ``connect``."""
+    with anyio.from_thread.start_blocking_portal() as portal:
+        manager = connect(url, config=config, options=options)
+        client = portal.call(manager.__aenter__)
+        try:
+            yield SyncClient(portal, client)
+        finally:
+            portal.call(manager.__aexit__, None, None, None)

@@ -1,0 +1,396 @@
+"""The worker role: claim jobs, run handlers, heartbeat leases, record outcomes.
+
+One task claims up to the free slots (never a hidden prefetch) and starts one task per job; each
+job runs in its own cancel scope under its timeout. A heartbeat task extends every held lease in
+one backend call and learns about cancellations and lost leases. Acks that finish close together
+are coalesced into one backend call by an ack task. On stop the worker claims nothing more, lets
+running jobs finish within the grace period, and releases the rest back to their queue with the
+attempt refunded.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import anyio
+import anyio.abc
+import attrs
+
+from monoq.client import Client
+from monoq.core.codec import json_encode
+from monoq.core.models import (
+    TRACEBACK_LIMIT,
+    ErrorInfo,
+    Finish,
+    Job,
+    Lease,
+    LeaseStatus,
+    Outcome,
+    WorkerInfo,
+)
+from monoq.core.retry import RetryPolicy
+from monoq.errors import BackendError, Retry, SerializationError, SkipRetry
+from monoq.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+
+def default_worker_id() -> str:
+    """``host-pid-xxxx``: unique per process start."""
+    return f"{socket.gethostname()}-{os.getpid()}-{os.urandom(2).hex()}"
+
+
+@attrs.frozen
+class WorkerSettings:
+    """How a worker runs; built from ``[worker]`` and ``[retry]``."""
+
+    queues: tuple[str, ...] = ("default",)
+    concurrency: int = 5
+    lease: timedelta = timedelta(seconds=30)
+    heartbeat: timedelta = timedelta(seconds=10)
+    grace: timedelta = timedelta(seconds=25)
+    worker_id: str = attrs.field(factory=default_worker_id)
+    retry: RetryPolicy = attrs.Factory(RetryPolicy)
+    idle_wait: float = 5.0  # longest idle wait before claiming again (backends wake us earlier)
+    roles: tuple[str, ...] = ("worker",)
+    loop_lag_warning: float = 0.5  # seconds the loop may stall before a warning
+
+
+@attrs.define(eq=False)
+class Context:
+    """What a handler gets besides its payload.
+
+    ``cancelled`` is set when the job should stop (cancelled, lease lost, shutdown); async
+    handlers are also interrupted by cancellation, sync ones should check it.
+    """
+
+    job: Job
+    lease_token: str
+    worker_id: str
+    logger: logging.LoggerAdapter[logging.Logger]
+    cancelled: threading.Event = attrs.field(factory=threading.Event)
+
+    @property
+    def job_id(self) -> str:
+        """The job's id."""
+        return self.job.id
+
+    @property
+    def attempt(self) -> int:
+        """This run's attempt number, 1 for the first run."""
+        return self.job.attempt
+
+    @property
+    def queue(self) -> str:
+        """The job's queue."""
+        return self.job.queue
+
+
+@attrs.define(eq=False)
+class _Run:
+    lease: Lease
+    ctx: Context
+    scope: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)
+    stop_reason: Outcome | None = None  # CANCELLED or RELEASED, when we stopped it
+    lost: bool = False
+
+
+def _error(exc: BaseException, *, with_traceback: bool = True) -> ErrorInfo:
+    tb = None
+    if with_traceback:
+        tb = "".join(traceback.format_exception(exc))[-TRACEBACK_LIMIT:]
+    return ErrorInfo(type=type(exc).__name__, message=str(exc)[:2000], traceback=tb)
+
+
+class Worker:
+    """Runs jobs from ``settings.queues`` with at most ``settings.concurrency`` at once."""
+
+    def __init__(self, client: Client, registry: Registry, settings: WorkerSettings) -> None:
+        self.client = client
+        self.backend = client.backend
+        self.registry = registry
+        self.settings = settings
+        self.clock = client.clock
+        self._running: dict[str, _Run] = {}
+        self._stopping = anyio.Event()
+        self._idle_scope: anyio.CancelScope | None = None
+        self._slot_freed = anyio.Event()
+        self._acks: list[Finish] = []
+        self._ack_ready = anyio.Event()
+        self._ack_idle = anyio.Event()
+        self._ack_idle.set()
+        self._limiter = anyio.CapacityLimiter(settings.concurrency)
+        self._rotation = 0
+        self._started_at = self.clock()
+        self.processed = 0  # runs finished by this worker, any outcome
+
+    @property
+    def busy(self) -> int:
+        """Jobs running now."""
+        return len(self._running)
+
+    def stop(self) -> None:
+        """Stop claiming and begin the drain. Safe to call more than once, from the loop."""
+        self._stopping.set()
+        if self._idle_scope is not None:
+            self._idle_scope.cancel()
+        self._slot_freed.set()
+
+    async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                  ) -> None:
+        """Work until ``stop``; then drain, release what is left, flush acks and return."""
+        settings = self.settings
+        logger.info("worker %s started: queues=%s concurrency=%d", settings.worker_id,
+                    ",".join(settings.queues), settings.concurrency)
+        async with anyio.create_task_group() as service:
+            service.start_soon(self._heartbeat_loop)
+            service.start_soon(self._ack_loop)
+            service.start_soon(self._lag_watchdog)
+            task_status.started()
+            async with anyio.create_task_group() as jobs:
+                await self._claim_loop(jobs)
+                await self._drain()
+            await self._flush_acks()
+            service.cancel_scope.cancel()
+        with anyio.move_on_after(2, shield=True):
+            try:
+                await self.backend.remove_worker(settings.worker_id)
+            except BackendError:
+                logger.debug("could not deregister worker %s", settings.worker_id)
+        logger.info("worker %s stopped after %d jobs", settings.worker_id, self.processed)
+
+    # -- claiming -------------------------------------------------------------------------------
+
+    def _queues(self) -> Sequence[str]:
+        queues = self.settings.queues
+        if len(queues) < 2:
+            return queues
+        self._rotation = (self._rotation + 1) % len(queues)
+        return queues[self._rotation :] + queues[: self._rotation]
+
+    async def _claim_loop(self, jobs: anyio.abc.TaskGroup) -> None:
+        settings = self.settings
+        backoff = 0.05
+        while not self._stopping.is_set():
+            free = settings.concurrency - len(self._running)
+            if free <= 0:
+                self._slot_freed = anyio.Event()
+                if len(self._running) >= settings.concurrency and not self._stopping.is_set():
+                    await self._slot_freed.wait()
+                continue
+            try:
+                leases = await self.backend.claim(
+                    self._queues(), limit=free, lease_for=settings.lease,
+                    worker_id=settings.worker_id, now=self.clock(),
+                )
+            except BackendError as exc:
+                logger.warning("worker %s: claim failed (%s); retrying in %.2fs",
+                               settings.worker_id, exc, backoff)
+                await self._idle(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            backoff = 0.05
+            for lease in leases:
+                run = _Run(lease=lease, ctx=Context(
+                    job=lease.job, lease_token=lease.token, worker_id=settings.worker_id,
+                    logger=logging.LoggerAdapter(logging.getLogger(f"monoq.job.{lease.job.handler}"),
+                                                 {"job_id": lease.job.id}),
+                ))
+                self._running[lease.job.id] = run
+                jobs.start_soon(self._execute, run)
+            if not leases:
+                await self._idle(None)
+
+    async def _idle(self, sleep: float | None) -> None:
+        """Wait for new work (or ``sleep`` seconds); ``stop`` cuts it short."""
+        with anyio.CancelScope() as scope:
+            self._idle_scope = scope
+            if self._stopping.is_set():
+                return
+            if sleep is not None:
+                await anyio.sleep(sleep)
+            else:
+                try:
+                    await self.backend.wait_for_jobs(self.settings.queues,
+                                                     timeout=self.settings.idle_wait)
+                except BackendError as exc:
+                    logger.warning("worker %s: waiting for jobs failed (%s)",
+                                   self.settings.worker_id, exc)
+                    await anyio.sleep(0.5)
+        self._idle_scope = None
+
+    # -- running --------------------------------------------------------------------------------
+
+    async def _execute(self, run: _Run) -> None:
+        job = run.lease.job
+        started = time.perf_counter()
+        try:
+            finish = await self._call(run)
+        finally:
+            self._running.pop(job.id, None)
+            self._slot_freed.set()
+        self.processed += 1
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("job %s %s (%s attempt %d) in %.3fs", job.id, finish.outcome,
+                         job.handler, job.attempt, time.perf_counter() - started)
+        if run.lost:
+            logger.warning("job %s: lease lost while running; its outcome is discarded", job.id)
+            return
+        self._acks.append(finish)
+        self._ack_ready.set()
+
+    async def _call(self, run: _Run) -> Finish:
+        """Run the handler and turn whatever happens into a Finish."""
+        lease = run.lease
+        job = lease.job
+        spec = self.registry.find(job.handler)
+        if spec is None:
+            return self._failed(lease, ErrorInfo("HandlerNotFound",
+                                                 f"no handler named {job.handler!r} on worker "
+                                                 f"{self.settings.worker_id}"))
+        result: Any = None
+        deadline = anyio.move_on_after(job.timeout)
+        try:
+            with run.scope, deadline:
+                if spec.is_async:
+                    result = await spec.func(run.ctx, job.payload)
+                else:
+                    result = await anyio.to_thread.run_sync(
+                        functools.partial(spec.func, run.ctx, job.payload),
+                        abandon_on_cancel=True, limiter=self._limiter,
+                    )
+        except Retry as exc:
+            return self._failed(lease, _error(exc, with_traceback=False), after=exc.after)
+        except SkipRetry as exc:
+            return Finish(lease, Outcome.DEAD, error=_error(exc, with_traceback=False))
+        except Exception as exc:  # noqa: BLE001 - the handler boundary: every error is an outcome
+            logger.warning("job %s (%s attempt %d) failed: %s: %s", job.id, job.handler,
+                           job.attempt, type(exc).__name__, exc)
+            return self._failed(lease, _error(exc))
+        if deadline.cancelled_caught and run.stop_reason is None and not run.lost:
+            run.ctx.cancelled.set()
+            return self._failed(lease, ErrorInfo(
+                "TimeoutError", f"the job ran longer than its timeout of {job.timeout:g}s"))
+        if run.scope.cancelled_caught or run.stop_reason is not None:
+            run.ctx.cancelled.set()
+            if run.stop_reason is Outcome.RELEASED:
+                return Finish(lease, Outcome.RELEASED,
+                              error=ErrorInfo("Shutdown", "released by a graceful shutdown"))
+            return Finish(lease, Outcome.CANCELLED,
+                          error=ErrorInfo("Cancelled", "cancelled while running"))
+        try:
+            result_json = json_encode(result)
+        except SerializationError as exc:
+            return Finish(lease, Outcome.DEAD, error=ErrorInfo(
+                "SerializationError", f"the handler's result is not JSON: {exc}"))
+        return Finish(lease, Outcome.COMPLETED, result_json=result_json)
+
+    def _failed(self, lease: Lease, error: ErrorInfo, *, after: timedelta | None = None
+                ) -> Finish:
+        retry_at = self.settings.retry.next_retry_at(lease.job, self.clock(), after=after)
+        if retry_at is None:
+            logger.warning("job %s dead after %d attempts: %s", lease.job.id, lease.job.attempt,
+                           error)
+            return Finish(lease, Outcome.DEAD, error=error)
+        return Finish(lease, Outcome.RETRY, error=error, retry_at=retry_at)
+
+    # -- heartbeats and acks ----------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        settings = self.settings
+        while True:
+            await self._beat()
+            await anyio.sleep(settings.heartbeat.total_seconds())
+
+    async def _beat(self) -> None:
+        settings = self.settings
+        now = self.clock()
+        runs = list(self._running.values())
+        try:
+            if runs:
+                statuses = await self.backend.extend([r.lease for r in runs],
+                                                     lease_for=settings.lease, now=now)
+                for run, status in zip(runs, statuses, strict=True):
+                    if status is LeaseStatus.LOST:
+                        run.lost = True
+                        run.ctx.cancelled.set()
+                        run.scope.cancel()
+                    elif status is LeaseStatus.CANCEL_REQUESTED and run.stop_reason is None:
+                        logger.info("job %s cancelled while running; stopping it", run.lease.job_id)
+                        run.stop_reason = Outcome.CANCELLED
+                        run.ctx.cancelled.set()
+                        run.scope.cancel()
+            await self.backend.report_worker(self._info(now), ttl=settings.heartbeat * 3)
+        except BackendError as exc:
+            logger.warning("worker %s: heartbeat failed: %s", settings.worker_id, exc)
+
+    def _info(self, now: datetime) -> WorkerInfo:
+        settings = self.settings
+        return WorkerInfo(
+            id=settings.worker_id, host=socket.gethostname(), pid=os.getpid(),
+            roles=settings.roles, queues=settings.queues, concurrency=settings.concurrency,
+            busy=len(self._running), started_at=self._started_at, last_seen=now,
+        )
+
+    async def _ack_loop(self) -> None:
+        while True:
+            await self._ack_ready.wait()
+            self._ack_ready = anyio.Event()
+            await self._flush_acks()
+
+    async def _flush_acks(self) -> None:
+        """Send every buffered outcome; on a backend error keep them and try again."""
+        backoff = 0.05
+        while self._acks:
+            batch, self._acks = self._acks[:500], self._acks[500:]
+            try:
+                applied = await self.backend.finish(batch, now=self.clock())
+            except BackendError as exc:
+                logger.warning("worker %s: ack of %d jobs failed (%s); retrying",
+                               self.settings.worker_id, len(batch), exc)
+                self._acks[:0] = batch
+                await anyio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+                continue
+            for item, ok in zip(batch, applied, strict=True):
+                if not ok:
+                    logger.warning("job %s: %s refused, the lease was lost (stale token)",
+                                   item.lease.job_id, item.outcome)
+
+    async def _drain(self) -> None:
+        """Wait up to the grace period for running jobs, then release the rest."""
+        if not self._running:
+            return
+        logger.info("worker %s draining %d running jobs (grace %.0fs)", self.settings.worker_id,
+                    len(self._running), self.settings.grace.total_seconds())
+        with anyio.move_on_after(self.settings.grace.total_seconds()):
+            while self._running:
+                self._slot_freed = anyio.Event()
+                await self._slot_freed.wait()
+        for run in list(self._running.values()):
+            logger.info("job %s released back to %s", run.lease.job_id, run.lease.job.queue)
+            run.stop_reason = Outcome.RELEASED
+            run.ctx.cancelled.set()
+            run.scope.cancel()
+
+    async def _lag_watchdog(self) -> None:
+        """Warn when something blocks the event loop (a sync call in an async handler)."""
+        interval = 0.25
+        while True:
+            before = time.perf_counter()
+            await anyio.sleep(interval)
+            lag = time.perf_counter() - before - interval
+            if lag > self.settings.loop_lag_warning:
+                names = sorted({r.lease.job.handler for r in self._running.values()})
+                logger.warning("event loop blocked for %.2fs; running handlers: %s. Blocking "
+                               "code belongs in a plain def handler (run in a thread).", lag,
+                               ", ".join(names) or "none")

@@ -1,0 +1,1 @@
+"""First-party handler plugins, registered through ``monoq.handlers`` like any third party's."""
