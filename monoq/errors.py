@@ -68,7 +68,7 @@ class WaitTimeout(MonoqError):
     """``wait`` gave up before the job reached a terminal state."""
 
 
-class JobControl(Exception):  # noqa: N818 - a signal from a handler, not an error
+class JobControl(Exception):  # a signal from a handler, not an error
     """Raised by handlers to steer the worker; not an error."""
 
 

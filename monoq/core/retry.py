@@ -39,7 +39,7 @@ class RetryPolicy:
             seconds = self.max
         if self.jitter:
             spread = seconds * self.jitter
-            seconds += (rng or random).uniform(-spread, spread)  # noqa: S311 - not security
+            seconds += (rng or random).uniform(-spread, spread)  # jitter, not security
         return timedelta(seconds=max(seconds, 0.0))
 
     def next_retry_at(

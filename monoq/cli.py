@@ -1,0 +1,459 @@
+"""The ``monoq`` command: run the roles, and administer jobs straight on the backend.
+
+Every command reads the same configuration (``--config``, the environment, flags) and talks to
+the backend through the same ``Client`` the API uses; none of them needs the API to be up.
+Human-readable tables by default, ``--json`` for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from datetime import timedelta
+from typing import Any, TextIO
+
+import anyio
+
+from monoq.client import Client, client_from_config
+from monoq.config import Config, load_config, parse_duration
+from monoq.core.codec import json_decode
+from monoq.core.models import Job, JobState, NewJob, rfc3339
+from monoq.errors import BackendNotShared, ConfigError, MonoqError, SerializationError
+from monoq.logs import setup_logging
+from monoq.registry import Registry
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+logger = logging.getLogger(__name__)
+
+
+class CommandError(MonoqError):
+    """A command could not do what was asked; the message says why."""
+
+
+# -- output helpers -------------------------------------------------------------------------
+
+
+def _table(rows: Sequence[Sequence[object]], headers: Sequence[str], out: TextIO) -> None:
+    cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in r] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    out.writelines("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() + "\n" for row in cells)
+
+
+def _dump(value: Any, out: TextIO) -> None:
+    out.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
+
+
+def _short(value: Any, width: int = 40) -> str:
+    text = json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _job_rows(jobs: Sequence[Job]) -> list[list[object]]:
+    return [[j.id, j.queue, j.handler, j.state, j.priority, j.attempt,
+             rfc3339(j.created_at), j.error or ""] for j in jobs]
+
+
+JOB_HEADERS = ("ID", "QUEUE", "HANDLER", "STATE", "PRIO", "ATTEMPT", "CREATED", "ERROR")
+
+
+# -- plumbing -----------------------------------------------------------------------------------
+
+
+def _config(args: argparse.Namespace, **extra: Any) -> Config:
+    overrides: dict[str, Any] = dict(extra)
+    if getattr(args, "backend", None):
+        overrides["backend.url"] = args.backend
+    return load_config(args.config, overrides=overrides)
+
+
+@contextlib.asynccontextmanager
+async def _client(args: argparse.Namespace) -> AsyncIterator[Client]:
+    """A connected client for an admin command; refuses a process-local backend."""
+    config = _config(args)
+    registry = Registry.discover(config.monoq.imports)
+    client = client_from_config(config, registry=registry)
+    if not client.backend.capabilities.shared_across_processes:
+        raise BackendNotShared(
+            f"`monoq {args.command}` cannot use {client.backend.url}: that backend lives inside "
+            "one process, so this command would see an empty queue that vanishes when it exits. "
+            "Use a shared backend (sqlite:///./monoq.db or redis://…), or the HTTP API of the "
+            "`monoq run` process that owns the memory backend."
+        )
+    await client.backend.connect()
+    try:
+        yield client
+    finally:
+        with anyio.CancelScope(shield=True):
+            await client.backend.aclose()
+
+
+def _run_async(func: Callable[[], Awaitable[int]]) -> int:
+    return anyio.run(func)
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """monoq run."""
+    from monoq.supervisor import Supervisor
+
+    extra: dict[str, Any] = {}
+    if args.roles:
+        extra["monoq.roles"] = [r.strip() for r in args.roles.split(",") if r.strip()]
+    config = _config(args, **extra)
+    setup_logging(config.monoq.log_level, config.monoq.log_format)
+    supervisor = Supervisor(config)
+    return anyio.run(supervisor.run)
+
+
+def _payload(text: str | None) -> Any:
+    if text is None:
+        return None
+    try:
+        return json_decode(text)
+    except SerializationError as exc:
+        raise CommandError(f"--payload: {exc}") from exc
+
+
+def cmd_enqueue(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
+    """monoq enqueue."""
+    if args.batch:
+        return _enqueue_batch(args, stdin, out)
+    if not args.handler:
+        raise CommandError("enqueue: give a HANDLER, or --batch to read JSON lines from stdin")
+    payload = _payload(args.payload)
+
+    async def main() -> int:
+        async with _client(args) as client:
+            _check_handler(client, args.handler, args.allow_unknown)
+            answer = await client.submit(
+                args.handler, payload, queue=args.queue, priority=args.priority,
+                delay=args.delay, max_retries=args.max_retries, timeout=args.timeout,
+                idempotency_key=args.idempotency_key,
+            )
+            job = answer.job
+            if args.wait is not None:
+                job = await client.wait(job.id, timeout=args.wait)
+        if args.json:
+            _dump(job.to_dict(), out)
+        else:
+            note = "" if answer.created else " (existing job for this idempotency key)"
+            out.write(f"{job.id} {job.state}{note}\n")
+            if args.wait is not None:
+                out.write(_short(job.result if job.state is JobState.COMPLETED else job.error,
+                                 200) + "\n")
+        return 0 if args.wait is None or job.state is JobState.COMPLETED else EXIT_ERROR
+
+    return _run_async(main)
+
+
+def _check_handler(client: Client, handler: str, allow_unknown: bool) -> None:
+    if allow_unknown or client.registry is None or handler in client.registry:
+        return
+    known = ", ".join(spec.name for spec in client.registry) or "none"
+    raise CommandError(
+        f"no handler named {handler!r} is installed here (known: {known}); pass "
+        "--allow-unknown to enqueue it for workers that have it"
+    )
+
+
+def _enqueue_batch(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
+    """Read JSON lines (submit objects) from stdin; validate all, then enqueue in batches."""
+    items: list[dict[str, Any]] = []
+    for number, line in enumerate(stdin, 1):
+        if not line.strip():
+            continue
+        try:
+            item = json_decode(line)
+        except SerializationError as exc:
+            raise CommandError(f"stdin line {number}: {exc}") from exc
+        if not isinstance(item, dict):
+            raise CommandError(f"stdin line {number}: expected a JSON object")
+        if args.handler and "handler" not in item and "name" not in item:
+            item["handler"] = args.handler
+        if args.queue and "queue" not in item:
+            item["queue"] = args.queue
+        items.append(item)
+
+    async def main() -> int:
+        async with _client(args) as client:
+            built: list[NewJob] = []
+            now = client.clock()
+            for number, item in enumerate(items, 1):
+                try:
+                    new = client.build_from_dict(item, now=now)
+                    _check_handler(client, new.handler, args.allow_unknown)
+                except MonoqError as exc:
+                    raise CommandError(f"stdin line {number}: {exc}; nothing was enqueued") \
+                        from exc
+                built.append(new)
+            jobs: list[Job] = []
+            for start in range(0, len(built), 1000):
+                jobs += await client.enqueue_many(built[start : start + 1000])
+        if args.json:
+            _dump([job.to_dict() for job in jobs], out)
+        else:
+            out.writelines(f"{job.id} {job.state}\n" for job in jobs)
+            sys.stderr.write(f"enqueued {len(jobs)} jobs\n")
+        return 0
+
+    return _run_async(main)
+
+
+def cmd_job(args: argparse.Namespace, out: TextIO) -> int:
+    """monoq job show|cancel|retry."""
+
+    async def main() -> int:
+        async with _client(args) as client:
+            if args.action == "cancel":
+                job = await client.cancel(args.id)
+            elif args.action == "retry":
+                job = await client.retry(args.id)
+            else:
+                job = await client.get(args.id)
+            attempts = await client.attempts(args.id) if args.action == "show" else []
+        if args.json:
+            data = job.to_dict()
+            if args.action == "show":
+                data["attempts"] = [a.to_dict() for a in attempts]
+            _dump(data, out)
+            return 0
+        if args.action != "show":
+            note = " (stops at its next heartbeat)" if job.cancel_requested else ""
+            out.write(f"{job.id} {job.state}{note}\n")
+            return 0
+        fields = job.to_dict()
+        width = max(len(k) for k in fields)
+        for key, value in fields.items():
+            shown = _short(value, 100) if key in ("payload", "result") else value
+            out.write(f"{key.ljust(width)}  {'' if shown is None else shown}\n")
+        if attempts:
+            out.write("\nattempts:\n")
+            _table([[a.attempt, a.worker_id, rfc3339(a.started_at), rfc3339(a.finished_at),
+                     "" if a.duration is None else f"{a.duration.total_seconds():.3f}s",
+                     a.outcome, a.error_type or "", (a.error_message or "")[:60]]
+                    for a in attempts],
+                   ("#", "WORKER", "STARTED", "FINISHED", "TOOK", "OUTCOME", "ERROR", "MESSAGE"),
+                   out)
+        return 0
+
+    return _run_async(main)
+
+
+def cmd_jobs(args: argparse.Namespace, out: TextIO) -> int:
+    """monoq jobs."""
+
+    async def main() -> int:
+        async with _client(args) as client:
+            page = await client.list_jobs(queue=args.queue, states=args.state or None,
+                                          handler=args.handler, limit=args.limit,
+                                          cursor=args.cursor)
+        if args.json:
+            _dump({"jobs": [j.to_dict() for j in page.jobs], "next_cursor": page.next_cursor},
+                  out)
+        else:
+            _table(_job_rows(page.jobs), JOB_HEADERS, out)
+            if page.next_cursor:
+                out.write(f"more: --cursor {page.next_cursor}\n")
+        return 0
+
+    return _run_async(main)
+
+
+def cmd_queues(args: argparse.Namespace, out: TextIO) -> int:
+    """monoq queues."""
+
+    async def main() -> int:
+        async with _client(args) as client:
+            stats = await client.queues()
+        if args.json:
+            _dump([s.to_dict() for s in stats], out)
+        else:
+            states = list(JobState)
+            _table([[s.queue, "paused" if s.paused else "active",
+                     *(s.counts.get(st, 0) for st in states)] for s in stats],
+                   ("QUEUE", "STATUS", *(st.upper() for st in states)), out)
+        return 0
+
+    return _run_async(main)
+
+
+def cmd_queue(args: argparse.Namespace, out: TextIO) -> int:
+    """monoq queue pause|resume NAME."""
+
+    async def main() -> int:
+        async with _client(args) as client:
+            if args.action == "pause":
+                await client.pause(args.name)
+            else:
+                await client.resume(args.name)
+        out.write(f"{args.name} {'paused' if args.action == 'pause' else 'resumed'}\n")
+        return 0
+
+    return _run_async(main)
+
+
+def cmd_dlq(args: argparse.Namespace, out: TextIO) -> int:
+    """monoq dlq list|requeue|purge."""
+
+    async def main() -> int:
+        async with _client(args) as client:
+            if args.action == "list":
+                page = await client.list_jobs(queue=args.queue, states=[JobState.DEAD],
+                                              handler=args.handler, limit=args.limit)
+                if args.json:
+                    _dump({"jobs": [j.to_dict() for j in page.jobs],
+                           "next_cursor": page.next_cursor}, out)
+                else:
+                    _table(_job_rows(page.jobs), JOB_HEADERS, out)
+                return 0
+            if args.action == "requeue":
+                if not args.ids and not args.all and not (args.queue or args.handler):
+                    raise CommandError("dlq requeue: give job ids, --queue/--handler, or --all")
+                moved = await client.requeue_dead(args.ids or None, queue=args.queue,
+                                                  handler=args.handler)
+                if args.json:
+                    _dump({"requeued": moved}, out)
+                else:
+                    out.write(f"requeued {len(moved)} jobs\n")
+                return 0
+            older = timedelta(seconds=parse_duration(args.older_than)) if args.older_than \
+                else timedelta(0)
+            purged = await client.purge_dead(queue=args.queue, older_than=older)
+            if args.json:
+                _dump({"purged": purged}, out)
+            else:
+                out.write(f"purged {purged} dead jobs\n")
+            return 0
+
+    return _run_async(main)
+
+
+def cmd_handlers(args: argparse.Namespace, out: TextIO) -> int:
+    """monoq handlers."""
+    config = _config(args)
+    registry = Registry.discover(config.monoq.imports)
+    rows = [{"name": s.name, "kind": "async" if s.is_async else "sync", "queue": s.queue,
+             "max_retries": s.max_retries, "timeout": s.timeout, "source": s.source,
+             "description": s.description} for s in registry]
+    if args.json:
+        _dump(rows, out)
+    else:
+        _table([[r["name"], r["kind"], r["queue"] or "", "" if r["max_retries"] is None
+                 else r["max_retries"], "" if r["timeout"] is None else r["timeout"],
+                 r["description"]] for r in rows],
+               ("NAME", "KIND", "QUEUE", "RETRIES", "TIMEOUT", "DESCRIPTION"), out)
+    return 0
+
+
+# -- parser -------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", metavar="FILE",
+                        help="config file (default: $MONOQ_CONFIG, else ./config.toml if present)")
+    common.add_argument("--backend", metavar="URL",
+                        help="backend URL, overriding [backend] url (memory://, sqlite:///F, "
+                             "redis://H:P/DB)")
+    js = argparse.ArgumentParser(add_help=False)
+    js.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    parser = argparse.ArgumentParser(prog="monoq", description="A job queue that is one program.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", parents=[common], help="run the api, worker and scheduler roles")
+    run.add_argument("--roles", help="comma-separated subset of api,worker,scheduler")
+
+    enq = sub.add_parser("enqueue", parents=[common, js], help="enqueue a job")
+    enq.add_argument("handler", nargs="?", help="handler name (in --batch: default for lines)")
+    enq.add_argument("--payload", help="JSON payload")
+    enq.add_argument("--queue")
+    enq.add_argument("--priority", help="0-9 or high/normal/low")
+    enq.add_argument("--delay", type=float, help="seconds before the job may run")
+    enq.add_argument("--idempotency-key")
+    enq.add_argument("--max-retries", type=int)
+    enq.add_argument("--timeout", type=float, help="seconds")
+    enq.add_argument("--batch", action="store_true",
+                     help="read one JSON submit object per line from stdin")
+    enq.add_argument("--wait", type=float, metavar="SECONDS",
+                     help="wait up to SECONDS for the job to finish and print its result")
+    enq.add_argument("--allow-unknown", action="store_true",
+                     help="enqueue for a handler not installed here")
+
+    job = sub.add_parser("job", help="show, cancel or retry one job")
+    job_sub = job.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action, text in (("show", "a job and its attempts"), ("cancel", "cancel a job"),
+                         ("retry", "requeue a dead or cancelled job")):
+        p = job_sub.add_parser(action, parents=[common, js], help=text)
+        p.add_argument("id")
+
+    jobs = sub.add_parser("jobs", parents=[common, js], help="list jobs, newest first")
+    jobs.add_argument("--state", action="append", choices=[s.value for s in JobState])
+    jobs.add_argument("--queue")
+    jobs.add_argument("--handler")
+    jobs.add_argument("--limit", type=int, default=50)
+    jobs.add_argument("--cursor")
+
+    sub.add_parser("queues", parents=[common, js], help="counts by state per queue")
+    queue = sub.add_parser("queue", help="pause or resume a queue")
+    queue_sub = queue.add_subparsers(dest="action", required=True, metavar="ACTION")
+    for action in ("pause", "resume"):
+        p = queue_sub.add_parser(action, parents=[common], help=f"{action} a queue")
+        p.add_argument("name")
+
+    dlq = sub.add_parser("dlq", help="the dead-letter queue")
+    dlq_sub = dlq.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = dlq_sub.add_parser("list", parents=[common, js], help="list dead jobs")
+    p.add_argument("--queue")
+    p.add_argument("--handler")
+    p.add_argument("--limit", type=int, default=50)
+    p = dlq_sub.add_parser("requeue", parents=[common, js], help="requeue dead jobs")
+    p.add_argument("ids", nargs="*")
+    p.add_argument("--queue")
+    p.add_argument("--handler")
+    p.add_argument("--all", action="store_true", help="every dead job")
+    p = dlq_sub.add_parser("purge", parents=[common, js], help="delete dead jobs")
+    p.add_argument("--queue")
+    p.add_argument("--older-than", metavar="DURATION", help='e.g. "7d"; default: all')
+
+    sub.add_parser("handlers", parents=[common, js], help="list installed handlers")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
+         out: TextIO | None = None) -> int:
+    """Entry point of the ``monoq`` console script; answers the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    stdin = stdin or sys.stdin
+    out = out or sys.stdout
+    try:
+        if args.command == "run":
+            return cmd_run(args)
+        if args.command == "enqueue":
+            return cmd_enqueue(args, stdin, out)
+        commands: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
+            "job": cmd_job, "jobs": cmd_jobs, "queues": cmd_queues, "queue": cmd_queue,
+            "dlq": cmd_dlq, "handlers": cmd_handlers,
+        }
+        return commands[args.command](args, out)
+    except ConfigError as exc:
+        sys.stderr.write(f"monoq: config error: {exc}\n")
+        return EXIT_USAGE
+    except BackendNotShared as exc:
+        sys.stderr.write(f"monoq: {exc}\n")
+        return EXIT_USAGE
+    except MonoqError as exc:
+        sys.stderr.write(f"monoq: error: {exc}\n")
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,924 @@
+"""Configuration: ``config.toml``, environment variables and overrides -> one frozen ``Config``.
+
+Every section is an ``@attrs.frozen`` class and every key one attrs field whose metadata holds
+its documentation and its checks (bounds, allowed values, a name check). The loader is driven by
+those fields alone: TOML type checks, parsing of environment strings, unknown-key detection and
+error messages all come from the field's type and metadata, so adding a key is adding a field.
+
+Layers, lowest first: built-in defaults, the config file, the source systems' environment
+names (``SOURCE_ENV_NAMES``), ``MONOQ_<SECTION>_<KEY>`` variables, then ``overrides`` (the CLI).
+A higher layer replaces a key's whole value (a table or a list is not merged).
+
+Every problem is a ``ConfigError`` whose message starts with the dotted key (or, for a file
+that cannot be read or parsed, with the file's path) and says where the bad value came from.
+
+Relative paths (the SQLite URL, ``api.tokens_file``) are relative to the working directory,
+not to the config file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+import os
+import re
+import tomllib
+import typing
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final, TypeVar
+
+import attrs
+
+from monoq.core.models import parse_priority, validate_name
+from monoq.core.retry import RetryPolicy
+from monoq.errors import ConfigError, ValidationError
+
+__all__ = [
+    "CONFIG_ENV",
+    "DEFAULT_CONFIG_FILE",
+    "ENV_PREFIX",
+    "SOURCE_ENV_NAMES",
+    "ApiConfig",
+    "ApiToken",
+    "BackendConfig",
+    "Config",
+    "ConfigKey",
+    "JobsConfig",
+    "MonoqConfig",
+    "RetentionConfig",
+    "RetryConfig",
+    "SchedulerConfig",
+    "WorkerConfig",
+    "config_as_dict",
+    "config_keys",
+    "load_config",
+    "parse_duration",
+]
+
+DEFAULT_CONFIG_FILE: Final = "config.toml"  # read from the working directory when present
+ENV_PREFIX: Final = "MONOQ_"
+CONFIG_ENV: Final = "MONOQ_CONFIG"  # the config file's path; not a key
+
+# Environment names of the systems monoq replaces (DESIGN.md §1), so their deployment files keep
+# working. They sit below MONOQ_* variables: the monoq name wins when both are set. An empty value
+# counts as unset, because compose files often declare these names with nothing after the '='.
+SOURCE_ENV_NAMES: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "WORKER_CONCURRENCY": "worker.concurrency",
+        "JOB_TIMEOUT": "jobs.timeout_seconds",  # a duration: "300", "30s", "5m", "1h"
+        "MAX_RETRIES": "jobs.max_retries",
+        "REDIS_URL": "backend.url",
+        "API_PORT": "api.port",
+        "QUEUE_NAME": "api.queue_name",
+    }
+)
+
+ROLES: Final = ("api", "worker", "scheduler")
+LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS: Final = ("text", "json")
+TOKEN_SCOPES: Final = ("enqueue", "read", "admin")
+
+_T = TypeVar("_T")
+_META: Final = "monoq"  # attrs metadata key holding a field's _Spec
+
+
+# --------------------------------------------------------------------------------------------
+# Durations
+
+
+_DURATION_UNITS: Final[Mapping[str, float]] = {
+    "ms": 0.001,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+    "d": 86400.0,
+}
+_DURATION_PART: Final = re.compile(r"(\d+(?:\.\d+)?|\.\d+)(ms|s|m|h|d)")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``text``: a plain number of seconds, or number+unit parts (ms, s, m, h, d).
+
+    ``"300"`` -> 300.0, ``"30s"``, ``"5m"``, ``"1h"``, ``"1d"``, ``"500ms"`` -> 0.5,
+    ``"1m30s"`` -> 90.0, ``"1.5h"`` -> 5400.0. Case and surrounding spaces are ignored. Negative,
+    empty or non-finite values raise ``ValueError``.
+    """
+    raw = text.strip().lower()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = -1.0
+        pos = 0
+        total = 0.0
+        for match in _DURATION_PART.finditer(raw):
+            if match.start() != pos:
+                break
+            total += float(match.group(1)) * _DURATION_UNITS[match.group(2)]
+            pos = match.end()
+        if raw and pos == len(raw):
+            seconds = total
+    else:
+        # "nan", "inf" and "-5" parse as floats but are not durations.
+        if not math.isfinite(seconds):
+            seconds = -1.0
+    if seconds < 0:
+        raise ValueError(
+            f"{text!r} is not a duration: use seconds (300) or parts like 30s, 5m, 1h, 1d, "
+            "500ms, 1m30s"
+        )
+    return seconds
+
+
+# --------------------------------------------------------------------------------------------
+# Field specs: documentation and checks, stored in attrs metadata
+
+
+@attrs.frozen
+class _Spec:
+    """How one key is documented and checked (beyond what its type says)."""
+
+    doc: str
+    min: float | None = None
+    max: float | None = None
+    exclusive_min: bool = False  # min < value instead of min <= value
+    # For strings and string-list items: returns the normalised value or raises ValueError whose
+    # text completes "must ...".
+    check: Callable[[str], str] | None = None
+    # Replaces the type's own conversion (e.g. priority names); raises ValueError/ValidationError.
+    convert: Callable[[object], object] | None = None
+    problem: str = ""  # the "must ..." text for ``convert`` failures
+    nonempty: bool = False  # lists: at least one item
+    unique: bool = False  # lists: no repeated item
+    duration: bool = False  # environment text may be a duration ("30s", "5m")
+
+
+def _spec_of(field: attrs.Attribute[Any]) -> _Spec:
+    spec = field.metadata.get(_META)
+    if not isinstance(spec, _Spec):  # pragma: no cover - every key is declared with _key
+        raise TypeError(f"config field {field.name} has no spec")
+    return spec
+
+
+def _validate_field(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
+    """attrs validator: direct construction and ``attrs.evolve`` get the loader's checks."""
+    prefix = _PREFIXES.get(type(instance), type(instance).__name__)
+    _coerce(attribute, value, key=f"{prefix}.{attribute.name}", where="", text=False)
+
+
+def _key(default: _T, doc: str, *, hashed: bool = True, **spec: Any) -> _T:
+    """A documented, checked key with a default (attrs field).
+
+    ``hashed=False`` leaves an unhashable value (a table) out of the class's hash.
+    """
+    field: _T = attrs.field(
+        default=default,
+        validator=_validate_field,
+        hash=None if hashed else False,
+        metadata={_META: _Spec(doc, **spec)},
+    )
+    return field
+
+
+def _one_of(*choices: str, fold: bool = False) -> Callable[[str], str]:
+    """A string check accepting exactly ``choices`` (case-insensitively if ``fold``)."""
+
+    def check(value: str) -> str:
+        for choice in choices:
+            if value == choice or (fold and value.casefold() == choice.casefold()):
+                return choice
+        raise ValueError("must be one of " + ", ".join(choices))
+
+    return check
+
+
+def _name(value: str) -> str:
+    """A queue or handler name, as ``monoq.core.models.validate_name`` defines it."""
+    try:
+        return validate_name("name", value)
+    except ValidationError:
+        raise ValueError(
+            "must be a name of 1-128 letters, digits and _ . : -, starting with a letter or digit"
+        ) from None
+
+
+def _optional_name(value: str) -> str:
+    return value if value == "" else _name(value)
+
+
+def _module(value: str) -> str:
+    if value and all(part.isidentifier() for part in value.split(".")):
+        return value
+    raise ValueError("must be a module name such as 'myapp.tasks'")
+
+
+def _url(value: str) -> str:
+    scheme, sep, _ = value.partition("://")
+    if sep and scheme:
+        return value
+    raise ValueError("must be a URL such as 'sqlite:///./monoq.db', 'redis://host:6379/0'")
+
+
+def _nonempty(value: str) -> str:
+    if value.strip():
+        return value
+    raise ValueError("must not be empty")
+
+
+_SHA256: Final = re.compile(r"[0-9a-fA-F]{64}")
+
+
+def _sha256(value: str) -> str:
+    if _SHA256.fullmatch(value):
+        return value.lower()
+    raise ValueError("must be the SHA-256 of the token, 64 hexadecimal characters")
+
+
+def _priority(value: object) -> int:
+    if isinstance(value, str):
+        value = value.strip()
+    return parse_priority(value)
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+
+
+@attrs.frozen
+class MonoqConfig:
+    """``[monoq]``: which roles this process runs, what it imports, how it logs."""
+
+    roles: tuple[str, ...] = _key(
+        ROLES,
+        "Roles this process runs: any of api, worker, scheduler (at least one, no repeats).",
+        check=_one_of(*ROLES),
+        nonempty=True,
+        unique=True,
+    )
+    imports: tuple[str, ...] = _key(
+        (),
+        "Modules imported at start so that their @monoq.handler functions register "
+        "(handlers installed through the monoq.handlers entry point need no entry here).",
+        check=_module,
+    )
+    log_level: str = _key(
+        "INFO", "Log level: DEBUG, INFO, WARNING or ERROR.", check=_one_of(*LOG_LEVELS, fold=True)
+    )
+    log_format: str = _key(
+        "text",
+        "Log format: text (human-readable lines) or json (one object per line).",
+        check=_one_of(*LOG_FORMATS),
+    )
+
+
+@attrs.frozen
+class BackendConfig:
+    """``[backend]``: where jobs are stored; the URL scheme picks the backend."""
+
+    url: str = _key(
+        "sqlite:///./monoq.db",
+        "Storage URL; its scheme picks the backend: memory://, sqlite:///path, "
+        "redis://host:port/db.",
+        check=_url,
+    )
+    options: Mapping[str, Any] = _key(
+        MappingProxyType({}),
+        "Backend-specific settings, passed to the backend, which validates them.",
+        hashed=False,
+    )
+
+    @property
+    def scheme(self) -> str:
+        """The URL scheme (``sqlite``, ``redis``, ``memory``): the backend's entry-point name."""
+        return self.url.partition("://")[0]
+
+
+@attrs.frozen
+class WorkerConfig:
+    """``[worker]``: what the worker role consumes and how it holds leases."""
+
+    queues: tuple[str, ...] = _key(
+        ("default",),
+        "Queues to consume, tried in turn.",
+        check=_name,
+        nonempty=True,
+        unique=True,
+    )
+    concurrency: int = _key(5, "Jobs run at the same time by this process.", min=1, max=10000)
+    lease_seconds: float = _key(
+        30.0,
+        "How long a claimed job stays leased without a heartbeat before it counts as failed and "
+        "is retried.",
+        min=0,
+        exclusive_min=True,
+        duration=True,
+    )
+    heartbeat_seconds: float = _key(
+        10.0,
+        "How often running jobs' leases are renewed; must be below lease_seconds.",
+        min=0,
+        exclusive_min=True,
+        duration=True,
+    )
+    grace_seconds: float = _key(
+        25.0,
+        "On shutdown, how long running jobs may finish before they are handed back to the queue.",
+        min=0,
+        duration=True,
+    )
+    id: str = _key(
+        "",
+        'This worker\'s id in /workers and attempt history; "" = host-pid.',
+        check=_optional_name,
+    )
+
+    def __attrs_post_init__(self) -> None:
+        # A heartbeat that is not more frequent than the lease lets every lease expire.
+        if self.heartbeat_seconds >= self.lease_seconds:
+            raise ConfigError(
+                f"worker.heartbeat_seconds: must be less than worker.lease_seconds "
+                f"({self.lease_seconds:g}), got {self.heartbeat_seconds:g}"
+            )
+
+
+@attrs.frozen
+class JobsConfig:
+    """``[jobs]``: defaults for new jobs that do not set these themselves."""
+
+    queue: str = _key("default", "Queue of a job that names none.", check=_name)
+    priority: int = _key(
+        5,
+        "Priority of a job that sets none: 0 (runs first) to 9, or high (0), normal (5), low (9).",
+        convert=_priority,
+        problem="must be 0-9 or one of high, normal, low",
+    )
+    max_retries: int = _key(
+        3, "Retries after the first attempt before a job is dead-lettered.", min=0, max=1000
+    )
+    timeout_seconds: float = _key(
+        300.0,
+        "Longest a single attempt may run before it is cancelled and counted as failed.",
+        min=0,
+        exclusive_min=True,
+        duration=True,
+    )
+
+
+@attrs.frozen
+class RetryConfig:
+    """``[retry]``: backoff between attempts, ``min(base * factor ** (n - 1), max)`` +/- jitter."""
+
+    base_seconds: float = _key(2.0, "Wait after the first failure.", min=0, duration=True)
+    factor: float = _key(2.0, "Multiplier for each further failure.", min=1)
+    max_seconds: float = _key(3600.0, "Cap on any single wait.", min=0, duration=True)
+    jitter: float = _key(
+        0.0, "Random spread, as a fraction of the wait (0.1 = +/- 10%).", min=0, max=1
+    )
+
+
+@attrs.frozen
+class SchedulerConfig:
+    """``[scheduler]``: promotion of due jobs, cron, reaping of expired leases."""
+
+    reap_margin_seconds: float = _key(
+        1.0,
+        "An expired lease is reaped this long after it expired, allowing for clock skew "
+        "between machines.",
+        min=0,
+        duration=True,
+    )
+    max_sleep_seconds: float = _key(
+        60.0,
+        "Longest the scheduler sleeps between passes when nothing is due sooner.",
+        min=0,
+        exclusive_min=True,
+        duration=True,
+    )
+    batch_size: int = _key(1000, "Most jobs promoted, reaped or pruned per step.", min=1)
+
+
+@attrs.frozen
+class RetentionConfig:
+    """``[retention]``: how long finished jobs are kept before they are deleted."""
+
+    completed_seconds: float = _key(
+        86400.0, "Keep completed jobs this long.", min=0, exclusive_min=True, duration=True
+    )
+    dead_seconds: float = _key(
+        2592000.0,
+        "Keep dead-lettered jobs this long.",
+        min=0,
+        exclusive_min=True,
+        duration=True,
+    )
+    cancelled_seconds: float = _key(
+        2592000.0, "Keep cancelled jobs this long.", min=0, exclusive_min=True, duration=True
+    )
+    interval_seconds: float = _key(
+        60.0, "How often the scheduler prunes.", min=0, exclusive_min=True, duration=True
+    )
+
+
+@attrs.frozen
+class ApiToken:
+    """One ``[[api.tokens]]`` entry: a named bearer token, stored as its SHA-256."""
+
+    name: str = attrs.field(
+        validator=_validate_field,
+        metadata={_META: _Spec("Name shown in logs.", check=_name)},
+    )
+    scope: str = attrs.field(
+        validator=_validate_field,
+        metadata={
+            _META: _Spec(
+                "enqueue (submit jobs), read (also read), admin (everything).",
+                check=_one_of(*TOKEN_SCOPES),
+            )
+        },
+    )
+    sha256: str = attrs.field(
+        validator=_validate_field,
+        metadata={_META: _Spec("Hex SHA-256 of the token (monoq token create).", check=_sha256)},
+    )
+
+
+@attrs.frozen
+class ApiConfig:
+    """``[api]``: the HTTP server of the api role."""
+
+    host: str = _key("127.0.0.1", "Address to listen on.", check=_nonempty)
+    port: int = _key(8080, "Port to listen on.", min=1, max=65535)
+    allow_public_bind: bool = _key(
+        False, "Allow a non-loopback host even when no tokens are configured."
+    )
+    max_body_bytes: int = _key(
+        1048576, "Largest request body accepted; larger ones get 413.", min=1
+    )
+    default_handler: str = _key(
+        "echo", "Handler of jobs submitted through the compatibility POST /enqueue.", check=_name
+    )
+    queue_name: str = _key(
+        "default", "Queue of jobs submitted through the compatibility POST /enqueue.", check=_name
+    )
+    tokens: tuple[ApiToken, ...] = _key(
+        (), "Bearer tokens, as [[api.tokens]] tables with name, scope and sha256."
+    )
+    tokens_file: str = _key("", 'A TOML file holding more [[tokens]] entries; "" = none.')
+    rate_limit_per_minute: int = _key(
+        0, "Requests per minute allowed per client; 0 = no limit.", min=0
+    )
+
+    def __attrs_post_init__(self) -> None:
+        seen: set[str] = set()
+        for token in self.tokens:
+            if token.name in seen:
+                raise ConfigError(f"api.tokens: duplicate token name {token.name!r}")
+            seen.add(token.name)
+
+
+@attrs.frozen
+class Config:
+    """The whole configuration: one attribute per section, plus the file it came from."""
+
+    monoq: MonoqConfig = attrs.field(factory=MonoqConfig)
+    backend: BackendConfig = attrs.field(factory=BackendConfig)
+    worker: WorkerConfig = attrs.field(factory=WorkerConfig)
+    jobs: JobsConfig = attrs.field(factory=JobsConfig)
+    retry: RetryConfig = attrs.field(factory=RetryConfig)
+    scheduler: SchedulerConfig = attrs.field(factory=SchedulerConfig)
+    retention: RetentionConfig = attrs.field(factory=RetentionConfig)
+    api: ApiConfig = attrs.field(factory=ApiConfig)
+    source: str | None = attrs.field(default=None, eq=False)  # the file read; None = defaults
+
+    def retry_policy(self) -> RetryPolicy:
+        """The ``[retry]`` section as the core's backoff policy."""
+        return RetryPolicy(
+            base=self.retry.base_seconds,
+            factor=self.retry.factor,
+            max=self.retry.max_seconds,
+            jitter=self.retry.jitter,
+        )
+
+
+for _cls in (
+    MonoqConfig,
+    BackendConfig,
+    WorkerConfig,
+    JobsConfig,
+    RetryConfig,
+    SchedulerConfig,
+    RetentionConfig,
+    ApiToken,
+    ApiConfig,
+    Config,
+):
+    attrs.resolve_types(_cls)
+
+# Section name -> section class, in file order. Every Config field except ``source`` is a section.
+_SECTIONS: Final[Mapping[str, Any]] = {
+    f.name: f.type for f in attrs.fields(Config) if f.type is not None and attrs.has(f.type)
+}
+# Class -> dotted prefix of its keys, for the messages of the attrs validators.
+_PREFIXES: Final[Mapping[type, str]] = {
+    **{cls: name for name, cls in _SECTIONS.items()},
+    ApiToken: "api.tokens",
+}
+
+
+# --------------------------------------------------------------------------------------------
+# Conversion and checks, driven by a field's type and spec
+
+
+def _got(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _fail(key: str, problem: str, value: object, where: str) -> ConfigError:
+    return ConfigError(f"{key}: {problem}, got {_got(value)}{where}")
+
+
+def _fmt(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else str(number)
+
+
+def _range_problem(kind: str, spec: _Spec) -> str:
+    lo, hi = spec.min, spec.max
+    if lo is not None and hi is not None and not spec.exclusive_min:
+        return f"must be {kind} between {_fmt(lo)} and {_fmt(hi)}"
+    parts = []
+    if lo is not None:
+        parts.append(f"{'>' if spec.exclusive_min else '>='} {_fmt(lo)}")
+    if hi is not None:
+        parts.append(f"<= {_fmt(hi)}")
+    return f"must be {kind}" + (" " + " and ".join(parts) if parts else "")
+
+
+def _in_range(value: float, spec: _Spec) -> bool:
+    if spec.min is not None and (value <= spec.min if spec.exclusive_min else value < spec.min):
+        return False
+    return spec.max is None or value <= spec.max
+
+
+_TRUE: Final = frozenset({"1", "true", "yes"})
+_FALSE: Final = frozenset({"0", "false", "no"})
+
+
+def _coerce(field: attrs.Attribute[Any], value: object, *, key: str, where: str, text: bool) -> Any:
+    """``value`` checked and normalised for ``field``, or a ConfigError naming ``key``.
+
+    ``text`` marks a string from the environment (or a string override for a non-string key),
+    which is parsed according to the field's type first: numbers, booleans (1/0/true/false/
+    yes/no), comma-separated lists, JSON for tables and lists of tables. ``where`` ends the
+    message, saying where the value came from.
+    """
+    spec = _spec_of(field)
+    tp = field.type
+    raw = value
+    if text and isinstance(value, str):
+        value = value.strip()
+
+    if spec.convert is not None:
+        try:
+            return spec.convert(value)
+        except (ValueError, ValidationError):
+            raise _fail(key, spec.problem, raw, where) from None
+
+    if tp is bool:
+        if text and isinstance(value, str) and value.lower() in _TRUE | _FALSE:
+            return value.lower() in _TRUE
+        if isinstance(value, bool):
+            return value
+        allowed = "true or false" + (" (or 1, 0, yes, no)" if text else "")
+        raise _fail(key, f"must be {allowed}", raw, where)
+
+    if tp is int or tp is float:
+        kind = "an integer" if tp is int else "a number"
+        problem = _range_problem(kind, spec)
+        if text and spec.duration:
+            problem += " (seconds, or a duration such as 30s, 5m, 1h)"
+        number: object = value
+        if text and isinstance(value, str):
+            try:
+                number = (
+                    int(value)
+                    if tp is int
+                    else (parse_duration(value) if spec.duration else float(value))
+                )
+            except ValueError:
+                raise _fail(key, problem, raw, where) from None
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            raise _fail(key, problem, raw, where)
+        if tp is int and not isinstance(number, int):
+            raise _fail(key, problem, raw, where)
+        if not math.isfinite(number) or not _in_range(number, spec):
+            raise _fail(key, problem, raw, where)
+        return int(number) if tp is int else float(number)
+
+    if tp is str:
+        if not isinstance(value, str):
+            raise _fail(key, "must be a string", raw, where)
+        return _check_str(spec, value, key=key, where=where)
+
+    origin = typing.get_origin(tp)
+    if origin is tuple:
+        (item_type, *_rest) = typing.get_args(tp)
+        return _coerce_list(spec, item_type, value, key=key, where=where, text=text)
+
+    if origin is Mapping:
+        if text and isinstance(value, str):
+            value = _json(value, key=key, where=where, what="a JSON object")
+        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
+            raise _fail(key, "must be a table", raw, where)
+        return MappingProxyType(dict(value))
+
+    raise TypeError(f"{key}: unsupported config type {tp!r}")  # pragma: no cover
+
+
+def _check_str(spec: _Spec, value: str, *, key: str, where: str) -> str:
+    if spec.check is None:
+        return value
+    try:
+        return spec.check(value)
+    except ValueError as exc:
+        raise _fail(key, str(exc), value, where) from None
+
+
+def _json(value: str, *, key: str, where: str, what: str) -> Any:
+    try:
+        return json.loads(value)
+    except ValueError:
+        raise _fail(key, f"must be {what}", value, where) from None
+
+
+def _coerce_list(
+    spec: _Spec, item_type: Any, value: object, *, key: str, where: str, text: bool
+) -> tuple[Any, ...]:
+    table = attrs.has(item_type)
+    raw = value
+    if text and isinstance(value, str):
+        if table:
+            value = _json(value, key=key, where=where, what="a JSON array of tables")
+        else:  # "worker, scheduler" -> ["worker", "scheduler"]; "" -> []
+            value = [part.strip() for part in value.split(",") if part.strip()]
+    if not isinstance(value, list | tuple):
+        raise _fail(key, "must be a list of tables" if table else "must be a list", raw, where)
+    items: list[Any] = []
+    for index, item in enumerate(value):
+        item_key = f"{key}[{index}]"
+        if table:
+            items.append(
+                item if isinstance(item, item_type) else _build(item_type, item, item_key, where)
+            )
+        elif not isinstance(item, str):
+            raise _fail(item_key, "must be a string", item, where)
+        else:
+            items.append(_check_str(spec, item, key=item_key, where=where))
+    if spec.nonempty and not items:
+        raise _fail(key, "must not be empty", raw, where)
+    if spec.unique:
+        for index, item in enumerate(items):
+            if item in items[:index]:
+                raise _fail(key, f"must not repeat {item!r}", raw, where)
+    return tuple(items)
+
+
+def _unknown(key: str, name: str, allowed: Iterable[str], what: str = "key") -> str:
+    names = sorted(allowed)
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{key}: unknown {what}{hint}; allowed: {', '.join(names)}"
+
+
+def _build(cls: Any, table: object, prefix: str, where: str) -> Any:
+    """An instance of the attrs class ``cls`` from a TOML-shaped table (all keys required
+    unless they have a default)."""
+    if not isinstance(table, Mapping):
+        raise _fail(prefix, "must be a table", table, where)
+    fields = {f.name: f for f in attrs.fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for name, item in table.items():
+        if name not in fields:
+            raise ConfigError(_unknown(f"{prefix}.{name}", name, list(fields)) + where)
+        kwargs[name] = _coerce(fields[name], item, key=f"{prefix}.{name}", where=where, text=False)
+    for name, field in fields.items():
+        if name not in kwargs and field.default is attrs.NOTHING:
+            raise ConfigError(f"{prefix}.{name}: missing required key{where}")
+    return cls(**kwargs)
+
+
+# --------------------------------------------------------------------------------------------
+# Layers
+
+
+@attrs.frozen
+class _Value:
+    """One key's value in one layer, and where it came from (for error messages)."""
+
+    value: object
+    where: str  # " (in config.toml)", " (from environment variable MONOQ_WORKER_ID)", ...
+    text: bool  # a string to parse by the field's type
+
+
+_Layer = dict[str, dict[str, _Value]]  # section -> key -> value
+
+
+def _section_fields(section: str) -> dict[str, attrs.Attribute[Any]]:
+    return {f.name: f for f in attrs.fields(_SECTIONS[section])}
+
+
+def _file_layer(data: Mapping[str, Any], where: str) -> _Layer:
+    layer: _Layer = {}
+    for section, table in data.items():
+        if section not in _SECTIONS:
+            raise ConfigError(_unknown(section, section, list(_SECTIONS), "section") + where)
+        if not isinstance(table, Mapping):
+            raise _fail(section, "must be a table ([section])", table, where)
+        fields = _section_fields(section)
+        for name, value in table.items():
+            if name not in fields:
+                raise ConfigError(_unknown(f"{section}.{name}", name, list(fields)) + where)
+            layer.setdefault(section, {})[name] = _Value(value, where, text=False)
+    return layer
+
+
+def _dotted(key: str) -> tuple[str, str] | None:
+    """(section, key) of a known dotted key, else None."""
+    section, _, name = key.partition(".")
+    if section in _SECTIONS and name in _section_fields(section):
+        return section, name
+    return None
+
+
+def _source_env_layer(env: Mapping[str, str]) -> _Layer:
+    layer: _Layer = {}
+    for var, key in SOURCE_ENV_NAMES.items():
+        text = env.get(var, "")
+        if text.strip():
+            section, name = key.split(".")
+            where = f" (from environment variable {var})"
+            layer.setdefault(section, {})[name] = _Value(text, where, text=True)
+    return layer
+
+
+def _monoq_env_layer(env: Mapping[str, str]) -> _Layer:
+    layer: _Layer = {}
+    for var in sorted(env):
+        if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV:
+            continue
+        section, _, name = var[len(ENV_PREFIX) :].lower().partition("_")
+        if section not in _SECTIONS:
+            continue  # MONOQ_DEBUG and the like are not ours to judge
+        where = f" (from environment variable {var})"
+        fields = _section_fields(section)
+        if name not in fields:
+            raise ConfigError(_unknown(f"{section}.{name}", name, list(fields)) + where)
+        layer.setdefault(section, {})[name] = _Value(env[var], where, text=True)
+    return layer
+
+
+def _override_layer(overrides: Mapping[str, Any]) -> _Layer:
+    layer: _Layer = {}
+    for key, value in overrides.items():
+        if value is None:
+            continue  # a CLI flag that was not given
+        found = _dotted(key)
+        if found is None:
+            section = key.partition(".")[0]
+            if section in _SECTIONS:
+                allowed = [f"{section}.{name}" for name in _section_fields(section)]
+            else:
+                allowed = [f"{s}.*" for s in _SECTIONS]
+            raise ConfigError(_unknown(key, key, allowed) + " (from override)")
+        section, name = found
+        is_text = isinstance(value, str) and _section_fields(section)[name].type is not str
+        layer.setdefault(section, {})[name] = _Value(value, " (from override)", text=is_text)
+    return layer
+
+
+def _locate(path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> tuple[Path, str] | None:
+    """The config file to read and how it was chosen, or None for defaults only."""
+    if path is not None:
+        return Path(path), ""
+    named = env.get(CONFIG_ENV, "")
+    if named:
+        return Path(named), f" (named by {CONFIG_ENV})"
+    default = Path(DEFAULT_CONFIG_FILE)
+    if default.is_file():
+        return default, ""
+    return None
+
+
+def _read_toml(path: Path, named_by: str) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found{named_by}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: invalid TOML: not UTF-8 text") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}{named_by}") from None
+
+
+# --------------------------------------------------------------------------------------------
+# Public API
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Read the configuration from defaults, a file, the environment and ``overrides``.
+
+    The file is ``path`` if given (it must exist), else ``$MONOQ_CONFIG`` if set (it must
+    exist), else ``./config.toml`` if it exists; with none of these, the defaults apply.
+    ``env`` defaults to ``os.environ``. ``overrides`` maps dotted keys to values, as the CLI
+    gives them (``{"monoq.roles": ["worker"]}``); a string for a non-string key is parsed like
+    an environment value (``"worker,scheduler"``) and None means "not given". Raises
+    ConfigError on the first problem; its message starts with the dotted key (or the file's
+    path) and says where the value came from.
+    """
+    env = os.environ if env is None else env
+    layers: list[_Layer] = []
+    source: str | None = None
+    located = _locate(path, env)
+    if located is not None:
+        file_path, named_by = located
+        data = _read_toml(file_path, named_by)
+        source = os.fspath(file_path)
+        layers.append(_file_layer(data, f" (in {file_path})"))
+    layers.append(_source_env_layer(env))
+    layers.append(_monoq_env_layer(env))
+    layers.append(_override_layer(overrides or {}))
+
+    merged: _Layer = {}
+    for layer in layers:
+        for section, values in layer.items():
+            merged.setdefault(section, {}).update(values)
+
+    sections: dict[str, Any] = {}
+    for section, cls in _SECTIONS.items():
+        fields = _section_fields(section)
+        kwargs = {
+            name: _coerce(
+                fields[name], v.value, key=f"{section}.{name}", where=v.where, text=v.text
+            )
+            for name, v in merged.get(section, {}).items()
+        }
+        sections[section] = cls(**kwargs)
+    return Config(**sections, source=source)
+
+
+def _plain(value: object) -> Any:
+    cls: Any = type(value)
+    if attrs.has(cls):
+        return {f.name: _plain(getattr(value, f.name)) for f in attrs.fields(cls)}
+    if isinstance(value, tuple | list):
+        return [_plain(item) for item in value]
+    if isinstance(value, Mapping):
+        return {str(k): _plain(v) for k, v in value.items()}
+    return value
+
+
+def config_as_dict(config: Config) -> dict[str, Any]:
+    """``{section: {key: value}}`` in TOML shapes (lists, dicts), for ``monoq config show``.
+
+    ``source`` is not included. Loading the result as overrides gives an equal Config.
+    """
+    return {section: _plain(getattr(config, section)) for section in _SECTIONS}
+
+
+@attrs.frozen
+class ConfigKey:
+    """One documented key: for ``monoq config show`` and the README's table."""
+
+    key: str  # dotted, e.g. "worker.concurrency"
+    env: str  # its MONOQ_* variable
+    default: Any  # in TOML shape
+    doc: str
+    source_env: tuple[str, ...] = ()  # source-system names that also set it
+
+
+def config_keys() -> list[ConfigKey]:
+    """Every key, in section and field order, with its default, variable and documentation."""
+    keys = []
+    for section, cls in _SECTIONS.items():
+        for field in attrs.fields(cls):
+            dotted = f"{section}.{field.name}"
+            keys.append(
+                ConfigKey(
+                    key=dotted,
+                    env=f"{ENV_PREFIX}{section.upper()}_{field.name.upper()}",
+                    default=_plain(field.default),
+                    doc=_spec_of(field).doc,
+                    source_env=tuple(v for v, k in SOURCE_ENV_NAMES.items() if k == dotted),
+                )
+            )
+    return keys
