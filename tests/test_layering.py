@@ -1,0 +1,65 @@
+"""Imports point one way (DESIGN.md §2): checked on the source with ast."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# physical folder or file -> first-party modules it may import ("x.*" = x and below)
+ALLOWED: dict[str, tuple[str, ...]] = {
+    "monoq/core": ("monoq.core.*", "monoq.errors"),
+    "monoq/errors.py": (),
+    "backends": ("monoq.core.*", "monoq.errors", "monoq.backends.*"),
+    "plugins": ("monoq", "monoq.errors"),
+    "monoq/api": ("monoq.core.*", "monoq.errors", "monoq.client", "monoq.registry",
+                  "monoq.config", "monoq.api.*", "monoq.metrics"),
+    "monoq/client.py": ("monoq.core.*", "monoq.errors", "monoq.registry", "monoq.config"),
+    "monoq/worker.py": ("monoq.core.*", "monoq.errors", "monoq.client", "monoq.registry",
+                        "monoq.metrics"),
+    "monoq/scheduler.py": ("monoq.core.*", "monoq.errors", "monoq.client", "monoq.metrics"),
+}
+
+
+def _first_party_imports(path: Path) -> list[str]:
+    names: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module)
+    return [n for n in names if n.split(".")[0] in ("monoq", "backends", "plugins")]
+
+
+def _is_allowed(name: str, allowed: tuple[str, ...]) -> bool:
+    for rule in allowed:
+        if rule.endswith(".*"):
+            base = rule[:-2]
+            if name == base or name.startswith(base + "."):
+                return True
+        elif name == rule:
+            return True
+    return False
+
+
+@pytest.mark.parametrize("where", sorted(ALLOWED))
+def test_imports_follow_layering(where: str) -> None:
+    target = ROOT / where
+    paths = [target] if target.is_file() else sorted(target.rglob("*.py"))
+    assert paths, f"nothing to check under {where}"
+    for path in paths:
+        for name in _first_party_imports(path):
+            assert _is_allowed(name, ALLOWED[where]), f"{path.relative_to(ROOT)} imports {name}"
+
+
+def test_the_checker_catches_a_bad_import(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.py"
+    bad.write_text("import monoq.worker\nfrom backends import memory\n")
+    names = _first_party_imports(bad)
+    assert names == ["monoq.worker", "backends"]
+    assert not _is_allowed("monoq.worker", ALLOWED["plugins"])
+    assert not _is_allowed("backends", ALLOWED["backends"])
+    assert not _is_allowed("monoq.worker", ALLOWED["backends"])
