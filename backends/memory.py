@@ -100,6 +100,7 @@ class MemoryBackend:
 
     async def enqueue(self, jobs: Sequence[NewJob], *, now: datetime) -> list[Enqueued]:
         """Store jobs; see ``Backend.enqueue``."""
+        self._check_new_ids(jobs)  # before any write: the batch is all or nothing
         answers: list[Enqueued] = []
         woken: set[str] = set()
         delayed = False
@@ -109,8 +110,6 @@ class MemoryBackend:
                 if existing is not None:
                     answers.append(Enqueued(self._rows[existing].job, created=False))
                     continue
-            if new.id in self._rows:
-                raise ValueError(f"duplicate job id {new.id}")
             later = new.run_at is not None and new.run_at > now
             job = Job(
                 id=new.id,
@@ -144,6 +143,20 @@ class MemoryBackend:
             self._changes.fire()
         return answers
 
+    def _check_new_ids(self, jobs: Sequence[NewJob]) -> None:
+        """Raise ValueError if a job that would be created reuses a stored or batch id."""
+        keys: set[tuple[str, str]] = set()
+        ids: set[str] = set()
+        for new in jobs:
+            if new.idempotency_key is not None:
+                key = (new.queue, new.idempotency_key)
+                if key in self._keys or key in keys:
+                    continue  # answered with the existing job, nothing is written
+                keys.add(key)
+            if new.id in self._rows or new.id in ids:
+                raise ValueError(f"duplicate job id {new.id}")
+            ids.add(new.id)
+
     # -- consumer -------------------------------------------------------------------------------
 
     async def claim(
@@ -163,10 +176,11 @@ class MemoryBackend:
                 continue
             heap = self._ready.get(queue)
             while heap and len(leases) < limit:
-                _, _, job_id = heapq.heappop(heap)
-                row = self._rows.get(job_id)
-                if row is None or row.job.state is not JobState.QUEUED:
+                entry = heapq.heappop(heap)
+                row = self._live(entry)
+                if row is None:
                     continue  # stale heap entry
+                job_id = row.job.id
                 token = new_token()
                 row.job = attrs.evolve(
                     row.job,
@@ -178,8 +192,9 @@ class MemoryBackend:
                 )
                 row.token = token
                 self._attempts[job_id].append(
-                    Attempt(job_id=job_id, attempt=row.job.attempt, worker_id=worker_id,
-                            started_at=now)
+                    Attempt(
+                        job_id=job_id, attempt=row.job.attempt, worker_id=worker_id, started_at=now
+                    )
                 )
                 leases.append(Lease(job=row.job, token=token, expires_at=expires))
             if len(leases) >= limit:
@@ -210,11 +225,25 @@ class MemoryBackend:
             return False
         heap = self._ready.get(queue)
         while heap:
-            row = self._rows.get(heap[0][2])
-            if row is not None and row.job.state is JobState.QUEUED:
+            if self._live(heap[0]) is not None:
                 return True
             heapq.heappop(heap)
         return False
+
+    def _live(self, entry: tuple[int, datetime, str]) -> _Row | None:
+        """The row of a ready-heap entry, or None if the entry is stale.
+
+        An entry is stale once its job left QUEUED, and also when the job came back to QUEUED
+        with another ``run_at`` (cancelled, then requeued): the old entry must not let it jump
+        the line.
+        """
+        priority, run_at, job_id = entry
+        row = self._rows.get(job_id)
+        if row is None or row.job.state is not JobState.QUEUED:
+            return None
+        if (row.job.priority, row.job.run_at) != (priority, run_at):
+            return None
+        return row
 
     def _current(self, lease: Lease) -> _Row | None:
         row = self._rows.get(lease.job.id)
@@ -255,20 +284,30 @@ class MemoryBackend:
             error = None if item.error is None else str(item.error)
             common: dict[str, Any] = {"worker_id": None, "lease_expires_at": None}
             if outcome is Outcome.COMPLETED:
-                job = attrs.evolve(job, state=JobState.COMPLETED, result_json=item.result_json,
-                                   finished_at=now, **common)
+                job = attrs.evolve(
+                    job,
+                    state=JobState.COMPLETED,
+                    result_json=item.result_json,
+                    finished_at=now,
+                    **common,
+                )
             elif outcome is Outcome.RETRY:
                 retry_at = item.retry_at or now  # Finish guarantees it is set for RETRY
-                job = attrs.evolve(job, state=JobState.RETRYING, run_at=retry_at,
-                                   error=error, **common)
+                job = attrs.evolve(
+                    job, state=JobState.RETRYING, run_at=retry_at, error=error, **common
+                )
                 heapq.heappush(self._waiting, (retry_at, job.id))
                 changed = True
             elif outcome is Outcome.DEAD:
-                job = attrs.evolve(job, state=JobState.DEAD, error=error, finished_at=now,
-                                   **common)
+                job = attrs.evolve(job, state=JobState.DEAD, error=error, finished_at=now, **common)
             elif outcome is Outcome.CANCELLED:
-                job = attrs.evolve(job, state=JobState.CANCELLED, finished_at=now,
-                                   error=error or job.error, **common)
+                job = attrs.evolve(
+                    job,
+                    state=JobState.CANCELLED,
+                    finished_at=now,
+                    error=error or job.error,
+                    **common,
+                )
             else:  # RELEASED
                 job = attrs.evolve(job, state=JobState.QUEUED, attempt=job.attempt - 1, **common)
                 heapq.heappush(self._ready[job.queue], (job.priority, job.run_at, job.id))
@@ -428,14 +467,17 @@ class MemoryBackend:
     async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         """Counts by state per queue."""
         names = sorted(self._queues | self._paused) if queues is None else list(queues)
-        counts: dict[str, dict[JobState, int]] = {name: dict.fromkeys(JobState, 0)
-                                                  for name in names}
+        counts: dict[str, dict[JobState, int]] = {
+            name: dict.fromkeys(JobState, 0) for name in names
+        }
         for row in self._rows.values():
             per_queue = counts.get(row.job.queue)
             if per_queue is not None:
                 per_queue[row.job.state] += 1
-        return [QueueStats(queue=name, counts=counts[name], paused=name in self._paused)
-                for name in names]
+        return [
+            QueueStats(queue=name, counts=counts[name], paused=name in self._paused)
+            for name in names
+        ]
 
     async def cancel(self, job_id: str, *, now: datetime) -> Job | None:
         """Cancel now, or request it of the running worker; see ``Backend.cancel``."""
@@ -457,8 +499,14 @@ class MemoryBackend:
             if row is None or row.job.state not in (JobState.DEAD, JobState.CANCELLED):
                 continue
             row.job = attrs.evolve(
-                row.job, state=JobState.QUEUED, attempt=0, run_at=now, error=None,
-                result_json=None, finished_at=None, cancel_requested=False,
+                row.job,
+                state=JobState.QUEUED,
+                attempt=0,
+                run_at=now,
+                error=None,
+                result_json=None,
+                finished_at=None,
+                cancel_requested=False,
             )
             heapq.heappush(self._ready[row.job.queue], (row.job.priority, now, job_id))
             moved.append(job_id)
