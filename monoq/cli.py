@@ -14,6 +14,7 @@ import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, TextIO
 
 import anyio
@@ -353,6 +354,47 @@ def cmd_handlers(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
+    """monoq bench: measure this machine; see monoq.bench."""
+    import tempfile
+
+    from monoq.bench import Bench, print_table
+
+    sections = {s.strip() for s in args.only.split(",") if s.strip()}
+    with tempfile.TemporaryDirectory(prefix="monoq-bench-") as tmp:
+        url = args.backend or f"sqlite:///{tmp}/bench.db"
+        options: dict[str, Any] = {}
+        fresh: Callable[[], None] | None = None
+        scheme = url.split("://", 1)[0]
+        if scheme == "sqlite":
+            path = Path(url.split("://", 1)[1][1:])
+
+            def fresh() -> None:
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+        elif scheme in ("redis", "rediss", "unix"):
+            options["key_prefix"] = "monoqbench"
+
+            def fresh() -> None:
+                import redis
+
+                r = redis.Redis.from_url(url)
+                for key in r.scan_iter("monoqbench*", count=1000):
+                    r.delete(key)
+                r.close()
+
+        sys.stderr.write(f"monoq bench on {url} ({args.jobs} jobs)\n")
+        bench = Bench(url, options, jobs=args.jobs, fresh=fresh)
+        rows = anyio.run(bench.run, sections)
+    if args.json:
+        _dump([{"name": r.name, "value": r.value, "unit": r.unit, "note": r.note} for r in rows],
+              out)
+    else:
+        out.write(print_table(rows, url) + "\n")
+    return 0
+
+
 # -- parser -------------------------------------------------------------------------------------
 
 
@@ -426,6 +468,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--older-than", metavar="DURATION", help='e.g. "7d"; default: all')
 
     sub.add_parser("handlers", parents=[common, js], help="list installed handlers")
+
+    bench = sub.add_parser("bench", parents=[common, js],
+                           help="measure throughput and latency on this machine")
+    bench.add_argument("--jobs", type=int, default=10_000, help="jobs per throughput run")
+    bench.add_argument("--only", default="enqueue,drain,sleep,latency,floor",
+                       help="sections to run (comma-separated)")
     return parser
 
 
@@ -443,7 +491,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
             return cmd_enqueue(args, stdin, out)
         commands: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
             "job": cmd_job, "jobs": cmd_jobs, "queues": cmd_queues, "queue": cmd_queue,
-            "dlq": cmd_dlq, "handlers": cmd_handlers,
+            "dlq": cmd_dlq, "handlers": cmd_handlers, "bench": cmd_bench,
         }
         return commands[args.command](args, out)
     except ConfigError as exc:
