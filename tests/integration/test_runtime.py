@@ -7,6 +7,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import attrs
 import pytest
 
@@ -68,7 +69,7 @@ def registry() -> Registry:
 
 
 def fast_config(**worker: Any) -> Config:
-    config = load_config(env={}, overrides={
+    return load_config(env={}, overrides={
         "backend.url": "memory://",
         "worker.heartbeat_seconds": 0.05,
         "worker.lease_seconds": 2,
@@ -78,7 +79,6 @@ def fast_config(**worker: Any) -> Config:
         "scheduler.reap_margin_seconds": 0,
         **{f"worker.{k}": v for k, v in worker.items()},
     })
-    return config
 
 
 @asynccontextmanager
@@ -91,7 +91,7 @@ async def running(config: Config | None = None, roles: tuple[str, ...] = ("worke
                             handle_signals=False)
     async with anyio.create_task_group() as tg:
         tg.start_soon(supervisor.run)
-        await anyio.sleep(0)
+        await anyio.lowlevel.checkpoint()
         try:
             yield client, supervisor
         finally:
