@@ -7,11 +7,13 @@ backend that needs a server or a temporary file only builds it when its params r
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import cast
 
 import pytest
 
 from monoq.backends.memory import MemoryBackend
+from monoq.backends.sqlite import SqliteBackend
 from monoq.core.backend import Backend
 
 
@@ -31,12 +33,23 @@ async def memory_backend() -> AsyncIterator[Backend]:
         await backend.aclose()
 
 
+@pytest.fixture
+async def sqlite_backend(tmp_path: Path) -> AsyncIterator[Backend]:
+    backend = SqliteBackend(f"sqlite:///{tmp_path / 'monoq.db'}")
+    await backend.connect()
+    try:
+        yield backend
+    finally:
+        await backend.aclose()
+
+
 @pytest.fixture(
     params=[
         pytest.param("memory_backend", id="memory"),
         # Add one pytest.param per backend here, naming its fixture, e.g.
         # pytest.param("sqlite_backend", id="sqlite"),
         # pytest.param("redis_backend", id="redis", marks=pytest.mark.redis),
+        pytest.param("sqlite_backend", id="sqlite"),
         pytest.param("redis_backend", id="redis", marks=pytest.mark.redis),
     ]
 )

@@ -1,0 +1,8 @@
+"""SQLite backend: ``sqlite:///relative.db`` or ``sqlite:////abs/path.db``.
+
+One file in WAL mode serves every process on one host; several machines need Redis.
+"""
+
+from monoq.backends.sqlite._backend import SCHEMA_VERSION, SqliteBackend, SqliteOptions
+
+__all__ = ["SCHEMA_VERSION", "SqliteBackend", "SqliteOptions"]

@@ -1,0 +1,1099 @@
+"""The SQLite backend: one file, many processes on one host, group-committed writes."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.resources
+import logging
+import sqlite3
+import time
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final, TypeVar
+from urllib.parse import unquote
+
+import anyio
+import attrs
+import msgspec
+
+from monoq.backends.sqlite._conn import (
+    Effects,
+    GroupWriter,
+    ReaderPool,
+    SqliteThread,
+    translate,
+)
+from monoq.backends.sqlite._fs import create_private_file, refuse_network_fs
+from monoq.core.backend import Capabilities
+from monoq.core.models import (
+    OUTCOME_TO_ATTEMPT,
+    TERMINAL_STATES,
+    Attempt,
+    AttemptOutcome,
+    Enqueued,
+    Finish,
+    Job,
+    JobState,
+    Lease,
+    LeaseStatus,
+    NewJob,
+    Outcome,
+    Page,
+    QueueStats,
+    WorkerInfo,
+)
+from monoq.errors import BackendError, BackendUnavailable, ConfigError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# The schema version this code reads and writes, kept in PRAGMA user_version. When the schema
+# changes: bump it, update schema.sql (the full latest schema, for new files) and add
+# MIGRATIONS[old_version] with the statements that take a file from old_version to old + 1.
+SCHEMA_VERSION: Final = 1
+MIGRATIONS: dict[int, str] = {}
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_ONE_MS: Final = timedelta(milliseconds=1)
+_STATES: Final = {s.value: s for s in JobState}
+_json = msgspec.json.Encoder()
+
+_JOB_COLUMNS: Final = (
+    "id, queue, handler, payload, priority, state, attempt, max_retries, timeout, run_at, "
+    "created_at, started_at, finished_at, idempotency_key, schedule_id, result, error, "
+    "cancel_requested, worker_id, lease_expires_at, lease_token"
+)
+_TOKEN: Final = 20  # index of lease_token in _JOB_COLUMNS
+
+_INSERT_JOB: Final = (
+    "INSERT INTO jobs (id, queue, handler, payload, priority, state, max_retries, timeout, "
+    "run_at, created_at, idempotency_key, schedule_id) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id"
+)
+# One statement claims the whole batch of a queue. randomblob() is evaluated per row, so every
+# lease gets its own unguessable token. RETURNING does not keep the subquery's order.
+_CLAIM: Final = (
+    "UPDATE jobs SET state = 'running', attempt = attempt + 1, started_at = ?, worker_id = ?, "  # noqa: S608
+    "lease_token = lower(hex(randomblob(12))), lease_expires_at = ? "
+    "WHERE id IN (SELECT id FROM jobs WHERE queue = ? AND state = 'queued' "
+    "ORDER BY priority, run_at, id LIMIT ?) "
+    f"RETURNING {_JOB_COLUMNS}"
+)
+_IDS_PARAM: Final = "(SELECT value FROM json_each(?))"
+
+
+def _ms(dt: datetime) -> int:
+    """Exact epoch milliseconds (float timestamps can be off by one)."""
+    return (dt - _EPOCH) // _ONE_MS
+
+
+def _dt(ms: int) -> datetime:
+    return _EPOCH + timedelta(milliseconds=ms)
+
+
+def _odt(ms: int | None) -> datetime | None:
+    return None if ms is None else _EPOCH + timedelta(milliseconds=ms)
+
+
+def _job(r: Sequence[Any]) -> Job:
+    return Job(
+        id=r[0],
+        queue=r[1],
+        handler=r[2],
+        payload_json=r[3],
+        priority=r[4],
+        state=_STATES[r[5]],
+        attempt=r[6],
+        max_retries=r[7],
+        timeout=r[8],
+        run_at=_dt(r[9]),
+        created_at=_dt(r[10]),
+        started_at=_odt(r[11]),
+        finished_at=_odt(r[12]),
+        idempotency_key=r[13],
+        schedule_id=r[14],
+        result_json=r[15],
+        error=r[16],
+        cancel_requested=bool(r[17]),
+        worker_id=r[18],
+        lease_expires_at=_odt(r[19]),
+    )
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def _get_job(conn: sqlite3.Connection, job_id: str) -> Job | None:
+    row = conn.execute(f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id = ?", (job_id,)).fetchone()  # noqa: S608
+    return None if row is None else _job(row)
+
+
+def _earliest_due(conn: sqlite3.Connection) -> int | None:
+    """The earliest run_at of a waiting job or lease expiry of a running one (index seeks)."""
+    found = [
+        conn.execute(sql).fetchone()[0]
+        for sql in (
+            "SELECT min(run_at) FROM jobs WHERE state = 'scheduled'",
+            "SELECT min(run_at) FROM jobs WHERE state = 'retrying'",
+            (
+                "SELECT min(lease_expires_at) FROM jobs WHERE state = 'running' "
+                "AND lease_expires_at IS NOT NULL"
+            ),
+        )
+    ]
+    present = [ms for ms in found if ms is not None]
+    return min(present) if present else None
+
+
+def _schema_statements(script: str) -> list[str]:
+    """Split a SQL script into statements (executescript would COMMIT our transaction)."""
+    statements, buf = [], ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            statements.append(buf.strip())
+            buf = ""
+    return statements
+
+
+@attrs.frozen
+class SqliteOptions:
+    """The ``[backend.options]`` of a sqlite backend, validated.
+
+    ``synchronous``: ``FULL`` (default) fsyncs the WAL at every commit, so an acknowledged
+    enqueue survives a power loss. ``NORMAL`` fsyncs only at checkpoints: in WAL mode the
+    database can still never be corrupted, but a power loss (not a process crash) may lose the
+    last transactions committed before it, i.e. acknowledged jobs. It is faster for bulk work.
+    ``busy_timeout_ms``: how long a write waits for another process's write lock before the
+    call fails with ``BackendUnavailable``.
+    ``poll_interval_ms``: how often an idle ``wait_for_jobs`` / ``wait_for_changes`` checks for
+    changes made by *other processes* (same-process changes wake at once, without polling).
+    ``poll_max_ms``: the ceiling of that poll once the backend has been idle for a while; the
+    poll interval is a tenth of the idle time, never below ``poll_interval_ms`` (so polling is
+    fast right after activity) and never above ``poll_max_ms``.
+    ``readers``: reader connections (reads run beside the single writer).
+    """
+
+    synchronous: str = "FULL"
+    busy_timeout_ms: int = 5000
+    poll_interval_ms: int = 50
+    poll_max_ms: int = 500
+    readers: int = 2
+
+    @classmethod
+    def parse(cls, options: Mapping[str, Any] | None) -> SqliteOptions:
+        """Validate ``options``; a bad or unknown key is a ``ConfigError`` naming it."""
+        options = dict(options or {})
+        known = {f.name for f in attrs.fields(cls)}
+        for key in options:
+            if key not in known:
+                raise ConfigError(
+                    f"backend.options.{key}: unknown option for the sqlite backend "
+                    f"(known: {', '.join(sorted(known))})"
+                )
+        values: dict[str, Any] = {}
+        if "synchronous" in options:
+            sync = options["synchronous"]
+            if not isinstance(sync, str) or sync.upper() not in ("FULL", "NORMAL"):
+                raise ConfigError(f"backend.options.synchronous: {sync!r} is not FULL or NORMAL")
+            values["synchronous"] = sync.upper()
+        minimums = {"busy_timeout_ms": 0, "poll_interval_ms": 1, "poll_max_ms": 1, "readers": 1}
+        for key, minimum in minimums.items():
+            if key in options:
+                value = options[key]
+                if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                    raise ConfigError(
+                        f"backend.options.{key}: {value!r} is not an integer >= {minimum}"
+                    )
+                values[key] = value
+        parsed = cls(**values)
+        if parsed.poll_max_ms < parsed.poll_interval_ms:
+            raise ConfigError(
+                f"backend.options.poll_max_ms: {parsed.poll_max_ms} is below "
+                f"poll_interval_ms ({parsed.poll_interval_ms})"
+            )
+        return parsed
+
+
+def parse_url(url: str) -> Path:
+    """The absolute database path of ``sqlite:///relative.db`` or ``sqlite:////abs/path.db``."""
+    prefix = "sqlite:///"
+    if not url.startswith(prefix):
+        raise ConfigError(
+            f"backend.url: {url!r} is not sqlite:///relative/path.db or sqlite:////abs/path.db"
+        )
+    rest = url[len(prefix) :]
+    if "?" in rest or "#" in rest:
+        raise ConfigError(f"backend.url: {url!r}: put settings in [backend.options], not the URL")
+    rest = unquote(rest)
+    if not rest or rest.endswith("/") or rest == ":memory:":
+        raise ConfigError(f"backend.url: {url!r} does not name a database file (use memory://)")
+    # absolute() without resolve(): keep symlinks as the user wrote them.
+    return Path.cwd() / rest if not rest.startswith("/") else Path(rest)
+
+
+class SqliteBackend:
+    """Jobs in one SQLite file in WAL mode, shared by every process on the host.
+
+    One writer connection per instance feeds every write through a queue and commits all the
+    writes waiting at that moment in one ``BEGIN IMMEDIATE`` transaction (group commit), each
+    in its own SAVEPOINT so one failing request fails alone. Reads run on separate reader
+    connections. Same-process enqueues wake ``wait_for_jobs`` at once; changes made by other
+    processes are seen by polling a counter row (see ``SqliteOptions`` for the intervals).
+
+    A locked database (another process holding the write lock past ``busy_timeout_ms``) or a
+    full disk makes the call raise ``BackendUnavailable`` with nothing written; the backend
+    keeps working once the lock or space returns. Network filesystems are refused: WAL needs
+    shared memory that they cannot provide. New files are created with mode 0600.
+    """
+
+    capabilities = Capabilities(shared_across_processes=True, cross_process_wakeup=False)
+
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        self.url = url
+        self.path = parse_url(url)
+        self.options = SqliteOptions.parse(options)
+        self._writer_thread: SqliteThread | None = None
+        self._writer: GroupWriter | None = None
+        self._readers = ReaderPool([], busy_timeout_ms=self.options.busy_timeout_ms)
+        self._connected = False
+        self._connect_lock = asyncio.Lock()
+        self._ready_waiters: dict[str, set[asyncio.Event]] = {}
+        self._change_waiters: set[asyncio.Event] = set()
+        # The earliest due time (epoch ms) as the last next_wakeup or poll saw it; None before.
+        self._seen_wakeup: tuple[int | None] | None = None
+        self._last_activity = time.monotonic()
+
+    def __repr__(self) -> str:
+        return f"SqliteBackend({self.url!r})"
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Open the file (creating it 0600), set WAL and pragmas, create or migrate the schema.
+
+        Raises ``BackendError`` for a network filesystem, a file of a newer schema version, or
+        a file that is not a monoq database. Idempotent.
+        """
+        async with self._connect_lock:
+            if not self._connected:
+                await self._open()
+
+    async def _open(self) -> None:
+        opts = self.options
+        busy = opts.busy_timeout_ms
+        writer_thread = SqliteThread("monoq-sqlite-writer")
+        readers: list[SqliteThread] = []
+        try:
+            await writer_thread.run(self._prepare_file)
+            await writer_thread.open(str(self.path), self._setup_writer)
+            await writer_thread.run(self._migrate, writer_thread)
+            for i in range(opts.readers):
+                reader = SqliteThread(f"monoq-sqlite-reader-{i}")
+                readers.append(reader)
+                await reader.open(str(self.path), self._setup_reader)
+        except BaseException as exc:
+            for thread in [writer_thread, *readers]:
+                with anyio.CancelScope(shield=True):
+                    await thread.close()
+            if isinstance(exc, sqlite3.Error):
+                raise translate(exc, f"open {self.path}", busy) from exc
+            raise
+        self._writer_thread = writer_thread
+        self._readers = ReaderPool(readers, busy_timeout_ms=busy)
+        self._writer = GroupWriter(writer_thread, busy_timeout_ms=busy, on_commit=self._on_commit)
+        self._writer.start()
+        self._connected = True
+        logger.info(
+            "sqlite backend open: %s (synchronous=%s, readers=%d)",
+            self.path,
+            opts.synchronous,
+            opts.readers,
+        )
+
+    async def aclose(self) -> None:
+        """Finish queued writes, close every connection and wake every waiter. Idempotent."""
+        writer, self._writer = self._writer, None
+        writer_thread, self._writer_thread = self._writer_thread, None
+        readers, self._readers = self._readers, ReaderPool([], busy_timeout_ms=0)
+        self._connected = False
+        with anyio.CancelScope(shield=True):
+            if writer is not None:
+                await writer.stop()
+            for thread in readers.threads:
+                await thread.close()
+            if writer_thread is not None:
+                await writer_thread.close()
+        for events in self._ready_waiters.values():
+            for event in events:
+                event.set()
+        for event in self._change_waiters:
+            event.set()
+
+    async def ping(self) -> None:
+        """Return if the file answers a query; raise ``BackendUnavailable`` otherwise."""
+        await self._read(lambda conn: conn.execute("SELECT 1").fetchone(), "ping")
+
+    # -- setup, on the writer thread -------------------------------------------------------------
+
+    def _prepare_file(self) -> None:
+        refuse_network_fs(self.path)
+        create_private_file(self.path)
+        mode = self.path.stat().st_mode
+        if mode & 0o077:
+            # SQLite gives -wal and -shm the database's permissions, so they are readable too.
+            logger.warning(
+                "sqlite: %s is accessible to other users (mode %o); payloads are readable",
+                self.path,
+                mode & 0o777,
+            )
+
+    def _setup_writer(self, conn: sqlite3.Connection) -> None:
+        opts = self.options
+        conn.execute(f"PRAGMA busy_timeout = {int(opts.busy_timeout_ms)}")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise BackendError(f"sqlite: {self.path}: could not switch to WAL (got {mode!r})")
+        conn.execute(f"PRAGMA synchronous = {opts.synchronous}")
+        # Only this code writes; foreign keys would cost a lookup per insert for nothing.
+        conn.execute("PRAGMA foreign_keys = OFF")
+
+    def _setup_reader(self, conn: sqlite3.Connection) -> None:
+        conn.execute(f"PRAGMA busy_timeout = {int(self.options.busy_timeout_ms)}")
+        conn.execute("PRAGMA query_only = ON")
+
+    def _migrate(self, thread: SqliteThread) -> None:
+        conn = thread.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise BackendError(
+                    f"sqlite: {self.path} has schema version {version}, but this monoq "
+                    f"understands schema version {SCHEMA_VERSION} at most; it was written by "
+                    "a newer monoq. Upgrade monoq, or point it at another file."
+                )
+            if version == 0:
+                tables = conn.execute(
+                    "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
+                ).fetchone()[0]
+                if tables:
+                    raise BackendError(
+                        f"sqlite: {self.path} holds tables but no monoq schema version; it is "
+                        "not a monoq database"
+                    )
+                script = (
+                    importlib.resources.files(__package__)
+                    .joinpath("schema.sql")
+                    .read_text(encoding="utf-8")
+                )
+                for statement in _schema_statements(script):
+                    conn.execute(statement)
+                logger.info("sqlite: created schema version %d in %s", SCHEMA_VERSION, self.path)
+            else:
+                for old in range(version, SCHEMA_VERSION):
+                    for statement in _schema_statements(MIGRATIONS[old]):
+                        conn.execute(statement)
+                    logger.info(
+                        "sqlite: migrated %s from schema version %d to %d", self.path, old, old + 1
+                    )
+            if version != SCHEMA_VERSION:
+                conn.execute(f"PRAGMA user_version = {int(SCHEMA_VERSION)}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
+
+    # -- plumbing -------------------------------------------------------------------------------
+
+    async def _write(
+        self, fn: Callable[[sqlite3.Connection, Effects], T], what: str, weight: int = 1
+    ) -> T:
+        writer = self._writer
+        if writer is None:
+            raise BackendUnavailable(f"sqlite: {what}: the backend is not connected")
+        return await writer.submit(fn, what, weight)
+
+    async def _read(self, fn: Callable[[sqlite3.Connection], T], what: str) -> T:
+        return await self._readers.read(fn, what)
+
+    def _on_commit(self, effects: Effects) -> None:
+        if not effects.ready and not effects.changes:
+            return
+        self._last_activity = time.monotonic()
+        for queue in effects.ready:
+            for event in self._ready_waiters.get(queue, ()):
+                event.set()
+        if effects.changes:
+            for event in self._change_waiters:
+                event.set()
+
+    def _poll_delay(self) -> float:
+        """Seconds between polls for other processes' changes: a tenth of the idle time,
+        clamped to [poll_interval_ms, poll_max_ms]."""
+        idle = time.monotonic() - self._last_activity
+        low = self.options.poll_interval_ms / 1000
+        high = self.options.poll_max_ms / 1000
+        return min(high, max(low, idle / 10))
+
+    # -- producer -------------------------------------------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[NewJob], *, now: datetime) -> list[Enqueued]:
+        """Store ``jobs`` in one transaction (all or nothing); see ``Backend.enqueue``.
+
+        The idempotency check is the UNIQUE (queue, idempotency_key) index, so two processes
+        racing with one key create one job. A job id that already exists answers the stored
+        job with ``created=False`` (a client retrying the same submission).
+        """
+        if not jobs:
+            return []
+        now_ms = _ms(now)
+        batch = list(jobs)
+
+        def fn(conn: sqlite3.Connection, fx: Effects) -> list[Enqueued]:
+            out: list[Enqueued] = []
+            seen_queues: set[str] = set()
+            created_at = _dt(now_ms)
+            for nj in batch:
+                if nj.queue not in seen_queues:
+                    seen_queues.add(nj.queue)
+                    conn.execute("INSERT OR IGNORE INTO queues (name) VALUES (?)", (nj.queue,))
+                run_ms = now_ms if nj.run_at is None else _ms(nj.run_at)
+                if run_ms > now_ms:
+                    state = JobState.SCHEDULED
+                else:
+                    state, run_ms = JobState.QUEUED, now_ms
+                row = conn.execute(
+                    _INSERT_JOB,
+                    (
+                        nj.id,
+                        nj.queue,
+                        nj.handler,
+                        nj.payload_json,
+                        nj.priority,
+                        state.value,
+                        nj.max_retries,
+                        nj.timeout,
+                        run_ms,
+                        now_ms,
+                        nj.idempotency_key,
+                        nj.schedule_id,
+                    ),
+                ).fetchone()
+                if row is None:
+                    out.append(Enqueued(self._existing(conn, nj), created=False))
+                    continue
+                job = Job(
+                    id=nj.id,
+                    queue=nj.queue,
+                    handler=nj.handler,
+                    payload_json=nj.payload_json,
+                    priority=nj.priority,
+                    state=state,
+                    attempt=0,
+                    max_retries=nj.max_retries,
+                    timeout=nj.timeout,
+                    run_at=created_at if run_ms == now_ms else _dt(run_ms),
+                    created_at=created_at,
+                    idempotency_key=nj.idempotency_key,
+                    schedule_id=nj.schedule_id,
+                )
+                out.append(Enqueued(job, created=True))
+                if state is JobState.QUEUED:
+                    fx.ready.add(nj.queue)
+                else:
+                    fx.changes = True
+            return out
+
+        return await self._write(fn, "enqueue", len(batch))
+
+    @staticmethod
+    def _existing(conn: sqlite3.Connection, nj: NewJob) -> Job:
+        job = None
+        if nj.idempotency_key is not None:
+            row = conn.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE queue = ? AND idempotency_key = ?",  # noqa: S608
+                (nj.queue, nj.idempotency_key),
+            ).fetchone()
+            job = None if row is None else _job(row)
+        if job is None:
+            job = _get_job(conn, nj.id)
+        if job is None:  # pragma: no cover - a conflict must name one of the two
+            raise BackendError(f"sqlite: enqueue: job {nj.id} conflicted with no stored job")
+        return job
+
+    # -- consumer -------------------------------------------------------------------------------
+
+    async def claim(
+        self,
+        queues: Sequence[str],
+        *,
+        limit: int,
+        lease_for: timedelta,
+        worker_id: str,
+        now: datetime,
+    ) -> list[Lease]:
+        """Lease up to ``limit`` QUEUED jobs in one transaction; see ``Backend.claim``.
+
+        Each queue is claimed by one ``UPDATE … RETURNING`` (rows re-sorted here, as RETURNING
+        does not keep order); attempt records are opened in the same transaction.
+        """
+        names = _unique(queues)
+        if limit <= 0 or not names:
+            return []
+        now_ms = _ms(now)
+        expires_ms = now_ms + lease_for // _ONE_MS
+        names_json = _json.encode(names)
+
+        def fn(conn: sqlite3.Connection, fx: Effects) -> list[Lease]:
+            paused = {
+                name
+                for (name,) in conn.execute(
+                    f"SELECT name FROM queues WHERE paused AND name IN {_IDS_PARAM}",  # noqa: S608
+                    (names_json,),
+                )
+            }
+            leases: list[Lease] = []
+            for name in names:
+                remaining = limit - len(leases)
+                if remaining <= 0:
+                    break
+                if name in paused:
+                    continue
+                claimed = conn.execute(
+                    _CLAIM, (now_ms, worker_id, expires_ms, name, remaining)
+                ).fetchall()
+                claimed.sort(key=lambda r: (r[4], r[9], r[0]))
+                leases.extend(Lease(_job(r), r[_TOKEN], _dt(expires_ms)) for r in claimed)
+            if leases:
+                conn.executemany(
+                    "INSERT INTO attempts (job_id, attempt, worker_id, token, started_at, "
+                    "outcome) VALUES (?, ?, ?, ?, ?, 'running')",
+                    [(ls.job.id, ls.job.attempt, worker_id, ls.token, now_ms) for ls in leases],
+                )
+                fx.changes = True  # a new lease expiry may be the next scheduler wake-up
+            return leases
+
+        return await self._write(fn, "claim", limit)
+
+    async def wait_for_jobs(self, queues: Sequence[str], *, timeout: float) -> None:
+        """Return when a job may have become ready in ``queues``, or after ``timeout`` s.
+
+        It returns at once while a claimable job (QUEUED, queue not paused) exists. Same-process
+        enqueues, promotions, requeues, releases and resumes wake it at once; other processes'
+        are noticed by polling for a claimable job every ``poll_interval_ms``, backing off
+        towards ``poll_max_ms`` while the backend is idle (see ``SqliteOptions``).
+        """
+        names = _unique(queues)
+        if not names or timeout <= 0:
+            return
+        names_json = _json.encode(names)
+
+        def read(conn: sqlite3.Connection) -> bool:
+            # One index seek per queue on jobs_claim.
+            row = conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM jobs WHERE state = 'queued' "  # noqa: S608
+                f"AND queue IN {_IDS_PARAM} AND queue NOT IN "
+                "(SELECT name FROM queues WHERE paused))",
+                (names_json,),
+            ).fetchone()
+            return bool(row[0])
+
+        event = asyncio.Event()
+        for name in names:
+            self._ready_waiters.setdefault(name, set()).add(event)
+        try:
+            await self._wait(event, lambda: self._read(read, "wait_for_jobs"), bool, timeout)
+        finally:
+            for name in names:
+                waiters = self._ready_waiters.get(name)
+                if waiters is not None:
+                    waiters.discard(event)
+                    if not waiters:
+                        del self._ready_waiters[name]
+
+    async def _wait(
+        self,
+        event: asyncio.Event,
+        poll: Callable[[], Any],
+        changed: Callable[[Any], bool],
+        timeout: float,
+    ) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            # The event is registered before this read, so a same-process commit is either
+            # visible to the read or sets the event: no wake-up is lost in between.
+            if changed(await poll()):
+                self._last_activity = time.monotonic()
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not self._connected:
+                return
+            with anyio.move_on_after(min(remaining, self._poll_delay())):
+                await event.wait()
+            if event.is_set():
+                return
+
+    async def extend(
+        self, leases: Sequence[Lease], *, lease_for: timedelta, now: datetime
+    ) -> list[LeaseStatus]:
+        """Heartbeat every lease in one transaction; see ``Backend.extend``."""
+        if not leases:
+            return []
+        expires_ms = _ms(now) + lease_for // _ONE_MS
+        items = [(ls.job_id, ls.token) for ls in leases]
+
+        def fn(conn: sqlite3.Connection, fx: Effects) -> list[LeaseStatus]:
+            out = []
+            for job_id, token in items:
+                row = conn.execute(
+                    "UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND lease_token = ? "
+                    "AND state = 'running' RETURNING cancel_requested",
+                    (expires_ms, job_id, token),
+                ).fetchone()
+                if row is None:
+                    out.append(LeaseStatus.LOST)
+                elif row[0]:
+                    out.append(LeaseStatus.CANCEL_REQUESTED)
+                else:
+                    out.append(LeaseStatus.HELD)
+            return out
+
+        return await self._write(fn, "extend", len(items))
+
+    async def finish(self, items: Sequence[Finish], *, now: datetime) -> list[bool]:
+        """End runs, fenced by their tokens, in one transaction; see ``Backend.finish``."""
+        if not items:
+            return []
+        now_ms = _ms(now)
+        batch = list(items)
+
+        def fn(conn: sqlite3.Connection, fx: Effects) -> list[bool]:
+            return [self._finish_one(conn, fx, item, now_ms) for item in batch]
+
+        return await self._write(fn, "finish", len(batch))
+
+    @staticmethod
+    def _finish_one(conn: sqlite3.Connection, fx: Effects, item: Finish, now_ms: int) -> bool:
+        job_id, token = item.lease.job_id, item.lease.token
+        row = conn.execute(
+            "SELECT queue, cancel_requested FROM jobs "
+            "WHERE id = ? AND lease_token = ? AND state = 'running'",
+            (job_id, token),
+        ).fetchone()
+        if row is None:
+            return False
+        queue, cancel_requested = row
+        outcome = item.outcome
+        if cancel_requested and outcome in (Outcome.RETRY, Outcome.DEAD):
+            outcome = Outcome.CANCELLED
+        error = None if item.error is None else str(item.error)
+        clear = "lease_token = NULL, lease_expires_at = NULL, worker_id = NULL"
+        if outcome is Outcome.COMPLETED:
+            conn.execute(
+                f"UPDATE jobs SET state = 'completed', result = ?, finished_at = ?, {clear} "  # noqa: S608
+                "WHERE id = ?",
+                (item.result_json, now_ms, job_id),
+            )
+        elif outcome is Outcome.RETRY:
+            assert item.retry_at is not None  # Finish validates this  # noqa: S101
+            conn.execute(
+                f"UPDATE jobs SET state = 'retrying', run_at = ?, error = ?, {clear} "  # noqa: S608
+                "WHERE id = ?",
+                (_ms(item.retry_at), error, job_id),
+            )
+            fx.changes = True
+        elif outcome is Outcome.DEAD:
+            conn.execute(
+                f"UPDATE jobs SET state = 'dead', error = ?, finished_at = ?, {clear} "  # noqa: S608
+                "WHERE id = ?",
+                (error, now_ms, job_id),
+            )
+        elif outcome is Outcome.CANCELLED:
+            conn.execute(
+                "UPDATE jobs SET state = 'cancelled', error = coalesce(?, error), "  # noqa: S608
+                f"finished_at = ?, {clear} WHERE id = ?",
+                (error, now_ms, job_id),
+            )
+        else:  # RELEASED: back to the queue, and the run does not count
+            conn.execute(
+                f"UPDATE jobs SET state = 'queued', attempt = attempt - 1, {clear} "  # noqa: S608
+                "WHERE id = ?",
+                (job_id,),
+            )
+            fx.ready.add(queue)
+        info = item.error
+        conn.execute(
+            "UPDATE attempts SET finished_at = ?, outcome = ?, error_type = ?, "
+            "error_message = ?, traceback = ? WHERE token = ? AND job_id = ?",
+            (
+                now_ms,
+                # The attempt records how the run itself ended (as the worker reported it),
+                # even when a pending cancel turns the job's RETRY or DEAD into CANCELLED.
+                OUTCOME_TO_ATTEMPT[item.outcome].value,
+                None if info is None else info.type,
+                None if info is None else info.message,
+                None if info is None else info.traceback,
+                token,
+                job_id,
+            ),
+        )
+        return True
+
+    # -- scheduler ------------------------------------------------------------------------------
+
+    async def promote(self, *, now: datetime, limit: int) -> int:
+        """Move due SCHEDULED and RETRYING jobs to QUEUED; see ``Backend.promote``."""
+        if limit <= 0:
+            return 0
+        now_ms = _ms(now)
+
+        def fn(conn: sqlite3.Connection, fx: Effects) -> int:
+            # No ORDER BY: jobs_due yields each state's due jobs by run_at and the LIMIT stops
+            # the walk, where a global order would sort the whole due backlog every call. The
+            # caller repeats until fewer than ``limit`` move, so every due job moves.
+            rows = conn.execute(
+                "UPDATE jobs SET state = 'queued' WHERE id IN (SELECT id FROM jobs "
+                "WHERE state IN ('scheduled', 'retrying') AND run_at <= ? LIMIT ?) "
+                "RETURNING queue",
+                (now_ms, limit),
+            ).fetchall()
+            fx.ready.update(r[0] for r in rows)
+            return len(rows)
+
+        return await self._write(fn, "promote", limit)
+
+    async def next_wakeup(self, *, now: datetime) -> datetime | None:
+        """The earliest due ``run_at`` or lease expiry; see ``Backend.next_wakeup``."""
+        earliest = await self._read(_earliest_due, "next_wakeup")
+        self._seen_wakeup = (earliest,)
+        return _odt(earliest)
+
+    async def wait_for_changes(self, *, timeout: float) -> None:
+        """Return when ``next_wakeup`` may have moved earlier, or after ``timeout`` s.
+
+        Same-process delayed enqueues, retries and claims wake it at once. Other processes'
+        are noticed by polling: every ``poll_interval_ms`` (backing off like ``wait_for_jobs``)
+        it recomputes the earliest due time and returns if it is earlier than what the last
+        ``next_wakeup`` (or poll) saw.
+        """
+        if timeout <= 0:
+            return
+
+        def changed(current: int | None) -> bool:
+            seen, self._seen_wakeup = self._seen_wakeup, (current,)
+            if seen is None or current is None:
+                return False
+            return seen[0] is None or current < seen[0]
+
+        event = asyncio.Event()
+        self._change_waiters.add(event)
+        try:
+            await self._wait(
+                event, lambda: self._read(_earliest_due, "wait_for_changes"), changed, timeout
+            )
+        finally:
+            self._change_waiters.discard(event)
+
+    async def expired_leases(self, *, now: datetime, limit: int) -> list[Lease]:
+        """RUNNING jobs whose lease expired before ``now``, oldest expiry first."""
+        if limit <= 0:
+            return []
+        now_ms = _ms(now)
+
+        def fn(conn: sqlite3.Connection) -> list[Lease]:
+            rows = conn.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE state = 'running' "  # noqa: S608
+                "AND lease_expires_at < ? ORDER BY lease_expires_at, id LIMIT ?",
+                (now_ms, limit),
+            ).fetchall()
+            return [Lease(_job(r), r[_TOKEN], _dt(r[19])) for r in rows]
+
+        return await self._read(fn, "expired_leases")
+
+    async def purge(
+        self,
+        *,
+        states: Collection[JobState],
+        finished_before: datetime,
+        queue: str | None = None,
+        limit: int = 1000,
+    ) -> int:
+        """Delete up to ``limit`` finished jobs and their attempts; see ``Backend.purge``."""
+        terminal = sorted({JobState(s).value for s in states} & {s.value for s in TERMINAL_STATES})
+        if not terminal or limit <= 0:
+            return 0
+        before_ms = _ms(finished_before)
+        marks = ", ".join("?" for _ in terminal)
+        where = f"state IN ({marks}) AND finished_at < ?"
+        params: list[Any] = [*terminal, before_ms]
+        if queue is not None:
+            where += " AND queue = ?"
+            params.append(queue)
+        # No ORDER BY, for the reason given in promote: every row found is past the horizon.
+        sql = (
+            f"DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE {where} "  # noqa: S608
+            "LIMIT ?) RETURNING id"
+        )
+        params.append(limit)
+
+        def fn(conn: sqlite3.Connection, fx: Effects) -> int:
+            ids = conn.execute(sql, params).fetchall()
+            conn.executemany("DELETE FROM attempts WHERE job_id = ?", ids)
+            return len(ids)
+
+        return await self._write(fn, "purge", limit)
+
+    # -- inspection and admin -------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job | None:
+        """The job, or None."""
+        return await self._read(lambda conn: _get_job(conn, job_id), "get")
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
+        """Several jobs in one read, in the order given (None for unknown ids)."""
+        if not job_ids:
+            return []
+        ids_json = _json.encode(list(job_ids))
+
+        def fn(conn: sqlite3.Connection) -> dict[str, Job]:
+            rows = conn.execute(
+                f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id IN {_IDS_PARAM}",  # noqa: S608
+                (ids_json,),
+            ).fetchall()
+            return {r[0]: _job(r) for r in rows}
+
+        found = await self._read(fn, "get_many")
+        return [found.get(job_id) for job_id in job_ids]
+
+    async def attempts(self, job_id: str) -> list[Attempt]:
+        """The job's attempt records, oldest first."""
+
+        def fn(conn: sqlite3.Connection) -> list[Attempt]:
+            rows = conn.execute(
+                "SELECT job_id, attempt, worker_id, started_at, finished_at, outcome, "
+                "error_type, error_message, traceback FROM attempts WHERE job_id = ? "
+                "ORDER BY seq",
+                (job_id,),
+            ).fetchall()
+            return [
+                Attempt(
+                    job_id=r[0],
+                    attempt=r[1],
+                    worker_id=r[2],
+                    started_at=_dt(r[3]),
+                    finished_at=_odt(r[4]),
+                    outcome=AttemptOutcome(r[5]),
+                    error_type=r[6],
+                    error_message=r[7],
+                    traceback=r[8],
+                )
+                for r in rows
+            ]
+
+        return await self._read(fn, "attempts")
+
+    async def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        states: Collection[JobState] | None = None,
+        handler: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        """Matching jobs, newest first, keyset-paginated by id; see ``Backend.list_jobs``."""
+        if limit <= 0 or (states is not None and not states):
+            return Page(jobs=[], next_cursor=None)
+        clauses: list[str] = []
+        params: list[Any] = []
+        if queue is not None:
+            clauses.append("queue = ?")
+            params.append(queue)
+        if states is not None:
+            values = sorted({JobState(s).value for s in states})
+            clauses.append(f"state IN ({', '.join('?' for _ in values)})")
+            params.extend(values)
+        if handler is not None:
+            clauses.append("handler = ?")
+            params.append(handler)
+        if cursor is not None:
+            clauses.append("id < ?")
+            params.append(cursor)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY id DESC LIMIT ?"  # noqa: S608
+        params.append(limit + 1)
+
+        def fn(conn: sqlite3.Connection) -> list[Job]:
+            return [_job(r) for r in conn.execute(sql, params).fetchall()]
+
+        jobs = await self._read(fn, "list_jobs")
+        if len(jobs) > limit:
+            jobs = jobs[:limit]
+            return Page(jobs=jobs, next_cursor=jobs[-1].id)
+        return Page(jobs=jobs, next_cursor=None)
+
+    async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        """Counts by state per queue; see ``Backend.stats``.
+
+        Every known queue sorted by name when ``queues`` is None, else the queues asked for, in
+        that order; one that is not known answers zero counts.
+        """
+        names = None if queues is None else _unique(queues)
+        names_json = None if names is None else _json.encode(names)
+
+        def fn(conn: sqlite3.Connection) -> tuple[dict[str, bool], list[tuple[str, str, int]]]:
+            if names_json is None:
+                flags = conn.execute("SELECT name, paused FROM queues").fetchall()
+                counts = conn.execute(
+                    "SELECT queue, state, count(*) FROM jobs GROUP BY queue, state"
+                ).fetchall()
+            else:
+                flags = conn.execute(
+                    f"SELECT name, paused FROM queues WHERE name IN {_IDS_PARAM}",  # noqa: S608
+                    (names_json,),
+                ).fetchall()
+                counts = conn.execute(
+                    f"SELECT queue, state, count(*) FROM jobs WHERE queue IN {_IDS_PARAM} "  # noqa: S608
+                    "GROUP BY queue, state",
+                    (names_json,),
+                ).fetchall()
+            return {n: bool(p) for n, p in flags}, counts
+
+        paused, counts = await self._read(fn, "stats")
+        by_queue: dict[str, dict[JobState, int]] = {}
+        for name in names if names is not None else paused:
+            by_queue[name] = dict.fromkeys(JobState, 0)
+        for name, state, count in counts:
+            by_queue.setdefault(name, dict.fromkeys(JobState, 0))[_STATES[state]] = count
+        order = sorted(by_queue) if names is None else names
+        return [
+            QueueStats(queue=name, counts=by_queue[name], paused=paused.get(name, False))
+            for name in order
+        ]
+
+    async def cancel(self, job_id: str, *, now: datetime) -> Job | None:
+        """Cancel a job and answer it as it is afterwards; see ``Backend.cancel``."""
+        now_ms = _ms(now)
+
+        def fn(conn: sqlite3.Connection, fx: Effects) -> Job | None:
+            row = conn.execute("SELECT state FROM jobs WHERE id = ?", (job_id,)).fetchone()
+            if row is None:
+                return None
+            state = row[0]
+            if state in ("scheduled", "queued", "retrying"):
+                conn.execute(
+                    "UPDATE jobs SET state = 'cancelled', finished_at = ? WHERE id = ?",
+                    (now_ms, job_id),
+                )
+            elif state == "running":
+                conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
+            return _get_job(conn, job_id)
+
+        return await self._write(fn, "cancel")
+
+    async def requeue(self, job_ids: Sequence[str], *, now: datetime) -> list[str]:
+        """Move DEAD or CANCELLED jobs back to QUEUED; see ``Backend.requeue``."""
+        ids = _unique(job_ids)
+        if not ids:
+            return []
+        now_ms = _ms(now)
+        ids_json = _json.encode(ids)
+
+        def fn(conn: sqlite3.Connection, fx: Effects) -> set[str]:
+            rows = conn.execute(
+                "UPDATE jobs SET state = 'queued', attempt = 0, run_at = ?, error = NULL, "  # noqa: S608
+                "result = NULL, finished_at = NULL, cancel_requested = 0, worker_id = NULL, "
+                "lease_token = NULL, lease_expires_at = NULL "
+                f"WHERE id IN {_IDS_PARAM} AND state IN ('dead', 'cancelled') "
+                "RETURNING id, queue",
+                (now_ms, ids_json),
+            ).fetchall()
+            fx.ready.update(queue for _, queue in rows)
+            return {job_id for job_id, _ in rows}
+
+        moved = await self._write(fn, "requeue", len(ids))
+        return [job_id for job_id in ids if job_id in moved]
+
+    async def set_paused(self, queue: str, paused: bool) -> None:
+        """Pause or resume a queue (resuming wakes its waiting workers)."""
+
+        def fn(conn: sqlite3.Connection, fx: Effects) -> None:
+            conn.execute(
+                "INSERT INTO queues (name, paused) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET paused = excluded.paused",
+                (queue, int(paused)),
+            )
+            if not paused:
+                fx.ready.add(queue)
+
+        await self._write(fn, "set_paused")
+
+    # -- workers --------------------------------------------------------------------------------
+
+    async def report_worker(self, info: WorkerInfo, *, ttl: timedelta) -> None:
+        """Record a worker heartbeat, listed until ``info.last_seen + ttl``."""
+        seen_ms = _ms(info.last_seen)
+        row = (
+            info.id,
+            info.host,
+            info.pid,
+            _json.encode(list(info.roles)).decode(),
+            _json.encode(list(info.queues)).decode(),
+            info.concurrency,
+            info.busy,
+            _ms(info.started_at),
+            seen_ms,
+            seen_ms + ttl // _ONE_MS,
+        )
+
+        def fn(conn: sqlite3.Connection, fx: Effects) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO workers (id, host, pid, roles, queues, concurrency, "
+                "busy, started_at, last_seen, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            # Workers that died without remove_worker would otherwise stay forever.
+            conn.execute("DELETE FROM workers WHERE expires_at < ?", (seen_ms,))
+
+        await self._write(fn, "report_worker")
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """Forget a worker."""
+
+        def fn(conn: sqlite3.Connection, fx: Effects) -> None:
+            conn.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
+
+        await self._write(fn, "remove_worker")
+
+    async def list_workers(self, *, now: datetime) -> list[WorkerInfo]:
+        """Workers whose heartbeat is within its ttl at ``now``, by id."""
+        now_ms = _ms(now)
+        decode = msgspec.json.decode
+
+        def fn(conn: sqlite3.Connection) -> list[WorkerInfo]:
+            rows = conn.execute(
+                "SELECT id, host, pid, roles, queues, concurrency, busy, started_at, last_seen "
+                "FROM workers WHERE expires_at >= ? ORDER BY id",
+                (now_ms,),
+            ).fetchall()
+            return [
+                WorkerInfo(
+                    id=r[0],
+                    host=r[1],
+                    pid=r[2],
+                    roles=tuple(decode(r[3])),
+                    queues=tuple(decode(r[4])),
+                    concurrency=r[5],
+                    busy=r[6],
+                    started_at=_dt(r[7]),
+                    last_seen=_dt(r[8]),
+                )
+                for r in rows
+            ]
+
+        return await self._read(fn, "list_workers")

@@ -1,0 +1,557 @@
+"""SQLite-specific behaviour: files, pragmas, schema versions, group commit, errors, wake-ups.
+
+The shared contract is covered by tests/conformance; these tests reach into a few private
+attributes (the writer thread, the poll clock) where that is the only way to observe the
+SQLite-specific promise.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import stat
+import time
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from monoq.backends.sqlite import SCHEMA_VERSION, SqliteBackend, _fs
+from monoq.backends.sqlite import _backend as sqlite_backend_module
+from monoq.core.backend import Backend
+from monoq.core.ids import new_id
+from monoq.core.models import NewJob
+from monoq.errors import BackendError, BackendUnavailable, ConfigError
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+LEASE = timedelta(seconds=30)
+WAIT = 5.0  # the generous bound for anything that waits
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    """The sqlite backend runs its writer as an asyncio task."""
+    return "asyncio"
+
+
+def url_of(path: Path) -> str:
+    return f"sqlite:///{path}"
+
+
+def new_job(
+    queue: str = "default",
+    *,
+    run_at: datetime | None = None,
+    key: str | None = None,
+    payload_json: bytes = b'{"n":1}',
+    handler: Any = "echo",
+) -> NewJob:
+    return NewJob(
+        id=new_id(),
+        queue=queue,
+        handler=handler,
+        payload_json=payload_json,
+        run_at=run_at,
+        idempotency_key=key,
+    )
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "monoq.db"
+
+
+@pytest.fixture
+async def backend(db_path: Path) -> AsyncIterator[SqliteBackend]:
+    b = SqliteBackend(url_of(db_path))
+    await b.connect()
+    try:
+        yield b
+    finally:
+        await b.aclose()
+
+
+async def on_writer(backend: SqliteBackend, fn: Callable[[sqlite3.Connection], Any]) -> Any:
+    """Run ``fn`` on the backend's writer connection, on its thread (tests only)."""
+    thread = backend._writer_thread
+    assert thread is not None
+    return await thread.run(lambda: fn(thread.conn))
+
+
+def plain_connection(path: Path) -> sqlite3.Connection:
+    """A second, ordinary connection to the file, as another process would open it."""
+    return sqlite3.connect(path, isolation_level=None, timeout=0.1)
+
+
+# -- URL and options --------------------------------------------------------------------------
+
+
+def test_relative_and_absolute_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert SqliteBackend("sqlite:///./monoq.db").path == tmp_path / "monoq.db"
+    assert SqliteBackend("sqlite:///sub/q.db").path == tmp_path / "sub" / "q.db"
+    assert SqliteBackend("sqlite:////abs/path.db").path == Path("/abs/path.db")
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///", "sqlite:///:memory:", "redis://x"])
+def test_bad_urls_are_config_errors(url: str) -> None:
+    with pytest.raises(ConfigError, match=r"^backend\.url"):
+        SqliteBackend(url)
+
+
+@pytest.mark.parametrize(
+    ("options", "key"),
+    [
+        ({"journal": "x"}, "journal"),
+        ({"synchronous": "OFF"}, "synchronous"),
+        ({"busy_timeout_ms": -1}, "busy_timeout_ms"),
+        ({"busy_timeout_ms": "5"}, "busy_timeout_ms"),
+        ({"readers": 0}, "readers"),
+        ({"readers": True}, "readers"),
+        ({"poll_interval_ms": 100, "poll_max_ms": 50}, "poll_max_ms"),
+    ],
+)
+def test_bad_options_name_their_key(options: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^backend\.options\.{key}:"):
+        SqliteBackend("sqlite:///x.db", options)
+
+
+def test_options_defaults_and_case() -> None:
+    opts = SqliteBackend("sqlite:///x.db", {"synchronous": "normal"}).options
+    assert opts.synchronous == "NORMAL"
+    assert (opts.busy_timeout_ms, opts.poll_interval_ms, opts.poll_max_ms, opts.readers) == (
+        5000,
+        50,
+        500,
+        2,
+    )
+
+
+def test_is_a_backend_shared_across_processes() -> None:
+    backend: Backend = SqliteBackend("sqlite:///x.db")  # mypy checks the protocol here
+    assert isinstance(backend, Backend)
+    assert backend.capabilities.shared_across_processes
+    assert not backend.capabilities.cross_process_wakeup
+
+
+# -- files and pragmas ------------------------------------------------------------------------
+
+
+async def test_files_are_private(backend: SqliteBackend, db_path: Path) -> None:
+    await backend.enqueue([new_job()], now=T0)
+    for suffix in ("", "-wal", "-shm"):
+        path = db_path.with_name(db_path.name + suffix)
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+async def test_wal_and_default_synchronous_full(backend: SqliteBackend, db_path: Path) -> None:
+    with plain_connection(db_path) as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    # synchronous is per connection: ask the writer itself. 2 = FULL.
+    assert await on_writer(backend, lambda c: c.execute("PRAGMA synchronous").fetchone()[0]) == 2
+    assert (
+        await on_writer(backend, lambda c: c.execute("PRAGMA busy_timeout").fetchone()[0]) == 5000
+    )
+
+
+async def test_synchronous_normal_is_applied(db_path: Path) -> None:
+    backend = SqliteBackend(url_of(db_path), {"synchronous": "NORMAL", "busy_timeout_ms": 250})
+    await backend.connect()
+    try:
+        assert (
+            await on_writer(backend, lambda c: c.execute("PRAGMA synchronous").fetchone()[0]) == 1
+        )
+        busy = await on_writer(backend, lambda c: c.execute("PRAGMA busy_timeout").fetchone()[0])
+        assert busy == 250
+    finally:
+        await backend.aclose()
+
+
+async def test_missing_directory_is_a_clear_error(tmp_path: Path) -> None:
+    backend = SqliteBackend(url_of(tmp_path / "nope" / "monoq.db"))
+    with pytest.raises(BackendError, match="does not exist"):
+        await backend.connect()
+    await backend.aclose()
+
+
+# -- network filesystems ----------------------------------------------------------------------
+
+
+async def test_network_filesystem_is_refused(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mounts = [("/", "ext4"), (str(db_path.parent), "nfs4"), (str(db_path.parent) + "x", "ext4")]
+    monkeypatch.setattr(_fs, "read_mounts", lambda: mounts)
+    backend = SqliteBackend(url_of(db_path))
+    with pytest.raises(BackendError, match=r"network filesystem \(nfs4\).*WAL") as info:
+        await backend.connect()
+    assert not isinstance(info.value, BackendUnavailable)
+    assert not await anyio.Path(db_path).exists()
+    await backend.aclose()
+
+
+def test_longest_mount_prefix_decides() -> None:
+    mounts = [("/", "ext4"), ("/srv", "fuse.sshfs"), ("/srv/local", "ext4"), ("/data", "cifs")]
+    assert _fs.filesystem_type(Path("/srv/local/q.db"), mounts) == "ext4"
+    assert _fs.filesystem_type(Path("/srv/q.db"), mounts) == "fuse.sshfs"
+    assert _fs.filesystem_type(Path("/database/q.db"), mounts) == "ext4"  # not under /data
+    assert _fs.filesystem_type(Path("/data/q.db"), mounts) == "cifs"
+
+
+def test_mount_points_with_blanks_are_unescaped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    mounts = tmp_path / "mounts"
+    mounts.write_text("server:/x /mnt/my\\040share nfs rw 0 0\n/dev/vda / ext4 rw 0 0\n")
+    monkeypatch.setattr(_fs, "MOUNTS_FILE", str(mounts))
+    assert _fs.read_mounts() == [("/mnt/my share", "nfs"), ("/", "ext4")]
+
+
+# -- schema versions --------------------------------------------------------------------------
+
+
+async def test_new_file_gets_the_current_schema_version(
+    backend: SqliteBackend, db_path: Path
+) -> None:
+    with plain_connection(db_path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
+async def test_newer_schema_is_refused_naming_both_versions(db_path: Path) -> None:
+    first = SqliteBackend(url_of(db_path))
+    await first.connect()
+    await first.aclose()
+    with plain_connection(db_path) as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 7}")
+    backend = SqliteBackend(url_of(db_path))
+    with pytest.raises(BackendError, match="schema version") as info:
+        await backend.connect()
+    message = str(info.value)
+    assert str(SCHEMA_VERSION + 7) in message
+    assert f"schema version {SCHEMA_VERSION} at most" in message
+    await backend.aclose()
+
+
+async def test_older_schema_is_migrated(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    old = SqliteBackend(url_of(db_path))
+    await old.connect()
+    [stored] = await old.enqueue([new_job()], now=T0)
+    await old.aclose()
+
+    # Pretend this monoq is one schema version ahead, with the migration that gets there.
+    monkeypatch.setattr(sqlite_backend_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setattr(
+        sqlite_backend_module,
+        "MIGRATIONS",
+        {SCHEMA_VERSION: "ALTER TABLE jobs ADD COLUMN note TEXT;\nCREATE TABLE extra (x);"},
+    )
+    new = SqliteBackend(url_of(db_path))
+    await new.connect()
+    try:
+        assert await new.get(stored.job.id) == stored.job
+    finally:
+        await new.aclose()
+    with plain_connection(db_path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+        assert "note" in columns
+
+
+async def test_foreign_database_is_refused(db_path: Path) -> None:
+    with plain_connection(db_path) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER)")
+    backend = SqliteBackend(url_of(db_path))
+    with pytest.raises(BackendError, match="not a monoq database"):
+        await backend.connect()
+    await backend.aclose()
+
+
+# -- group commit -----------------------------------------------------------------------------
+
+
+def count_batches(backend: SqliteBackend, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the size of every transaction the writer runs."""
+    writer = backend._writer
+    assert writer is not None
+    sizes: list[int] = []
+    run_batch = writer._run_batch
+
+    def spy(batch: list[Any]) -> None:
+        sizes.append(len(batch))
+        run_batch(batch)
+
+    monkeypatch.setattr(writer, "_run_batch", spy)
+    return sizes
+
+
+async def test_concurrent_single_enqueues_are_group_committed(
+    backend: SqliteBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes = count_batches(backend, monkeypatch)
+    jobs = [new_job() for _ in range(500)]
+    answers: dict[str, bool] = {}
+
+    async def one(job: NewJob) -> None:
+        [answer] = await backend.enqueue([job], now=T0)
+        answers[answer.job.id] = answer.created
+
+    with anyio.fail_after(30):
+        async with anyio.create_task_group() as tg:
+            for job in jobs:
+                tg.start_soon(one, job)
+
+    assert answers == {job.id: True for job in jobs}
+    stored = await backend.get_many([job.id for job in jobs])
+    assert [j.id if j else None for j in stored] == [job.id for job in jobs]
+    [stats] = await backend.stats(["default"])
+    assert sum(stats.counts.values()) == 500  # each job stored once
+    assert sum(sizes) == 500
+    assert len(sizes) < 100  # grouped, not one transaction each
+
+
+async def test_a_failing_request_does_not_poison_its_group(
+    backend: SqliteBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sizes = count_batches(backend, monkeypatch)
+    good = [new_job() for _ in range(20)]
+    bad = new_job(handler=None)  # NOT NULL constraint: fails inside the transaction
+    errors: list[BaseException] = []
+
+    async def one(job: NewJob) -> None:
+        try:
+            await backend.enqueue([job], now=T0)
+        except BackendError as exc:
+            errors.append(exc)
+
+    with anyio.fail_after(WAIT):
+        async with anyio.create_task_group() as tg:
+            for job in [*good[:10], bad, *good[10:]]:
+                tg.start_soon(one, job)
+
+    assert sizes == [21]  # all in one transaction
+    [error] = errors
+    assert not isinstance(error, BackendUnavailable)
+    assert isinstance(error.__cause__, sqlite3.IntegrityError)
+    assert await backend.get(bad.id) is None
+    assert None not in await backend.get_many([job.id for job in good])
+
+
+async def test_a_batch_enqueue_is_all_or_nothing(backend: SqliteBackend) -> None:
+    jobs = [new_job(), new_job(handler=None), new_job()]
+    with pytest.raises(BackendError):
+        await backend.enqueue(jobs, now=T0)
+    assert await backend.get_many([job.id for job in jobs]) == [None, None, None]
+
+
+async def test_idempotency_is_atomic_across_instances(db_path: Path) -> None:
+    first = SqliteBackend(url_of(db_path))
+    second = SqliteBackend(url_of(db_path))
+    await first.connect()
+    await second.connect()
+    results: list[bool] = []
+
+    async def one(backend: SqliteBackend) -> None:
+        for _ in range(20):
+            [answer] = await backend.enqueue([new_job(key="once")], now=T0)
+            results.append(answer.created)
+
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(one, first)
+            tg.start_soon(one, second)
+        assert results.count(True) == 1
+        page = await first.list_jobs()
+        assert len(page.jobs) == 1
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_same_id_twice_answers_the_stored_job(backend: SqliteBackend) -> None:
+    job = new_job()
+    [first] = await backend.enqueue([job], now=T0)
+    [again] = await backend.enqueue([job], now=T0 + timedelta(seconds=1))
+    assert first.created
+    assert not again.created
+    assert again.job == first.job
+
+
+async def test_claim_orders_by_priority_run_at_id(backend: SqliteBackend) -> None:
+    jobs = []
+    for i, priority in enumerate([5, 0, 9, 0, 5, 5]):
+        job = NewJob(id=new_id(), queue="q", handler="h", payload_json=b"1", priority=priority)
+        jobs.append(job)
+        await backend.enqueue([job], now=T0 + timedelta(milliseconds=i))
+    leases = await backend.claim(["q"], limit=10, lease_for=LEASE, worker_id="w", now=T0)
+    expected = sorted(jobs, key=lambda j: (j.priority, jobs.index(j)))
+    assert [lease.job.id for lease in leases] == [job.id for job in expected]
+    assert len({lease.token for lease in leases}) == len(leases)
+
+
+# -- locked database and full disk ------------------------------------------------------------
+
+
+async def test_locked_database_is_unavailable_then_recovers(db_path: Path) -> None:
+    backend = SqliteBackend(url_of(db_path), {"busy_timeout_ms": 100})
+    await backend.connect()
+    other = plain_connection(db_path)
+    try:
+        other.execute("BEGIN IMMEDIATE")  # another process holds the write lock
+        job = new_job()
+        with pytest.raises(BackendUnavailable, match="locked") as info:
+            await backend.enqueue([job], now=T0)
+        assert isinstance(info.value.__cause__, sqlite3.OperationalError)
+        assert await backend.get(job.id) is None  # reads still work in WAL mode
+        other.execute("ROLLBACK")
+
+        [answer] = await backend.enqueue([job], now=T0)
+        assert answer.created
+        assert await backend.get(job.id) == answer.job
+    finally:
+        other.close()
+        await backend.aclose()
+
+
+async def test_full_disk_is_unavailable_then_recovers(
+    backend: SqliteBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # max_page_count makes SQLite answer SQLITE_FULL exactly as a full disk does.
+    pages = await on_writer(backend, lambda c: c.execute("PRAGMA page_count").fetchone()[0])
+    await on_writer(backend, lambda c: c.execute(f"PRAGMA max_page_count = {pages}"))
+    big = new_job(payload_json=b'"' + b"x" * 200_000 + b'"')
+    small = [new_job() for _ in range(3)]
+    outcomes: dict[str, BaseException | None] = {}
+    sizes = count_batches(backend, monkeypatch)
+
+    async def one(job: NewJob) -> None:
+        try:
+            await backend.enqueue([job], now=T0)
+        except BackendError as exc:
+            outcomes[job.id] = exc
+        else:
+            outcomes[job.id] = None
+
+    async with anyio.create_task_group() as tg:
+        for job in [small[0], big, *small[1:]]:
+            tg.start_soon(one, job)
+
+    assert sizes == [4]  # one group: the big job hit SQLITE_FULL after small[0] had run
+
+    error = outcomes[big.id]
+    assert isinstance(error, BackendUnavailable)
+    assert "full" in str(error)
+    assert await backend.get(big.id) is None  # never half-written
+    # The requests that fit were retried without the one that filled the disk.
+    assert [outcomes[job.id] for job in small] == [None, None, None]
+    assert None not in await backend.get_many([job.id for job in small])
+
+    await on_writer(backend, lambda c: c.execute("PRAGMA max_page_count = 1073741823"))
+    [answer] = await backend.enqueue([big], now=T0)
+    assert answer.created
+
+
+async def test_closed_backend_is_unavailable(db_path: Path) -> None:
+    backend = SqliteBackend(url_of(db_path))
+    await backend.connect()
+    await backend.connect()  # idempotent
+    await backend.aclose()
+    await backend.aclose()  # idempotent
+    with pytest.raises(BackendUnavailable):
+        await backend.enqueue([new_job()], now=T0)
+    with pytest.raises(BackendUnavailable):
+        await backend.ping()
+
+
+# -- wake-ups ---------------------------------------------------------------------------------
+
+NO_POLL = {"poll_interval_ms": 600_000, "poll_max_ms": 600_000}
+
+
+async def test_same_process_enqueue_wakes_a_waiter_without_polling(db_path: Path) -> None:
+    backend = SqliteBackend(url_of(db_path), NO_POLL)
+    await backend.connect()
+    try:
+        assert await backend.claim(["q"], limit=1, lease_for=LEASE, worker_id="w", now=T0) == []
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: backend.wait_for_jobs(["q", "other"], timeout=600))
+                await anyio.wait_all_tasks_blocked()
+                await anyio.sleep(0.05)  # let the waiter get past its first look
+                await backend.enqueue([new_job("q")], now=T0)
+    finally:
+        await backend.aclose()
+
+
+async def test_same_process_delayed_enqueue_wakes_wait_for_changes(db_path: Path) -> None:
+    backend = SqliteBackend(url_of(db_path), NO_POLL)
+    await backend.connect()
+    try:
+        assert await backend.next_wakeup(now=T0) is None
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: backend.wait_for_changes(timeout=600))
+                await anyio.wait_all_tasks_blocked()
+                await anyio.sleep(0.05)
+                later = T0 + timedelta(seconds=10)
+                await backend.enqueue([new_job(run_at=later)], now=T0)
+        assert await backend.next_wakeup(now=T0) == later
+    finally:
+        await backend.aclose()
+
+
+async def test_another_instance_wakes_a_waiter_by_polling(db_path: Path) -> None:
+    producer = SqliteBackend(url_of(db_path))
+    consumer = SqliteBackend(url_of(db_path), {"poll_interval_ms": 10, "poll_max_ms": 50})
+    await producer.connect()
+    await consumer.connect()
+    try:
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: consumer.wait_for_jobs(["default"], timeout=600))
+                await anyio.sleep(0.1)
+                await producer.enqueue([new_job()], now=T0)
+        [lease] = await consumer.claim(["default"], limit=5, lease_for=LEASE, worker_id="w", now=T0)
+        assert lease.job.queue == "default"
+
+        # wait_for_changes: an earlier due time made by the other instance.
+        later = T0 + timedelta(hours=1)
+        await producer.enqueue([new_job(run_at=later)], now=T0)
+        assert await consumer.next_wakeup(now=T0) == T0 + LEASE
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: consumer.wait_for_changes(timeout=600))
+                await anyio.sleep(0.1)
+                await producer.enqueue([new_job(run_at=T0 + timedelta(seconds=5))], now=T0)
+    finally:
+        await producer.aclose()
+        await consumer.aclose()
+
+
+async def test_wait_for_jobs_ignores_paused_queues(db_path: Path) -> None:
+    backend = SqliteBackend(url_of(db_path), {"poll_interval_ms": 10, "poll_max_ms": 10})
+    await backend.connect()
+    try:
+        await backend.set_paused("default", True)
+        await backend.enqueue([new_job()], now=T0)
+        with anyio.move_on_after(0.2) as scope:
+            await backend.wait_for_jobs(["default"], timeout=600)
+        assert scope.cancelled_caught  # a paused queue's job is not work for this worker
+        with anyio.fail_after(WAIT):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: backend.wait_for_jobs(["default"], timeout=600))
+                await anyio.wait_all_tasks_blocked()
+                await backend.set_paused("default", False)
+    finally:
+        await backend.aclose()
+
+
+def test_idle_poll_backs_off_within_bounds() -> None:
+    backend = SqliteBackend("sqlite:///x.db", {"poll_interval_ms": 50, "poll_max_ms": 500})
+    backend._last_activity = time.monotonic()
+    assert backend._poll_delay() == pytest.approx(0.05)
+    backend._last_activity = time.monotonic() - 2.0
+    assert backend._poll_delay() == pytest.approx(0.2, abs=0.01)
+    backend._last_activity = time.monotonic() - 3600
+    assert backend._poll_delay() == pytest.approx(0.5)
