@@ -1,0 +1,993 @@
+"""RedisBackend: the Backend protocol over Redis (>= 6.2), one Lua script per state change."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib.resources
+import logging
+import math
+import secrets
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final, TypeVar
+from urllib.parse import urlsplit
+
+import msgspec
+import redis.asyncio as aioredis
+import redis.exceptions as rex
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+
+from monoq.backends.redis._keys import STATE_INDEX, Keys
+from monoq.core.backend import Capabilities
+from monoq.core.models import (
+    OUTCOME_TO_ATTEMPT,
+    TERMINAL_STATES,
+    Attempt,
+    AttemptOutcome,
+    Enqueued,
+    Finish,
+    Job,
+    JobState,
+    Lease,
+    LeaseStatus,
+    NewJob,
+    Page,
+    QueueStats,
+    WorkerInfo,
+)
+from monoq.errors import BackendError, BackendUnavailable, ConfigError
+
+logger = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+_MS: Final = timedelta(milliseconds=1)
+# Each token in a queue's wake list can wake one blocked worker; more than this many tokens
+# only makes idle waiters return early more often.
+_WAKE_CAP: Final = 64
+# list_jobs scans at most this many ids per script call, so a filter that matches rarely never
+# blocks the server for long; Python carries on from where the script stopped.
+_LIST_SCAN: Final = 2000
+_MIN_VERSION: Final = (6, 2)
+
+_SCRIPTS: Final = (
+    "enqueue",
+    "claim",
+    "extend",
+    "finish",
+    "promote",
+    "cancel",
+    "requeue",
+    "purge",
+    "expired",
+    "list",
+    "pause",
+    "worker",
+)
+
+_UNAVAILABLE: Final = (
+    rex.ConnectionError,  # includes BusyLoadingError, MaxConnectionsError, AuthenticationError
+    rex.TimeoutError,
+    rex.ReadOnlyError,  # a replica during failover
+    rex.TryAgainError,
+    rex.ClusterDownError,
+    OSError,  # includes the builtin TimeoutError (asyncio timeouts) and SSL errors
+)
+
+_LEASE_STATUS: Final = {
+    b"h": LeaseStatus.HELD,
+    b"c": LeaseStatus.CANCEL_REQUESTED,
+    b"l": LeaseStatus.LOST,
+}
+
+
+def _ms(dt: datetime) -> int:
+    """Exact epoch milliseconds (integer arithmetic: no float rounding for far dates)."""
+    return (dt - _EPOCH) // _MS
+
+
+def _dt(ms: bytes | str | float) -> datetime:
+    return _EPOCH + timedelta(milliseconds=int(ms))
+
+
+@contextlib.contextmanager
+def _driver_errors(op: str) -> Iterator[None]:
+    """Turn redis-py exceptions into monoq's: transient -> BackendUnavailable, else BackendError."""
+    try:
+        yield
+    except _UNAVAILABLE as exc:
+        raise BackendUnavailable(f"redis {op}: {exc or type(exc).__name__}") from exc
+    except rex.RedisError as exc:
+        raise BackendError(f"redis {op}: {exc}") from exc
+
+
+def _load_script(name: str) -> str:
+    files = importlib.resources.files(__package__)
+    common = files.joinpath("_common.lua").read_text(encoding="utf-8")
+    return common + files.joinpath(f"{name}.lua").read_text(encoding="utf-8")
+
+
+def _unpack(reply: Sequence[Any]) -> dict[str, Any]:
+    """A job as the scripts answer it (``job_reply`` in _common.lua): the JSON of every field
+    but payload and result, the payload, the result or None. Three reply elements instead of
+    HGETALL's ~40 keep redis-py's pure-Python reply parser off the hot path."""
+    fields: dict[str, Any] = msgspec.json.decode(reply[0])
+    fields["p"] = reply[1]
+    fields["r"] = reply[2]
+    return fields
+
+
+def _from_hash(h: Mapping[bytes, bytes]) -> dict[str, Any]:
+    """A job's HGETALL, in the form ``_unpack`` gives."""
+    fields: dict[str, Any] = {k.decode(): v.decode() for k, v in h.items() if k not in (b"p", b"r")}
+    fields["p"] = h[b"p"]
+    fields["r"] = h.get(b"r")
+    return fields
+
+
+def _decode_job(f: Mapping[str, Any]) -> Job:
+    """A Job from its fields (names in _keys.FIELDS)."""
+    started = f.get("sa")
+    finished = f.get("fa")
+    lease = f.get("le")
+    return Job(
+        id=f["id"],
+        queue=f["q"],
+        handler=f["h"],
+        payload_json=f["p"],
+        priority=int(f["pr"]),
+        state=JobState(f["st"]),
+        attempt=int(f["a"]),
+        max_retries=int(f["mr"]),
+        timeout=float(f["to"]),
+        run_at=_dt(f["ra"]),
+        created_at=_dt(f["ca"]),
+        started_at=None if started is None else _dt(started),
+        finished_at=None if finished is None else _dt(finished),
+        idempotency_key=f.get("ik"),
+        schedule_id=f.get("si"),
+        result_json=f["r"],
+        error=f.get("e"),
+        cancel_requested=f.get("cr") == "1",
+        worker_id=f.get("w"),
+        lease_expires_at=None if lease is None else _dt(lease),
+    )
+
+
+def _decode_lease(f: Mapping[str, Any]) -> Lease:
+    job = _decode_job(f)
+    assert job.lease_expires_at is not None  # noqa: S101 - a running job always has a lease
+    return Lease(job=job, token=f["tk"], expires_at=job.lease_expires_at)
+
+
+def _decode_attempt(job_id: str, raw: bytes) -> Attempt:
+    rec = msgspec.json.decode(raw)
+    finished = rec.get("f")
+    return Attempt(
+        job_id=job_id,
+        attempt=int(rec["n"]),
+        worker_id=str(rec["w"]),
+        started_at=_dt(rec["s"]),
+        finished_at=None if finished is None else _dt(finished),
+        outcome=AttemptOutcome(rec.get("o", "running")),
+        error_type=rec.get("et"),
+        error_message=rec.get("em"),
+        traceback=rec.get("tb"),
+    )
+
+
+def _float_option(key: str, value: object) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigError(f"backend.options.{key}: expected a positive number, got {value!r}")
+    return float(value)
+
+
+def _int_option(key: str, value: object, lo: int, hi: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"backend.options.{key}: expected an integer {lo}-{hi}, got {value!r}")
+    return value
+
+
+def _str_option(key: str, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"backend.options.{key}: expected a non-empty string, got {value!r}")
+    return value
+
+
+_TLS_OPTIONS: Final = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
+_KNOWN_OPTIONS: Final = (
+    "key_prefix",
+    "pool_size",
+    "pool_timeout",
+    "socket_timeout",
+    "connect_timeout",
+    "batch_size",
+    *_TLS_OPTIONS,
+)
+
+
+class RedisBackend:
+    """The Backend protocol on Redis: shared by every process and machine that reaches it.
+
+    ``url`` is ``redis://[user:password@]host:port/db``, ``rediss://`` for TLS, or
+    ``unix:///path/redis.sock?db=0``. Options (the ``[backend.options]`` table):
+
+    - ``key_prefix`` (``"monoq"``): every key starts with it, so several deployments can share
+      one database.
+    - ``pool_size`` (50): connections for commands, and separately up to as many for blocking
+      waits (``wait_for_jobs``/``wait_for_changes``), so waiters never starve commands.
+    - ``pool_timeout`` (5 s): how long a command waits for a free pooled connection.
+    - ``socket_timeout`` (5 s) and ``connect_timeout`` (2 s): kept short so that during an
+      outage calls fail fast with ``BackendUnavailable`` instead of hanging.
+    - ``batch_size`` (1000): jobs per enqueue script call (see ``enqueue``).
+    - ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs``
+      (``required``/``optional``/``none``): TLS, for ``rediss://`` only.
+
+    The driver never retries a command: a script whose reply was lost may have run, and
+    replaying a claim or a finish is not harmless. Pooled connections broken by a server restart
+    are replaced by the pool before use, and scripts evicted by ``SCRIPT FLUSH`` or a restart are
+    re-loaded on ``NOSCRIPT`` (redis-py's ``AsyncScript`` does EVALSHA, then SCRIPT LOAD and
+    EVALSHA again).
+
+    Clock: job logic uses the ``now`` callers pass in, as the protocol requires (tests drive it
+    with a fixed fake time). Roles on several machines that want one clock can read Redis's with
+    ``server_now()``.
+    """
+
+    capabilities = Capabilities(shared_across_processes=True, cross_process_wakeup=True)
+
+    def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
+        scheme = urlsplit(url).scheme
+        if scheme not in ("redis", "rediss", "unix"):
+            raise ConfigError(f"backend.url: {url!r} is not a redis://, rediss:// or unix:// URL")
+        self.url = url
+        opts = dict(options or {})
+        for key in opts:
+            if key not in _KNOWN_OPTIONS:
+                raise ConfigError(
+                    f"backend.options.{key}: unknown option for the redis backend "
+                    f"(known: {', '.join(_KNOWN_OPTIONS)})"
+                )
+        prefix = _str_option("key_prefix", opts.get("key_prefix", "monoq"))
+        if any(ch in prefix for ch in "{}"):
+            raise ConfigError("backend.options.key_prefix: must not contain { or }")
+        self._keys = Keys(prefix)
+        self._pool_size = _int_option("pool_size", opts.get("pool_size", 50), 1, 10_000)
+        self._pool_timeout = _float_option("pool_timeout", opts.get("pool_timeout", 5.0))
+        self._socket_timeout = _float_option("socket_timeout", opts.get("socket_timeout", 5.0))
+        self._connect_timeout = _float_option("connect_timeout", opts.get("connect_timeout", 2.0))
+        self.batch_size = _int_option("batch_size", opts.get("batch_size", 1000), 1, 10_000)
+        self._tls: dict[str, Any] = {}
+        for key in _TLS_OPTIONS:
+            if key in opts:
+                if scheme != "rediss":
+                    raise ConfigError(f"backend.options.{key}: only applies to rediss:// URLs")
+                value = _str_option(key, opts[key])
+                if key == "ssl_cert_reqs" and value not in ("required", "optional", "none"):
+                    raise ConfigError(
+                        f"backend.options.{key}: expected required, optional or none, got {value!r}"
+                    )
+                self._tls[key] = value
+        self._client: aioredis.Redis | None = None
+        self._blocking: aioredis.Redis | None = None
+        self._scripts: dict[str, AsyncScript] = {}
+
+    def __repr__(self) -> str:
+        return f"RedisBackend(prefix={self._keys.prefix!r})"
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def _pool(self, *, socket_timeout: float | None) -> aioredis.BlockingConnectionPool:
+        return aioredis.BlockingConnectionPool.from_url(
+            self.url,
+            max_connections=self._pool_size,
+            timeout=self._pool_timeout,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=self._connect_timeout,
+            retry=Retry(NoBackoff(), 0),
+            **self._tls,
+        )
+
+    def _r(self) -> aioredis.Redis:
+        """The command client, created on first use (connections open lazily)."""
+        if self._client is None:
+            client = aioredis.Redis(connection_pool=self._pool(socket_timeout=self._socket_timeout))
+            self._scripts = {name: client.register_script(_load_script(name)) for name in _SCRIPTS}
+            self._client = client
+        return self._client
+
+    def _b(self) -> aioredis.Redis:
+        """The client for blocking pops: its own pool, no socket timeout (the wait bounds it)."""
+        if self._blocking is None:
+            self._blocking = aioredis.Redis(connection_pool=self._pool(socket_timeout=None))
+        return self._blocking
+
+    async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        self._r()
+        with _driver_errors(name):
+            return await self._scripts[name](keys=list(keys), args=list(args))
+
+    async def connect(self) -> None:
+        """Check that Redis answers and load the scripts. Idempotent."""
+        client = self._r()
+        with _driver_errors("connect"):
+            await client.ping()
+            for script in self._scripts.values():
+                script.sha = await client.script_load(script.script)
+        logger.info("redis backend connected (prefix %s)", self._keys.prefix)
+
+    async def aclose(self) -> None:
+        """Close both connection pools. Safe to call twice or without ``connect``."""
+        client, blocking = self._client, self._blocking
+        self._client = self._blocking = None
+        self._scripts = {}
+        for c in (client, blocking):
+            if c is not None:
+                with contextlib.suppress(rex.RedisError, OSError):
+                    await c.aclose(close_connection_pool=True)
+
+    async def ping(self) -> None:
+        """Return if Redis answers; raise ``BackendUnavailable`` otherwise."""
+        with _driver_errors("ping"):
+            await self._r().ping()
+
+    async def server_now(self) -> datetime:
+        """Redis's clock (``TIME``), aware UTC, truncated to milliseconds.
+
+        Job logic uses the ``now`` its callers pass; roles spread over machines with skewed
+        clocks may take it from here so that lease expiries agree.
+        """
+        with _driver_errors("time"):
+            seconds, micros = await self._r().time()
+        return _dt(int(seconds) * 1000 + int(micros) // 1000)
+
+    # -- producer -----------------------------------------------------------------------------
+
+    async def enqueue(self, jobs: Sequence[NewJob], *, now: datetime) -> list[Enqueued]:
+        """Store ``jobs`` and answer one ``Enqueued`` each (see the Backend protocol).
+
+        A batch of up to ``batch_size`` (default 1000) jobs is one script call, so it is atomic
+        (all or nothing) and takes one round trip. A larger batch is split into chunks of
+        ``batch_size``, each atomic on its own: if a later chunk fails (say the connection
+        drops), the earlier chunks stay enqueued and the call raises. Retrying the whole call is
+        safe because a job id that is already stored is answered, not written again
+        (``created=False``). Idempotency keys repeated across chunks still yield one job.
+
+        Redis does not roll back a script that fails half-way; the enqueue script's only
+        failure after its first write would be a key of the wrong type (a corrupted or foreign
+        key under the prefix). Over ``maxmemory`` the script is refused before its first write.
+        """
+        out: list[Enqueued] = []
+        for start in range(0, len(jobs), self.batch_size):
+            out.extend(await self._enqueue_chunk(jobs[start : start + self.batch_size], now))
+        return out
+
+    async def _enqueue_chunk(self, jobs: Sequence[NewJob], now: datetime) -> list[Enqueued]:
+        if not jobs:
+            return []
+        k = self._keys
+        now_ms = _ms(now)
+        queues: dict[str, int] = {}
+        for job in jobs:
+            queues.setdefault(job.queue, len(queues) + 1)
+        keys = [k.queues, k.jobq, k.changes]
+        for q in queues:
+            keys += [
+                k.q(q, "ready"),
+                k.q(q, "scheduled"),
+                k.q(q, "ids"),
+                k.q(q, "idem"),
+                k.q(q, "wake"),
+                k.q(q, "changes"),
+                k.job_prefix(q),
+            ]
+        keys += [k.job(job.queue, job.id) for job in jobs]
+        args: list[Any] = [now_ms, len(queues), len(jobs), _WAKE_CAP, *queues]
+        for job in jobs:
+            args += [
+                job.id,
+                queues[job.queue],
+                job.handler,
+                job.payload_json,
+                job.priority,
+                "" if job.run_at is None else _ms(job.run_at),
+                job.max_retries,
+                repr(float(job.timeout)),
+                job.idempotency_key or "",
+                job.schedule_id or "",
+            ]
+        answers = await self._run("enqueue", keys, args)
+        now = _dt(now_ms)
+        out: list[Enqueued] = []
+        for job, answer in zip(jobs, answers, strict=True):
+            if isinstance(answer, list):
+                out.append(Enqueued(job=_decode_job(_unpack(answer)), created=False))
+                continue
+            run_at = job.run_at if job.run_at is not None and _ms(job.run_at) > now_ms else now
+            state = JobState.SCHEDULED if run_at > now else JobState.QUEUED
+            stored = Job(
+                id=job.id,
+                queue=job.queue,
+                handler=job.handler,
+                payload_json=job.payload_json,
+                priority=job.priority,
+                state=state,
+                attempt=0,
+                max_retries=job.max_retries,
+                timeout=float(job.timeout),
+                run_at=_dt(_ms(run_at)),
+                created_at=now,
+                idempotency_key=job.idempotency_key,
+                schedule_id=job.schedule_id,
+            )
+            out.append(Enqueued(job=stored, created=True))
+        return out
+
+    # -- consumer -----------------------------------------------------------------------------
+
+    async def claim(
+        self,
+        queues: Sequence[str],
+        *,
+        limit: int,
+        lease_for: timedelta,
+        worker_id: str,
+        now: datetime,
+    ) -> list[Lease]:
+        """Lease up to ``limit`` QUEUED jobs, trying ``queues`` in order (one script per queue).
+
+        Each queue's claim is atomic; the call stops as soon as ``limit`` leases are held.
+        """
+        k = self._keys
+        leases: list[Lease] = []
+        lease_ms = lease_for // _MS
+        now_ms = _ms(now)
+        for q in queues:
+            want = limit - len(leases)
+            if want <= 0:
+                break
+            keys = [
+                k.q(q, "ready"),
+                k.q(q, "running"),
+                k.q(q, "paused"),
+                k.q(q, "changes"),
+                k.q(q, "wake"),
+                k.job_prefix(q),
+                k.att_prefix(q),
+            ]
+            tokens = [secrets.token_hex(12) for _ in range(want)]
+            claimed = await self._run("claim", keys, [now_ms, lease_ms, worker_id, *tokens])
+            leases.extend(_decode_lease(_unpack(raw)) for raw in claimed)
+        return leases
+
+    async def wait_for_jobs(self, queues: Sequence[str], *, timeout: float) -> None:
+        """Block on the queues' wake lists (BLPOP on a dedicated connection pool).
+
+        Enqueue, promote, release, requeue and resume push one token per job made ready (at
+        most 64 pending per queue), so each ready job can wake one waiting worker within a
+        round trip. A leftover token makes a later wait return early, which the protocol allows.
+        """
+        if timeout <= 0:
+            await asyncio.sleep(0)
+            return
+        if not queues:
+            await asyncio.sleep(timeout)
+            return
+        await self._blpop([self._keys.q(q, "wake") for q in queues], timeout)
+
+    async def _blpop(self, keys: list[str], timeout: float) -> None:
+        block = max(timeout, 0.01)
+        # The blocking pool has no socket timeout (a read may legitimately wait ``block``
+        # seconds), so a silent network failure would hang the read: this deadline bounds it.
+        # Missing it means Redis did not answer, i.e. BackendUnavailable (asyncio's
+        # TimeoutError is an OSError); cancelling makes redis-py drop the connection, so no
+        # stale reply is ever read by the next waiter.
+        grace = self._socket_timeout
+        with _driver_errors("blpop"):
+            async with asyncio.timeout(block + grace):
+                await self._b().blpop(keys, timeout=block)
+
+    async def extend(
+        self, leases: Sequence[Lease], *, lease_for: timedelta, now: datetime
+    ) -> list[LeaseStatus]:
+        """Heartbeat leases: one script per queue among them (see the Backend protocol)."""
+        k = self._keys
+        out: list[LeaseStatus] = [LeaseStatus.LOST] * len(leases)
+        for q, idx in _group(leases, lambda lease: lease.job.queue).items():
+            keys = [k.q(q, "running"), *(k.job(q, leases[i].job.id) for i in idx)]
+            args = [_ms(now), lease_for // _MS, *(leases[i].token for i in idx)]
+            answers = await self._run("extend", keys, args)
+            for i, answer in zip(idx, answers, strict=True):
+                out[i] = _LEASE_STATUS[answer]
+        return out
+
+    async def finish(self, items: Sequence[Finish], *, now: datetime) -> list[bool]:
+        """End runs, fenced by token; one script for all the items of one queue."""
+        k = self._keys
+        out = [False] * len(items)
+        for q, idx in _group(items, lambda item: item.lease.job.queue).items():
+            keys = [
+                k.q(q, "ready"),
+                k.q(q, "running"),
+                k.q(q, "retrying"),
+                k.q(q, "completed"),
+                k.q(q, "dead"),
+                k.q(q, "cancelled"),
+                k.q(q, "wake"),
+                k.q(q, "changes"),
+            ]
+            args: list[Any] = [_ms(now), _WAKE_CAP]
+            for i in idx:
+                item = items[i]
+                job_id = item.lease.job.id
+                keys += [k.job(q, job_id), k.att(q, job_id)]
+                err = item.error
+                args += [
+                    item.lease.token,
+                    str(item.outcome),
+                    item.result_json or b"",
+                    "" if err is None else str(err),
+                    "" if err is None else err.type,
+                    "" if err is None else err.message,
+                    "" if err is None or err.traceback is None else err.traceback,
+                    "" if item.retry_at is None else _ms(item.retry_at),
+                    str(OUTCOME_TO_ATTEMPT[item.outcome]),
+                    "",
+                ]
+            answers = await self._run("finish", keys, args)
+            for i, answer in zip(idx, answers, strict=True):
+                out[i] = bool(answer)
+        return out
+
+    # -- scheduler ----------------------------------------------------------------------------
+
+    async def _known_queues(self) -> list[str]:
+        with _driver_errors("smembers"):
+            members = await self._r().smembers(self._keys.queues)
+        return sorted(_text(m) for m in members)
+
+    async def promote(self, *, now: datetime, limit: int) -> int:
+        """Move due SCHEDULED/RETRYING jobs to QUEUED, one script per known queue."""
+        k = self._keys
+        moved = 0
+        for q in await self._known_queues():
+            if moved >= limit:
+                break
+            keys = [
+                k.q(q, "scheduled"),
+                k.q(q, "retrying"),
+                k.q(q, "ready"),
+                k.q(q, "wake"),
+                k.job_prefix(q),
+            ]
+            moved += int(await self._run("promote", keys, [_ms(now), limit - moved, _WAKE_CAP]))
+        return moved
+
+    async def next_wakeup(self, *, now: datetime) -> datetime | None:
+        """Earliest run_at of a SCHEDULED/RETRYING job or lease expiry, over every queue."""
+        queues = await self._known_queues()
+        if not queues:
+            return None
+        k = self._keys
+        with _driver_errors("next_wakeup"):
+            async with self._r().pipeline(transaction=False) as pipe:
+                for q in queues:
+                    for part in ("scheduled", "retrying", "running"):
+                        pipe.zrange(k.q(q, part), 0, 0, withscores=True)
+                results = await pipe.execute()
+        scores = [score for result in results for _member, score in result]
+        return _dt(min(scores)) if scores else None
+
+    async def wait_for_changes(self, *, timeout: float) -> None:
+        """Block on the queues' scheduler wake lists (and the global one for new queues)."""
+        if timeout <= 0:
+            await asyncio.sleep(0)
+            return
+        queues = await self._known_queues()
+        keys = [self._keys.changes, *(self._keys.q(q, "changes") for q in queues)]
+        await self._blpop(keys, timeout)
+
+    async def expired_leases(self, *, now: datetime, limit: int) -> list[Lease]:
+        """RUNNING jobs whose lease expired before ``now``, oldest expiry first."""
+        k = self._keys
+        found: list[Lease] = []
+        for q in await self._known_queues():
+            raw = await self._run(
+                "expired", [k.q(q, "running"), k.job_prefix(q)], [_ms(now), limit]
+            )
+            found.extend(_decode_lease(_unpack(job)) for job in raw)
+        found.sort(key=lambda lease: (lease.expires_at, lease.job.id))
+        return found[:limit]
+
+    async def purge(
+        self,
+        *,
+        states: Collection[JobState],
+        finished_before: datetime,
+        queue: str | None = None,
+        limit: int = 1000,
+    ) -> int:
+        """Delete terminal jobs finished before the horizon, one script per queue."""
+        wanted = [s for s in JobState if s in states and s in TERMINAL_STATES]
+        if not wanted or limit <= 0:
+            return 0
+        k = self._keys
+        queues = [queue] if queue is not None else await self._known_queues()
+        deleted: list[str] = []
+        for q in queues:
+            left = limit - len(deleted)
+            if left <= 0:
+                break
+            keys = [
+                k.q(q, "ids"),
+                k.q(q, "idem"),
+                k.job_prefix(q),
+                k.att_prefix(q),
+                *(k.q(q, STATE_INDEX[s]) for s in wanted),
+            ]
+            ids = await self._run("purge", keys, [_ms(finished_before), left])
+            deleted.extend(i.decode() for i in ids)
+        if deleted:
+            with _driver_errors("purge index"):
+                await self._r().hdel(k.jobq, *deleted)
+        return len(deleted)
+
+    # -- inspection and admin -----------------------------------------------------------------
+
+    async def _queues_of(self, job_ids: Sequence[str]) -> list[str | None]:
+        if not job_ids:
+            return []
+        with _driver_errors("hmget"):
+            raw = await self._r().hmget(self._keys.jobq, list(job_ids))
+        return [None if q is None else _text(q) for q in raw]
+
+    async def get(self, job_id: str) -> Job | None:
+        """The job, or None if there is no such job."""
+        [job] = await self.get_many([job_id])
+        return job
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
+        """``get`` for several ids (two round trips: the id index, then the hashes)."""
+        queues = await self._queues_of(job_ids)
+        present = [(i, q) for i, q in enumerate(queues) if q is not None]
+        out: list[Job | None] = [None] * len(job_ids)
+        if not present:
+            return out
+        with _driver_errors("get"):
+            async with self._r().pipeline(transaction=False) as pipe:
+                for i, q in present:
+                    pipe.hgetall(self._keys.job(q, job_ids[i]))
+                hashes = await pipe.execute()
+        for (i, _q), h in zip(present, hashes, strict=True):
+            if h:
+                out[i] = _decode_job(_from_hash(h))
+        return out
+
+    async def attempts(self, job_id: str) -> list[Attempt]:
+        """The job's attempt records, oldest first (empty for an unknown job)."""
+        [q] = await self._queues_of([job_id])
+        if q is None:
+            return []
+        with _driver_errors("attempts"):
+            raw = await self._r().lrange(self._keys.att(q, job_id), 0, -1)
+        return [_decode_attempt(job_id, _bytes(rec)) for rec in raw]
+
+    async def list_jobs(
+        self,
+        *,
+        queue: str | None = None,
+        states: Collection[JobState] | None = None,
+        handler: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        """Jobs matching every filter, newest first; pages end at a cursor (the last id).
+
+        Each queue's id index is walked newest first by a read-only script that applies the
+        filters server side; without ``queue``, every known queue yields its best ``limit + 1``
+        and the results are merged by id.
+        """
+        if limit <= 0:
+            return Page(jobs=[], next_cursor=None)
+        queues = [queue] if queue is not None else await self._known_queues()
+        state_args = [] if states is None else [str(JobState(s)) for s in states]
+        if states is not None and not state_args:
+            return Page(jobs=[], next_cursor=None)
+        found: list[Job] = []
+        for q in queues:
+            found.extend(await self._scan(q, cursor, limit + 1, handler or "", state_args))
+        found.sort(key=lambda job: job.id, reverse=True)
+        page = found[:limit]
+        more = len(found) > limit
+        return Page(jobs=page, next_cursor=page[-1].id if more else None)
+
+    async def _scan(
+        self, queue: str, cursor: str | None, want: int, handler: str, states: list[str]
+    ) -> list[Job]:
+        if states:
+            by_state = await self._scan_states(queue, cursor, want, handler, states)
+            if by_state is not None:
+                return by_state
+        keys = [self._keys.q(queue, "ids"), self._keys.job_prefix(queue)]
+        start = "+" if cursor is None else "(" + cursor
+        out: list[Job] = []
+        while len(out) < want:
+            last, exhausted, raw = await self._run(
+                "list", keys, [start, want - len(out), _LIST_SCAN, handler, *states]
+            )
+            out.extend(_decode_job(_unpack(h)) for h in raw)
+            if exhausted or not last:
+                break
+            start = "(" + last.decode()
+        return out
+
+    async def _scan_states(
+        self, queue: str, cursor: str | None, want: int, handler: str, states: list[str]
+    ) -> list[Job] | None:
+        """The state filter through the state indexes, when they are small (say a dead-letter
+        view beside a million completed jobs); None when they are too big to read whole."""
+        k = self._keys
+        indexes = [k.q(queue, STATE_INDEX[s]) for s in dict.fromkeys(states)]
+        with _driver_errors("list_jobs"):
+            async with self._r().pipeline(transaction=False) as pipe:
+                for index in indexes:
+                    pipe.zcard(index)
+                sizes = await pipe.execute()
+            if sum(sizes) > _LIST_SCAN:
+                return None
+            async with self._r().pipeline(transaction=False) as pipe:
+                for index in indexes:
+                    pipe.zrange(index, 0, -1)
+                members = await pipe.execute()
+            ids = sorted({_text(m) for group in members for m in group}, reverse=True)
+            if cursor is not None:
+                ids = [i for i in ids if i < cursor]
+            out: list[Job] = []
+            for start in range(0, len(ids), 256):
+                async with self._r().pipeline(transaction=False) as pipe:
+                    for job_id in ids[start : start + 256]:
+                        pipe.hgetall(k.job(queue, job_id))
+                    hashes = await pipe.execute()
+                for h in hashes:
+                    # the job may have moved on between the two reads: check it again
+                    if not h or _text(h[b"st"]) not in states:
+                        continue
+                    if handler and _text(h[b"h"]) != handler:
+                        continue
+                    out.append(_decode_job(_from_hash(h)))
+                    if len(out) >= want:
+                        return out
+        return out
+
+    async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
+        """Counts by state (ZCARD of each state's index) and the paused flag, by queue name."""
+        names = sorted(set(queues)) if queues is not None else await self._known_queues()
+        if not names:
+            return []
+        k = self._keys
+        with _driver_errors("stats"):
+            async with self._r().pipeline(transaction=False) as pipe:
+                for q in names:
+                    for state in JobState:
+                        pipe.zcard(k.q(q, STATE_INDEX[str(state)]))
+                    pipe.exists(k.q(q, "paused"))
+                results = await pipe.execute()
+        width = len(JobState) + 1
+        out: list[QueueStats] = []
+        for n, q in enumerate(names):
+            row = results[n * width : (n + 1) * width]
+            counts = {state: int(c) for state, c in zip(JobState, row, strict=False)}
+            out.append(QueueStats(queue=q, counts=counts, paused=bool(row[-1])))
+        return out
+
+    async def cancel(self, job_id: str, *, now: datetime) -> Job | None:
+        """Cancel a job (see the Backend protocol); one script on the job's queue."""
+        [q] = await self._queues_of([job_id])
+        if q is None:
+            return None
+        k = self._keys
+        keys = [
+            k.job(q, job_id),
+            k.q(q, "ready"),
+            k.q(q, "scheduled"),
+            k.q(q, "retrying"),
+            k.q(q, "cancelled"),
+        ]
+        raw = await self._run("cancel", keys, [_ms(now)])
+        return _decode_job(_unpack(raw)) if raw else None
+
+    async def requeue(self, job_ids: Sequence[str], *, now: datetime) -> list[str]:
+        """Move DEAD/CANCELLED jobs back to QUEUED; one script per queue among them."""
+        queues = await self._queues_of(job_ids)
+        k = self._keys
+        by_queue: dict[str, list[str]] = {}
+        for job_id, q in zip(job_ids, queues, strict=True):
+            if q is not None:
+                by_queue.setdefault(q, []).append(job_id)
+        moved: set[str] = set()
+        for q, ids in by_queue.items():
+            keys = [
+                k.q(q, "ready"),
+                k.q(q, "dead"),
+                k.q(q, "cancelled"),
+                k.q(q, "wake"),
+                *(k.job(q, i) for i in dict.fromkeys(ids)),
+            ]
+            answer = await self._run("requeue", keys, [_ms(now), _WAKE_CAP])
+            moved.update(i.decode() for i in answer)
+        return [i for i in dict.fromkeys(job_ids) if i in moved]
+
+    async def set_paused(self, queue: str, paused: bool) -> None:
+        """Pause or resume a queue (the queue becomes known); resuming wakes waiting workers."""
+        k = self._keys
+        keys = [k.queues, k.q(queue, "paused"), k.q(queue, "wake"), k.changes]
+        await self._run("pause", keys, ["1" if paused else "0", queue, _WAKE_CAP])
+
+    # -- workers ------------------------------------------------------------------------------
+
+    async def report_worker(self, info: WorkerInfo, *, ttl: timedelta) -> None:
+        """Record a worker heartbeat, listed until ``last_seen + ttl``."""
+        doc = {
+            "id": info.id,
+            "host": info.host,
+            "pid": info.pid,
+            "roles": list(info.roles),
+            "queues": list(info.queues),
+            "concurrency": info.concurrency,
+            "busy": info.busy,
+            "started_at": _ms(info.started_at),
+            "last_seen": _ms(info.last_seen),
+        }
+        expires = _ms(info.last_seen + ttl)
+        keys = [self._keys.workers, self._keys.workerinfo]
+        args = ["report", info.id, expires, msgspec.json.encode(doc), _ms(info.last_seen)]
+        await self._run("worker", keys, args)
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """Forget a worker (clean shutdown)."""
+        keys = [self._keys.workers, self._keys.workerinfo]
+        await self._run("worker", keys, ["remove", worker_id, 0, "", 0])
+
+    async def list_workers(self, *, now: datetime) -> list[WorkerInfo]:
+        """Workers whose heartbeat is within its ttl at ``now``, by id."""
+        k = self._keys
+        with _driver_errors("list_workers"):
+            ids = await self._r().zrangebyscore(k.workers, f"({_ms(now)}", "+inf")
+            if not ids:
+                return []
+            docs = await self._r().hmget(k.workerinfo, [_text(i) for i in ids])
+        out: list[WorkerInfo] = []
+        for raw in docs:
+            if raw is None:
+                continue
+            d = msgspec.json.decode(raw)
+            out.append(
+                WorkerInfo(
+                    id=d["id"],
+                    host=d["host"],
+                    pid=d["pid"],
+                    roles=tuple(d["roles"]),
+                    queues=tuple(d["queues"]),
+                    concurrency=d["concurrency"],
+                    busy=d["busy"],
+                    started_at=_dt(d["started_at"]),
+                    last_seen=_dt(d["last_seen"]),
+                )
+            )
+        out.sort(key=lambda w: w.id)
+        return out
+
+    # -- operations ---------------------------------------------------------------------------
+
+    async def doctor(self) -> list[tuple[str, str, str]]:
+        """Check the server for monoq: ``(check, level, message)`` with level ok, warn or error.
+
+        - version: Redis >= 6.2 (error otherwise).
+        - maxmemory-policy: must be ``noeviction``; any eviction policy can silently drop jobs
+          (error). Managed services that refuse CONFIG GET give a warning instead.
+        - persistence: AOF on is ok; RDB snapshots only is a warning that jobs acknowledged
+          since the last snapshot are lost on a crash; no persistence at all is a warning too.
+        """
+        client = self._r()
+        checks: list[tuple[str, str, str]] = []
+        with _driver_errors("doctor"):
+            server = await client.info("server")
+            version = str(server.get("redis_version", "0"))
+            parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
+            if parts >= _MIN_VERSION:
+                checks.append(("redis.version", "ok", f"Redis {version}"))
+            else:
+                checks.append(
+                    (
+                        "redis.version",
+                        "error",
+                        f"Redis {version} is older than 6.2, which monoq needs",
+                    )
+                )
+            try:
+                policy_raw = await client.config_get("maxmemory-policy")
+            except rex.ResponseError as exc:
+                checks.append(
+                    (
+                        "redis.maxmemory-policy",
+                        "warn",
+                        f"cannot read (CONFIG GET refused: {exc}); make sure it is noeviction",
+                    )
+                )
+            else:
+                policy = _config_value(policy_raw, "maxmemory-policy")
+                if policy == "noeviction":
+                    checks.append(("redis.maxmemory-policy", "ok", "noeviction"))
+                else:
+                    checks.append(
+                        (
+                            "redis.maxmemory-policy",
+                            "error",
+                            (
+                                f"{policy}: Redis may evict job keys under memory pressure and "
+                                "lose jobs; set maxmemory-policy noeviction"
+                            ),
+                        )
+                    )
+            persistence = await client.info("persistence")
+            aof = str(persistence.get("aof_enabled", "0")) == "1"
+            try:
+                save_raw = await client.config_get("save")
+                save = _config_value(save_raw, "save").strip()
+            except rex.ResponseError:
+                save = ""
+            if aof:
+                checks.append(("redis.persistence", "ok", "AOF enabled"))
+            elif save:
+                checks.append(
+                    (
+                        "redis.persistence",
+                        "warn",
+                        (
+                            f"RDB snapshots only (save {save}): jobs acknowledged since the last "
+                            "snapshot are lost if Redis crashes; enable appendonly yes"
+                        ),
+                    )
+                )
+            else:
+                checks.append(
+                    (
+                        "redis.persistence",
+                        "warn",
+                        (
+                            "no persistence (AOF off, no RDB snapshots): a Redis restart loses "
+                            "every job; enable appendonly yes"
+                        ),
+                    )
+                )
+        return checks
+
+
+def _text(value: object) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _bytes(value: bytes | str) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+def _config_value(reply: Mapping[Any, Any], name: str) -> str:
+    """One value of a CONFIG GET reply (keys are bytes or str depending on decoding)."""
+    value = reply.get(name, reply.get(name.encode(), ""))
+    return _text(value)
+
+
+def _group(items: Sequence[_T], queue_of: Callable[[_T], str]) -> dict[str, list[int]]:
+    groups: dict[str, list[int]] = {}
+    for i, item in enumerate(items):
+        groups.setdefault(queue_of(item), []).append(i)
+    return groups

@@ -1,0 +1,45 @@
+-- Helpers prepended to every monoq script (Redis has no include).
+
+-- Ready-queue score: priority first, then run_at; equal scores sort by id (time-ordered).
+-- priority <= 9 and run_at_ms < 10**13, so the sum stays below 2**53 and is exact.
+local function ready_score(priority, run_at_ms)
+  return tonumber(priority) * 10000000000000 + tonumber(run_at_ms)
+end
+
+-- Push up to `cap` wake tokens (one per ready job) and cap the list: each token can wake one
+-- blocked worker; leftovers cost a waiter at most `cap` early returns.
+local function push_tokens(key, n, cap)
+  if n <= 0 then return end
+  if n > cap then n = cap end
+  local tokens = {}
+  for i = 1, n do tokens[i] = '1' end
+  redis.call('LPUSH', key, unpack(tokens))
+  redis.call('LTRIM', key, 0, cap - 1)
+end
+
+-- One pending token is enough for a scheduler: it re-reads next_wakeup when woken.
+local function poke(key)
+  redis.call('LPUSH', key, '1')
+  redis.call('LTRIM', key, 0, 0)
+end
+
+-- A job for Python: {JSON of every field but payload and result, payload, result or nil}.
+-- Three reply elements instead of HGETALL's forty: redis-py parses replies in Python.
+local function job_reply(key)
+  local flat = redis.call('HGETALL', key)
+  if #flat == 0 then return false end
+  local meta = {}
+  local payload, result = '', false
+  for i = 1, #flat, 2 do
+    local field = flat[i]
+    if field == 'p' then
+      payload = flat[i + 1]
+    elseif field == 'r' then
+      result = flat[i + 1]
+    else
+      meta[field] = flat[i + 1]
+    end
+  end
+  return {cjson.encode(meta), payload, result}
+end
+

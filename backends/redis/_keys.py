@@ -1,0 +1,151 @@
+"""The Redis key scheme of monoq.
+
+Every key of a queue carries the queue's name as a hash tag, ``<prefix>:{<queue>}:<part>``, so
+that all keys one queue-scoped script touches hash to one slot and the scripts could run on
+Redis Cluster. A job's hash and its attempt list live under the tag of the job's queue too
+(``<prefix>:{<queue>}:job:<id>``), which lets queue-scoped scripts (claim, finish, promote,
+purge) reach them.
+
+Per queue ``q`` (``P`` is the ``key_prefix`` option, default ``monoq``):
+
+``P:{q}:job:<id>``      HASH   the job (fields in ``FIELDS`` below)
+``P:{q}:att:<id>``      LIST   attempt records, oldest first, each a small JSON object
+``P:{q}:ready``         ZSET   QUEUED ids, score ``priority * 10**13 + run_at_ms`` (exact in a
+                               double until the year 2286); equal scores sort by id, and ids
+                               are time-ordered, so claims go by (priority, run_at, id)
+``P:{q}:scheduled``     ZSET   SCHEDULED ids by run_at_ms
+``P:{q}:retrying``      ZSET   RETRYING ids by run_at_ms
+``P:{q}:running``       ZSET   RUNNING ids by lease expiry ms
+``P:{q}:completed`` / ``P:{q}:dead`` / ``P:{q}:cancelled``
+                        ZSET   terminal ids by finished_at ms (what purge walks)
+``P:{q}:ids``           ZSET   every id with score 0: ZREVRANGEBYLEX gives newest first, the
+                               cursor of list_jobs is simply the last id of a page
+``P:{q}:idem``          HASH   idempotency key -> id (HSETNX inside the enqueue script)
+``P:{q}:paused``        STRING present while the queue is paused
+``P:{q}:wake``          LIST   wake tokens for workers (BLPOP), capped with LTRIM
+``P:{q}:changes``       LIST   wake token for schedulers (next_wakeup may have moved), cap 1
+
+Global keys (no queue tag):
+
+``P:queues``            SET    known queue names
+``P:jobq``              HASH   job id -> queue name, so ``get(id)`` finds the job's hash in one
+                               lookup. Ids are chosen by the client (``NewJob.id``) and carry no
+                               queue, and probing every queue per ``get`` costs O(queues); a
+                               hash field per job is ~30 bytes. Purge removes entries in a
+                               follow-up command; an orphan entry only makes ``get`` look in a
+                               queue where the job no longer is (it answers None).
+``P:changes``           LIST   scheduler wake token for a queue the scheduler does not yet know
+``P:workers``           ZSET   worker id -> expiry ms (last_seen + ttl)
+``P:workerinfo``        HASH   worker id -> JSON of WorkerInfo
+
+Cluster: the scripts that act on one queue (claim, extend, finish, promote, cancel, requeue,
+purge, list, expired) use only keys of that queue's slot. Where a script picks jobs by score it
+cannot know their ids in advance, so it derives ``job:<id>`` keys from the queue's job-key
+prefix, which is passed in KEYS and carries the same hash tag (the BullMQ approach): every
+derived key lies in the declared slot. Enqueue (and pause) also write the global ``queues``,
+``jobq`` and ``changes`` keys, and a batch spanning queues touches several slots; they are
+atomic on a single server, and a Cluster port would have to move those global writes into a
+follow-up command. Likewise ``wait_for_jobs`` over several queues is one BLPOP over keys of
+several slots, which Cluster would need split per queue.
+
+Wakeups are lists rather than pub/sub because a token outlives the moment nobody listens: a
+worker that finds nothing, and then blocks, still sees the job enqueued in between.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# Job hash fields. Short names keep a million jobs' hashes small.
+FIELDS: Final = {
+    "id": "id",
+    "queue": "q",
+    "handler": "h",
+    "payload": "p",
+    "priority": "pr",
+    "state": "st",
+    "attempt": "a",
+    "max_retries": "mr",
+    "timeout": "to",
+    "run_at": "ra",
+    "created_at": "ca",
+    "started_at": "sa",
+    "finished_at": "fa",
+    "idempotency_key": "ik",
+    "schedule_id": "si",
+    "result": "r",
+    "error": "e",
+    "cancel_requested": "cr",
+    "worker_id": "w",
+    "lease_expires_at": "le",
+    "token": "tk",
+}
+
+# The per-queue ZSET that holds a job in each state.
+STATE_INDEX: Final = {
+    "queued": "ready",
+    "scheduled": "scheduled",
+    "retrying": "retrying",
+    "running": "running",
+    "completed": "completed",
+    "dead": "dead",
+    "cancelled": "cancelled",
+}
+
+
+class Keys:
+    """Builds the keys of one key prefix."""
+
+    __slots__ = ("prefix",)
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+
+    # -- global -------------------------------------------------------------------------------
+
+    @property
+    def queues(self) -> str:
+        """SET of known queue names."""
+        return f"{self.prefix}:queues"
+
+    @property
+    def jobq(self) -> str:
+        """HASH job id -> queue."""
+        return f"{self.prefix}:jobq"
+
+    @property
+    def changes(self) -> str:
+        """Global scheduler wake list (a new queue appeared)."""
+        return f"{self.prefix}:changes"
+
+    @property
+    def workers(self) -> str:
+        """ZSET worker id -> expiry ms."""
+        return f"{self.prefix}:workers"
+
+    @property
+    def workerinfo(self) -> str:
+        """HASH worker id -> WorkerInfo JSON."""
+        return f"{self.prefix}:workerinfo"
+
+    # -- per queue ----------------------------------------------------------------------------
+
+    def q(self, queue: str, part: str) -> str:
+        """A key of ``queue``: ``<prefix>:{<queue>}:<part>``."""
+        return f"{self.prefix}:{{{queue}}}:{part}"
+
+    def job_prefix(self, queue: str) -> str:
+        """The prefix of the queue's job hashes; scripts append the id."""
+        return self.q(queue, "job:")
+
+    def att_prefix(self, queue: str) -> str:
+        """The prefix of the queue's attempt lists; scripts append the id."""
+        return self.q(queue, "att:")
+
+    def job(self, queue: str, job_id: str) -> str:
+        """The hash of one job."""
+        return self.q(queue, "job:" + job_id)
+
+    def att(self, queue: str, job_id: str) -> str:
+        """The attempt list of one job."""
+        return self.q(queue, "att:" + job_id)

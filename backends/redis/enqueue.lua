@@ -1,0 +1,88 @@
+-- Enqueue a batch atomically.
+-- KEYS: 1 queues (SET), 2 jobq (HASH), 3 global changes (LIST),
+--       then per distinct queue 7 keys: ready, scheduled, ids, idem, wake, changes, job prefix,
+--       then one job hash key per job.
+-- ARGV: 1 now_ms, 2 queue count, 3 job count, 4 wake cap, then the queue names,
+--       then per job 10 fields: id, queue index (1-based), handler, payload, priority,
+--       run_at_ms ('' = now), max_retries, timeout, idempotency key (''), schedule id ('').
+-- Answers per job: 1 when created, else the existing job (job_reply) (same id or same
+-- idempotency key in the same queue).
+local now = ARGV[1]
+local nq = tonumber(ARGV[2])
+local nj = tonumber(ARGV[3])
+local cap = tonumber(ARGV[4])
+local QK = 3              -- offset of the queue key blocks in KEYS
+local JK = 3 + nq * 7     -- offset of the job keys in KEYS
+local QA = 4              -- offset of the queue names in ARGV
+local JA = 4 + nq         -- offset of the job fields in ARGV
+local NF = 10
+
+local ready_n, sched_n = {}, {}
+for qi = 1, nq do
+  ready_n[qi] = 0
+  sched_n[qi] = 0
+  if redis.call('SADD', KEYS[1], ARGV[QA + qi]) == 1 then
+    poke(KEYS[3])  -- a scheduler does not watch this queue's changes list yet
+  end
+end
+
+local out = {}
+for j = 1, nj do
+  local a = JA + (j - 1) * NF
+  local id = ARGV[a + 1]
+  local qi = tonumber(ARGV[a + 2])
+  local key = ARGV[a + 9]
+  local k = QK + (qi - 1) * 7
+  local jobkey = KEYS[JK + j]
+  local existing = nil
+  if redis.call('EXISTS', jobkey) == 1 then
+    existing = jobkey  -- the same id again (a replayed call): answer what is stored
+  elseif key ~= '' then
+    local prev = redis.call('HGET', KEYS[k + 4], key)
+    if prev and redis.call('EXISTS', KEYS[k + 7] .. prev) == 1 then
+      existing = KEYS[k + 7] .. prev
+    else
+      redis.call('HSET', KEYS[k + 4], key, id)
+    end
+  end
+  if existing then
+    out[j] = job_reply(existing)
+  else
+    local run_at = ARGV[a + 6]
+    local state = 'scheduled'
+    if run_at == '' or tonumber(run_at) <= tonumber(now) then
+      state = 'queued'
+      run_at = now
+    end
+    local fields = {
+      'id', id, 'q', ARGV[QA + qi], 'h', ARGV[a + 3], 'p', ARGV[a + 4], 'pr', ARGV[a + 5],
+      'st', state, 'a', '0', 'mr', ARGV[a + 7], 'to', ARGV[a + 8], 'ra', run_at, 'ca', now,
+    }
+    if key ~= '' then
+      fields[#fields + 1] = 'ik'
+      fields[#fields + 1] = key
+    end
+    if ARGV[a + 10] ~= '' then
+      fields[#fields + 1] = 'si'
+      fields[#fields + 1] = ARGV[a + 10]
+    end
+    redis.call('HSET', jobkey, unpack(fields))
+    redis.call('ZADD', KEYS[k + 3], 0, id)
+    redis.call('HSET', KEYS[2], id, ARGV[QA + qi])
+    if state == 'scheduled' then
+      redis.call('ZADD', KEYS[k + 2], run_at, id)
+      sched_n[qi] = sched_n[qi] + 1
+    else
+      redis.call('ZADD', KEYS[k + 1], ready_score(ARGV[a + 5], run_at), id)
+      ready_n[qi] = ready_n[qi] + 1
+    end
+    out[j] = 1
+  end
+end
+
+for qi = 1, nq do
+  local k = QK + (qi - 1) * 7
+  push_tokens(KEYS[k + 5], ready_n[qi], cap)
+  if sched_n[qi] > 0 then poke(KEYS[k + 6]) end
+end
+return out
