@@ -48,6 +48,7 @@ from monoq.registry import Registry, open_backend
 
 if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal
+
     from monoq.config import Config
 
 MAX_DELAY: Final = timedelta(days=3650)
@@ -137,7 +138,9 @@ class Client:
         if spec is None and self.known_handlers_only:
             known = ", ".join(s.name for s in self.registry or ()) or "none"
             raise HandlerNotFound(f"handler: no handler named {handler!r} (known: {known})")
-        queue = validate_name("queue", queue or (spec and spec.queue) or self.defaults.queue)
+        if queue is None:
+            queue = spec.queue if spec is not None and spec.queue else self.defaults.queue
+        queue = validate_name("queue", queue)
         if priority is None:
             priority = spec.priority if spec and spec.priority is not None else None
         prio = self.defaults.priority if priority is None else parse_priority(priority)

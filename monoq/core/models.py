@@ -45,7 +45,7 @@ KEY_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:@/+=-]{0,199}$")
 
 def validate_name(field: str, value: object) -> str:
     """Return ``value`` if it is a valid queue or handler name, else raise ValidationError."""
-    if not isinstance(value, str) or not NAME_RE.match(value):
+    if not isinstance(value, str) or not NAME_RE.fullmatch(value):
         raise ValidationError(
             field,
             f"{value!r} is not a valid name: 1-128 characters of letters, digits and _ . : -, "
@@ -56,7 +56,7 @@ def validate_name(field: str, value: object) -> str:
 
 def validate_key(field: str, value: object) -> str:
     """Return ``value`` if it is a valid idempotency key, else raise ValidationError."""
-    if not isinstance(value, str) or not KEY_RE.match(value):
+    if not isinstance(value, str) or not KEY_RE.fullmatch(value):
         raise ValidationError(
             field,
             f"{value!r} is not a valid key: 1-200 characters of letters, digits and _ . : @ / + = -,"
