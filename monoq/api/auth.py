@@ -1,0 +1,87 @@
+"""Authorisation: every route declares the scope it needs in ``opt["scope"]``.
+
+``public`` routes (health, readiness, the OpenAPI document) need nothing. Other routes pass the
+``require_scope`` guard, which runs before the body is read:
+
+- with tokens configured, a missing or unknown bearer token is 401 and a token whose scope
+  does not cover the route is 403;
+- with no tokens configured, auth is off (the role then refuses a non-loopback bind);
+- then the per-client rate limit: the key is the token's name, or the client address when auth
+  is off; over the limit is 429 with ``Retry-After``.
+
+Nothing here logs a token: only a token's configured name ever reaches a log line.
+"""
+
+import logging
+import math
+from typing import Any, Final
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+
+from monoq.api.problems import Problem
+from monoq.api.state import api_state
+from monoq.api.tokens import ACCEPTED_SCOPES
+
+logger = logging.getLogger(__name__)
+
+ROUTE_SCOPES: Final = frozenset({"public", "enqueue", "read", "admin"})
+_BEARER: Final = {"WWW-Authenticate": 'Bearer realm="monoq"'}
+_INVALID: Final = {"WWW-Authenticate": 'Bearer realm="monoq", error="invalid_token"'}
+
+
+def route_scope(handler: BaseRouteHandler) -> str | None:
+    """The scope a route handler declares, or None if it declares none."""
+    scope = handler.opt.get("scope")
+    return scope if isinstance(scope, str) else None
+
+
+def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    header = connection.headers.get("authorization")
+    if header is None:
+        return None
+    kind, _, value = header.strip().partition(" ")
+    if kind.lower() != "bearer" or not value.strip():
+        return None
+    return value.strip()
+
+
+def require_scope(
+    connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+) -> None:
+    """Guard: authenticate, authorise against the route's scope, then rate-limit."""
+    required = route_scope(handler)
+    if required == "public":
+        return
+    if (
+        required is None or required not in ACCEPTED_SCOPES
+    ):  # fail closed on a route that forgot its scope
+        raise Problem(403, "this route declares no scope")
+    state = api_state(connection)
+    key: str
+    if state.tokens.enabled:
+        token = _bearer(connection)
+        if token is None:
+            raise Problem(401, "a bearer token is required", headers=_BEARER)
+        entry = state.tokens.lookup(token)
+        if entry is None:
+            logger.info("rejected an unknown bearer token for %s", connection.url.path)
+            raise Problem(401, "the bearer token is not valid", headers=_INVALID)
+        if entry.scope not in ACCEPTED_SCOPES[required]:
+            raise Problem(
+                403,
+                f"token {entry.name!r} has scope {entry.scope!r}; this route needs {required!r}",
+            )
+        connection.scope.setdefault("state", {})["monoq_token"] = entry.name
+        key = f"token:{entry.name}"
+    else:
+        client = connection.client
+        key = f"addr:{client.host if client else '?'}"
+    wait = state.limiter.check(key)
+    if wait is not None:
+        seconds = max(1, math.ceil(wait))
+        raise Problem(
+            429,
+            f"rate limit of {state.config.rate_limit_per_minute} requests per minute exceeded",
+            headers={"Retry-After": str(seconds)},
+        )

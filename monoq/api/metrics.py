@@ -1,0 +1,81 @@
+"""The api role's Prometheus families, in a per-app ``CollectorRegistry``.
+
+Each app gets its own registry (or the one it is handed), never prometheus-client's global one,
+so tests can build many apps. The worker's and scheduler's families (``monoq.metrics``) are
+registered in it too: their objects are module-level, so in an all-in-one process ``/metrics``
+shows what the worker counted, and in an api-only process they are present but empty.
+
+Families:
+
+- ``monoq_api_requests_total{method,route,status}``: every HTTP answer, by route template
+  (``/api/v1/jobs/{job_id:str}``; ``unmatched`` for paths no route serves).
+- ``monoq_jobs_enqueued_total{queue,handler}``: jobs created through this API process
+  (idempotent replays are not counted).
+- ``monoq_queue_jobs{queue,state}`` and ``monoq_queue_paused{queue}``: read from the backend
+  when ``/metrics`` is scraped (one ``stats`` call per scrape).
+- ``monoq_backend_up``: 1 if that read succeeded, else 0 (and the queue families are left out).
+"""
+
+from collections.abc import Iterator, Sequence
+
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+import monoq.metrics as worker_metrics
+from monoq.core.models import JobState, QueueStats
+
+
+class QueueDepthCollector(Collector):
+    """Yields the queue families from the latest snapshot taken by the /metrics route."""
+
+    def __init__(self) -> None:
+        self.snapshot: Sequence[QueueStats] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        """The snapshot as gauges (nothing for the queues when the backend was down)."""
+        up = GaugeMetricFamily("monoq_backend_up", "1 if the job store answered the last scrape.")
+        up.add_metric([], 0.0 if self.snapshot is None else 1.0)
+        yield up
+        if self.snapshot is None:
+            return
+        depth = GaugeMetricFamily(
+            "monoq_queue_jobs", "Jobs per queue and state.", labels=["queue", "state"]
+        )
+        paused = GaugeMetricFamily(
+            "monoq_queue_paused", "1 if the queue is paused.", labels=["queue"]
+        )
+        for stats in self.snapshot:
+            for state in JobState:
+                depth.add_metric([stats.queue, str(state)], float(stats.counts.get(state, 0)))
+            paused.add_metric([stats.queue], 1.0 if stats.paused else 0.0)
+        yield depth
+        yield paused
+
+
+class ApiMetrics:
+    """The api's metric objects, registered in ``registry`` (a fresh one by default)."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self.requests = Counter(
+            "monoq_api_requests",
+            "HTTP answers by method, route template and status.",
+            ("method", "route", "status"),
+            registry=self.registry,
+        )
+        self.enqueued = Counter(
+            "monoq_jobs_enqueued",
+            "Jobs created through the API (idempotent replays are not counted).",
+            ("queue", "handler"),
+            registry=self.registry,
+        )
+        self.queues = QueueDepthCollector()
+        self.registry.register(self.queues)
+        # The worker's and scheduler's families: live in an all-in-one process, empty otherwise.
+        worker_metrics.register(self.registry)
+
+    def render(self, snapshot: Sequence[QueueStats] | None) -> bytes:
+        """The text exposition format, with queue depths from ``snapshot``."""
+        self.queues.snapshot = snapshot
+        return generate_latest(self.registry)

@@ -1,0 +1,171 @@
+"""``ApiRole``: serves the app on an embedded uvicorn server under the supervisor.
+
+The supervisor owns signals, logging and the backend; this role only listens. ``run`` binds the
+socket itself (so a busy port or a bad host is an ``OSError`` raised from ``run`` rather than
+uvicorn's ``sys.exit``), reports ``task_status.started()`` once uvicorn is accepting, and returns
+after ``stop()`` once uvicorn has drained open requests (at most ``shutdown_timeout`` seconds,
+so a 60 s long-poll cannot hold the shutdown).
+
+Without any token configured, binding a non-loopback host is refused unless
+``api.allow_public_bind`` is true: an open API on a public address lets anyone enqueue.
+"""
+
+import contextlib
+import ipaddress
+import logging
+import math
+import socket
+from collections.abc import Iterator
+from typing import Final
+
+import anyio
+import anyio.abc
+import uvicorn
+from litestar import Litestar
+from prometheus_client import CollectorRegistry
+
+from monoq.api.app import create_app
+from monoq.api.state import STATE_KEY, ApiState
+from monoq.client import Client
+from monoq.config import ApiConfig
+from monoq.errors import ConfigError
+from monoq.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SHUTDOWN_TIMEOUT: Final = 10.0
+
+
+class EmbeddedServer(uvicorn.Server):
+    """A uvicorn server that leaves SIGINT/SIGTERM to the supervisor."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Install no signal handlers."""
+        yield
+
+
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_bind(api_config: ApiConfig, *, auth_enabled: bool) -> None:
+    """ConfigError for a public bind without tokens (unless explicitly allowed)."""
+    if auth_enabled or api_config.allow_public_bind or is_loopback(api_config.host):
+        return
+    raise ConfigError(
+        f"api.host: refusing to listen on {api_config.host!r} without authentication: "
+        "configure api.tokens (see `monoq token create`), bind to 127.0.0.1, or set "
+        "api.allow_public_bind = true"
+    )
+
+
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A bound TCP socket for ``host:port`` (port 0 picks a free one); OSError if it fails."""
+    infos = socket.getaddrinfo(
+        host.strip("[]"), port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    family, kind, proto, _, address = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class ApiRole:
+    """The api role: ``await tg.start(role.run)``, later ``role.stop()``."""
+
+    def __init__(
+        self,
+        client: Client,
+        api_config: ApiConfig,
+        *,
+        registry: Registry | None = None,
+        metrics_registry: CollectorRegistry | None = None,
+        shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+    ) -> None:
+        self.config = api_config
+        self.app: Litestar = create_app(
+            client, api_config, registry=registry, metrics_registry=metrics_registry
+        )
+        state = self.app.state[STATE_KEY]
+        assert isinstance(state, ApiState)  # noqa: S101
+        check_bind(api_config, auth_enabled=state.tokens.enabled)
+        self.shutdown_timeout = shutdown_timeout
+        self.address: tuple[str, int] | None = None  # (host, port) once listening
+        self._server: EmbeddedServer | None = None
+        self._stopping = False
+
+    @property
+    def port(self) -> int | None:
+        """The port listened on (useful with port 0), or None before ``run`` started."""
+        return None if self.address is None else self.address[1]
+
+    async def run(
+        self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Serve until ``stop()``; ``task_status.started()`` once accepting connections."""
+        try:
+            sock = bind_socket(self.config.host, self.config.port)
+        except OSError as exc:
+            raise OSError(
+                exc.errno,
+                f"api: cannot listen on {self.config.host}:{self.config.port}: "
+                f"{exc.strerror or exc}",
+            ) from exc
+        try:
+            host, port = sock.getsockname()[:2]
+            self.address = (host, port)
+            server = EmbeddedServer(
+                uvicorn.Config(
+                    self.app,
+                    log_config=None,
+                    lifespan="on",
+                    timeout_graceful_shutdown=math.ceil(self.shutdown_timeout),
+                )
+            )
+            self._server = server
+            server.should_exit = self._stopping
+            done = anyio.Event()
+
+            async def serve() -> None:
+                try:
+                    await server.serve(sockets=[sock])
+                finally:
+                    done.set()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(serve)
+                while not server.started:
+                    if done.is_set():
+                        raise RuntimeError("the api server stopped before it started listening")
+                    await anyio.sleep(0.005)
+                logger.info("api listening on http://%s:%d", _url_host(host), port)
+                task_status.started()
+            logger.info("api stopped")
+        finally:
+            sock.close()
+            self._server = None
+
+    def stop(self) -> None:
+        """Ask the server to stop accepting, drain and return from ``run``. Idempotent; may be
+        called before ``run``."""
+        self._stopping = True
+        if self._server is not None:
+            self._server.should_exit = True
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host

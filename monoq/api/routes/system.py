@@ -1,0 +1,111 @@
+"""Workers, stats, health, readiness and Prometheus metrics.
+
+``GET /api/v1/stats`` answers what the API can know honestly and cheaply:
+
+- ``counts``: jobs per state over every queue, and ``queues``: how many queues, which paused,
+  both from one backend ``stats`` call;
+- ``process``: this API process's own counters since it started: requests are on /metrics,
+  and ``enqueued`` has the jobs it created in total and in the last 1, 5 and 15 minutes.
+
+Completion and failure rates are not computed here: the API does not see jobs finish, and
+deriving them from the job list would be neither cheap nor exact. The worker's counters
+(``monoq_jobs_completed_total``, ``monoq_jobs_failed_total``) are on ``/metrics`` when the
+worker runs in the same process; use ``rate()`` on them.
+"""
+
+import logging
+import time
+from typing import Final
+
+import anyio
+from litestar import Response, get
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from monoq.api.problems import RETRY_AFTER_BACKEND, problem_response
+from monoq.api.routes._common import ClientDep, Json, StateDep, answer
+from monoq.core.models import JobState, QueueStats, rfc3339
+from monoq.errors import BackendError
+
+logger = logging.getLogger(__name__)
+
+# litestar appends the charset itself to text/* types
+METRICS_TYPE: Final = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
+PROBE_TIMEOUT: Final = 5.0  # seconds a readiness probe or a scrape waits for the backend
+
+
+@get("/workers", opt={"scope": "read"}, summary="List live workers")
+async def list_workers(client: ClientDep) -> Response[Json]:
+    """``{"workers": [...]}``: workers whose heartbeat is recent."""
+    return answer({"workers": [w.to_dict() for w in await client.workers()]})
+
+
+def totals(queues: list[QueueStats]) -> dict[str, int]:
+    """Jobs per state summed over ``queues``."""
+    counts = dict.fromkeys((str(s) for s in JobState), 0)
+    for stats in queues:
+        for state, n in stats.counts.items():
+            counts[str(state)] += n
+    return counts
+
+
+@get("/stats", opt={"scope": "read"}, summary="Counts and this process's rates")
+async def stats(client: ClientDep, api: StateDep) -> Response[Json]:
+    """Counts per state, queue count, paused queues and this process's enqueue counters."""
+    queues = await client.queues()
+    return answer(
+        {
+            "counts": totals(queues),
+            "queues": len(queues),
+            "paused": [s.queue for s in queues if s.paused],
+            "process": {
+                "started_at": rfc3339(api.started_at),
+                "uptime_seconds": round(time.monotonic() - api.started_monotonic, 3),
+                "enqueued": {"total": api.enqueued.total, **api.enqueued.recent()},
+            },
+        }
+    )
+
+
+@get("/healthz", opt={"scope": "public"}, summary="Liveness", tags=["health"])
+async def healthz() -> Response[Json]:
+    """Always 200 ``{"status": "ok"}`` while the process serves HTTP."""
+    return answer({"status": "ok"})
+
+
+@get("/readyz", opt={"scope": "public"}, summary="Readiness", tags=["health"])
+async def readyz(client: ClientDep) -> Response[Json]:
+    """200 ``{"status": "ready"}`` if the backend answers a ping within 5 s, else 503 with
+    ``Retry-After``."""
+    problem = "the job store did not answer in time"
+    with anyio.move_on_after(PROBE_TIMEOUT):
+        try:
+            await client.backend.ping()
+        except BackendError:
+            problem = "the job store is unavailable"
+        else:
+            return answer({"status": "ready"})
+    return problem_response(None, 503, problem, headers={"Retry-After": RETRY_AFTER_BACKEND})
+
+
+@get(
+    "/metrics",
+    opt={"scope": "read"},
+    summary="Prometheus metrics",
+    tags=["health"],
+    media_type=METRICS_TYPE,
+)
+async def metrics(client: ClientDep, api: StateDep) -> Response[bytes]:
+    """The Prometheus text format: requests, enqueues, queue depth (read at scrape time) and,
+    when the process shares its registry with a worker, the worker's families."""
+    snapshot: list[QueueStats] | None = None
+    with anyio.move_on_after(PROBE_TIMEOUT):
+        try:
+            snapshot = await client.queues()
+        except BackendError:
+            logger.warning("metrics scrape: the job store is unavailable")
+    body = api.metrics.render(snapshot)
+    return Response(content=body, media_type=METRICS_TYPE)
+
+
+V1_HANDLERS: Final = [list_workers, stats]
+ROOT_HANDLERS: Final = [healthz, readyz, metrics]

@@ -1,0 +1,171 @@
+"""Bearer tokens: creation, hashing, loading and constant-time lookup.
+
+A token is ``mq_`` followed by 43 URL-safe characters (256 random bits). Only its SHA-256 (hex)
+is stored: in ``[[api.tokens]]`` of config.toml, or in ``api.tokens_file``. Scopes:
+
+- ``enqueue``: the submit routes only (``POST /api/v1/jobs``, ``/jobs/batch``, ``/enqueue``,
+  ``POST /jobs``).
+- ``read``: every GET of the API (jobs, queues, dead letters, workers, stats, metrics).
+- ``admin``: everything, including submit, cancel, retry, pause/resume and the dead-letter queue.
+
+``api.tokens_file`` holds either TOML ``[[tokens]]`` tables (``name``, ``scope``, ``sha256``) or
+plain lines ``name scope sha256`` (``#`` starts a comment), the form ``create_token`` prints.
+"""
+
+import hashlib
+import hmac
+import secrets
+import tomllib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Final, Literal
+
+import attrs
+
+from monoq.core.models import NAME_RE
+from monoq.errors import ConfigError
+
+Scope = Literal["enqueue", "read", "admin"]
+SCOPES: Final[tuple[Scope, ...]] = ("enqueue", "read", "admin")
+TOKEN_PREFIX: Final = "mq_"  # noqa: S105 - a recognisable prefix, not a secret
+
+# Which token scopes a route's required scope accepts. admin can do everything; read and
+# enqueue are disjoint (a producer's token cannot read other people's payloads).
+ACCEPTED_SCOPES: Final[Mapping[str, frozenset[str]]] = {
+    "enqueue": frozenset({"enqueue", "admin"}),
+    "read": frozenset({"read", "admin"}),
+    "admin": frozenset({"admin"}),
+}
+
+
+@attrs.frozen(repr=False)
+class TokenEntry:
+    """A configured token: its name (safe to log), scope and SHA-256 digest."""
+
+    name: str
+    scope: Scope
+    digest: bytes
+
+    def __repr__(self) -> str:
+        return f"TokenEntry(name={self.name!r}, scope={self.scope!r})"
+
+
+def hash_token(token: str) -> str:
+    """The hex SHA-256 of ``token``: what the configuration stores."""
+    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+
+
+def create_token(scope: str, *, name: str | None = None) -> tuple[str, str]:
+    """A new random token of ``scope`` and the ``api.tokens_file`` line that admits it.
+
+    The token is shown once and never stored; the line holds its name, scope and SHA-256.
+    ``name`` defaults to ``<scope>-<first 8 hex digits of the hash>``.
+    """
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    digest = hash_token(token)
+    name = name or f"{scope}-{digest[:8]}"
+    if not NAME_RE.match(name):
+        raise ValueError(f"{name!r} is not a valid token name")
+    return token, f"{name} {scope} {digest}"
+
+
+def token_toml(config_line: str) -> str:
+    """The ``[[api.tokens]]`` table for config.toml equivalent to a tokens_file line."""
+    name, scope, digest = config_line.split()
+    return f'[[api.tokens]]\nname = "{name}"\nscope = "{scope}"\nsha256 = "{digest}"\n'
+
+
+def _entry(name: object, scope: object, sha256: object, where: str) -> TokenEntry:
+    if not isinstance(name, str) or not NAME_RE.match(name):
+        raise ConfigError(f"{where}: token name {name!r} is not a valid name")
+    if scope not in SCOPES:
+        raise ConfigError(f"{where}: scope must be one of {', '.join(SCOPES)}, got {scope!r}")
+    if not isinstance(sha256, str) or len(sha256) != 64:
+        raise ConfigError(f"{where}: sha256 must be 64 hexadecimal characters")
+    try:
+        digest = bytes.fromhex(sha256)
+    except ValueError:
+        raise ConfigError(f"{where}: sha256 must be 64 hexadecimal characters") from None
+    return TokenEntry(name=name, scope=scope, digest=digest)
+
+
+def parse_tokens_file(text: str, where: str) -> list[TokenEntry]:
+    """Entries of a tokens file: TOML ``[[tokens]]`` tables, or ``name scope sha256`` lines."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError:
+        data = None
+    if data is not None:
+        tables = data.get("tokens", [])
+        if set(data) - {"tokens"} or not isinstance(tables, list):
+            raise ConfigError(f"{where}: expected only [[tokens]] tables")
+        entries = []
+        for index, table in enumerate(tables):
+            key = f"{where}: tokens[{index}]"
+            if not isinstance(table, dict) or set(table) != {"name", "scope", "sha256"}:
+                raise ConfigError(f"{key} must have exactly name, scope and sha256")
+            entries.append(_entry(table["name"], table["scope"], table["sha256"], key))
+        return entries
+    entries = []
+    for number, raw in enumerate(text.splitlines(), start=1):
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        parts = line.split()
+        if len(parts) != 3:
+            raise ConfigError(f"{where}:{number}: expected 'name scope sha256'")
+        name, scope, sha256 = parts
+        entries.append(_entry(name, scope, sha256, f"{where}:{number}"))
+    return entries
+
+
+def load_tokens(tokens: Iterable[Any], tokens_file: str | Path | None) -> list[TokenEntry]:
+    """Every configured token: ``[[api.tokens]]`` entries, then the tokens file's.
+
+    Entries are ApiToken-like objects (``name``, ``scope``, ``sha256``) or mappings with those
+    keys. Duplicate names are a ConfigError (logs name the token that was used).
+    """
+    entries: list[TokenEntry] = []
+    for index, item in enumerate(tokens):
+        get = item.get if isinstance(item, Mapping) else lambda k, i=item: getattr(i, k, None)
+        entries.append(_entry(get("name"), get("scope"), get("sha256"), f"api.tokens[{index}]"))
+    if tokens_file:
+        path = Path(tokens_file)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"api.tokens_file: cannot read {path}: {exc}") from None
+        entries += parse_tokens_file(text, f"api.tokens_file ({path})")
+    seen: set[str] = set()
+    for entry in entries:
+        if entry.name in seen:
+            raise ConfigError(f"api.tokens: duplicate token name {entry.name!r}")
+        seen.add(entry.name)
+    return entries
+
+
+class TokenTable:
+    """Looks a presented token up among the configured ones in constant time."""
+
+    def __init__(self, entries: Iterable[TokenEntry]) -> None:
+        self.entries = tuple(entries)
+
+    @property
+    def enabled(self) -> bool:
+        """True when at least one token is configured (auth is off otherwise)."""
+        return bool(self.entries)
+
+    def lookup(self, token: str) -> TokenEntry | None:
+        """The entry whose hash matches ``token``, or None.
+
+        Every configured digest is compared (``hmac.compare_digest``), so the time taken does
+        not depend on which entry matched or how much of a digest did.
+        """
+        digest = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()
+        found: TokenEntry | None = None
+        for entry in self.entries:
+            if hmac.compare_digest(digest, entry.digest) and found is None:
+                found = entry
+        return found
