@@ -380,8 +380,14 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
                 import redis
 
                 r = redis.Redis.from_url(url)
-                for key in r.scan_iter("monoqbench*", count=1000):
-                    r.delete(key)
+                doomed: list[bytes] = []
+                for key in r.scan_iter("monoqbench*", count=10_000):
+                    doomed.append(key)
+                    if len(doomed) >= 10_000:  # one UNLINK per 10 000 keys, not one per key
+                        r.unlink(*doomed)
+                        doomed.clear()
+                if doomed:
+                    r.unlink(*doomed)
                 r.close()
 
         sys.stderr.write(f"monoq bench on {url} ({args.jobs} jobs)\n")
@@ -393,6 +399,60 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
     else:
         out.write(print_table(rows, url) + "\n")
     return 0
+
+
+def cmd_token(args: argparse.Namespace, out: TextIO) -> int:
+    """monoq token create: print a new bearer token once, and the config that admits it."""
+    from monoq.api.tokens import create_token, token_toml
+
+    try:
+        token, line = create_token(args.scope, name=args.name)
+    except ValueError as exc:
+        raise CommandError(f"token create: {exc}") from exc
+    if args.json:
+        name, scope, digest = line.split()
+        _dump({"token": token, "name": name, "scope": scope, "sha256": digest}, out)
+        return 0
+    out.write(f"token (shown once, keep it secret):\n  {token}\n\n")
+    out.write(f"add to config.toml:\n{token_toml(line)}\n")
+    out.write(f"or as a line of the api.tokens_file:\n  {line}\n")
+    return 0
+
+
+def cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
+    """monoq doctor: check that the configured backend is reachable and safely set up."""
+    config = _config(args)
+
+    async def main() -> list[tuple[str, str, str]]:
+        client = client_from_config(config, registry=Registry())
+        backend = client.backend
+        checks: list[tuple[str, str, str]] = []
+        try:
+            await backend.connect()
+            await backend.ping()
+            checks.append(("reachable", "ok", backend.url))
+            doctor = getattr(backend, "doctor", None)
+            if doctor is not None:
+                checks += await doctor()
+            if not backend.capabilities.shared_across_processes:
+                checks.append(("shared", "warn", ("this backend lives in one process: run every "
+                                                  "role in it, and use the HTTP API, not the CLI")))
+        except MonoqError as exc:
+            checks.append(("reachable", "error", str(exc)))
+        finally:
+            with anyio.CancelScope(shield=True):
+                await backend.aclose()
+        return checks
+
+    checks = anyio.run(main)
+    registry = Registry.discover(config.monoq.imports)
+    checks.append(("handlers", "ok" if len(registry) else "warn",
+                   ", ".join(spec.name for spec in registry) or "no handlers installed"))
+    if args.json:
+        _dump([{"check": c, "level": lvl, "message": m} for c, lvl, m in checks], out)
+    else:
+        _table([[lvl.upper(), c, m] for c, lvl, m in checks], ("LEVEL", "CHECK", "FOUND"), out)
+    return EXIT_ERROR if any(lvl == "error" for _, lvl, _ in checks) else 0
 
 
 # -- parser -------------------------------------------------------------------------------------
@@ -469,6 +529,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("handlers", parents=[common, js], help="list installed handlers")
 
+    token = sub.add_parser("token", help="API bearer tokens")
+    token_sub = token.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = token_sub.add_parser("create", parents=[js], help="create a token (printed once)")
+    p.add_argument("--scope", required=True, choices=["enqueue", "read", "admin"])
+    p.add_argument("--name", help="shown in logs; default <scope>-<hash prefix>")
+
+    sub.add_parser("doctor", parents=[common, js], help="check the backend's setup")
+
     bench = sub.add_parser("bench", parents=[common, js],
                            help="measure throughput and latency on this machine")
     bench.add_argument("--jobs", type=int, default=10_000, help="jobs per throughput run")
@@ -492,6 +560,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
         commands: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
             "job": cmd_job, "jobs": cmd_jobs, "queues": cmd_queues, "queue": cmd_queue,
             "dlq": cmd_dlq, "handlers": cmd_handlers, "bench": cmd_bench,
+            "token": cmd_token, "doctor": cmd_doctor,
         }
         return commands[args.command](args, out)
     except ConfigError as exc:

@@ -16,6 +16,7 @@ import anyio
 import anyio.abc
 import attrs
 
+from monoq import metrics
 from monoq.client import Client
 from monoq.core.models import ErrorInfo, Finish, JobState, Outcome, rfc3339
 from monoq.core.retry import RetryPolicy
@@ -141,6 +142,7 @@ class Scheduler:
             for item, ok in zip(items, applied, strict=True):
                 if ok:
                     reaped += 1
+                    metrics.lease_reclaimed(item.lease.job.queue)
                     logger.warning("job %s: lease expired on attempt %d; %s", item.lease.job_id,
                                    item.lease.job.attempt,
                                    "dead" if item.outcome is Outcome.DEAD else "will retry")

@@ -25,6 +25,7 @@ import anyio
 import anyio.abc
 import attrs
 
+from monoq import metrics
 from monoq.client import Client
 from monoq.core.codec import json_encode
 from monoq.core.models import (
@@ -232,6 +233,7 @@ class Worker:
 
     async def _execute(self, run: _Run) -> None:
         job = run.lease.job
+        metrics.job_started(job.queue, job.handler)
         started = time.perf_counter()
         try:
             finish = await self._call(run)
@@ -239,9 +241,16 @@ class Worker:
             self._running.pop(job.id, None)
             self._slot_freed.set()
         self.processed += 1
+        took = time.perf_counter() - started
+        if finish.outcome is Outcome.COMPLETED:
+            metrics.job_completed(job.queue, job.handler, took)
+        elif finish.outcome in (Outcome.RETRY, Outcome.DEAD):
+            metrics.job_failed(job.queue, job.handler, took)
+            if finish.outcome is Outcome.DEAD:
+                metrics.job_dead(job.queue, job.handler)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("job %s %s (%s attempt %d) in %.3fs", job.id, finish.outcome,
-                         job.handler, job.attempt, time.perf_counter() - started)
+                         job.handler, job.attempt, took)
         if run.lost:
             logger.warning("job %s: lease lost while running; its outcome is discarded", job.id)
             return
@@ -363,6 +372,7 @@ class Worker:
                 continue
             for item, ok in zip(batch, applied, strict=True):
                 if not ok:
+                    metrics.stale_ack()
                     logger.warning("job %s: %s refused, the lease was lost (stale token)",
                                    item.lease.job_id, item.outcome)
 

@@ -30,7 +30,12 @@ def _first_party_imports(path: Path) -> list[str]:
         if isinstance(node, ast.Import):
             names += [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            names.append(node.module)
+            # `from monoq import metrics` imports the module monoq.metrics
+            package = ROOT / Path(*node.module.split("."))
+            for alias in node.names:
+                sub = package / alias.name
+                is_module = sub.is_dir() or sub.with_suffix(".py").is_file()
+                names.append(f"{node.module}.{alias.name}" if is_module else node.module)
     return [n for n in names if n.split(".")[0] in ("monoq", "backends", "plugins")]
 
 
@@ -59,7 +64,7 @@ def test_the_checker_catches_a_bad_import(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
     bad.write_text("import monoq.worker\nfrom backends import memory\n")
     names = _first_party_imports(bad)
-    assert names == ["monoq.worker", "backends"]
+    assert names == ["monoq.worker", "backends.memory"]
     assert not _is_allowed("monoq.worker", ALLOWED["plugins"])
-    assert not _is_allowed("backends", ALLOWED["backends"])
+    assert not _is_allowed("backends.memory", ALLOWED["backends"])
     assert not _is_allowed("monoq.worker", ALLOWED["backends"])

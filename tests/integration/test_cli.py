@@ -149,3 +149,27 @@ def test_run_refuses_split_roles_on_memory(tmp_path: Path) -> None:
     )
     assert done.returncode == 2
     assert "cannot be shared" in done.stderr
+
+
+def test_token_create_prints_a_token_whose_hash_admits_it() -> None:
+    import hashlib
+
+    out = io.StringIO()
+    assert main(["token", "create", "--scope", "enqueue", "--json"], out=out) == 0
+    data = json.loads(out.getvalue())
+    assert data["scope"] == "enqueue"
+    assert hashlib.sha256(data["token"].encode()).hexdigest() == data["sha256"]
+
+
+def test_doctor_reports_a_reachable_backend(cli: Cli) -> None:
+    checks = {c["check"]: c for c in cli.json("doctor")}
+    assert checks["reachable"]["level"] == "ok"
+    assert "echo" in checks["handlers"]["message"]
+
+
+def test_doctor_fails_on_an_unreachable_backend(tmp_path: Path) -> None:
+    out = io.StringIO()
+    code = main(["doctor", "--json", "--backend", f"sqlite:///{tmp_path}/missing-dir/x/q.db"],
+                out=out)
+    assert code == 1
+    assert any(c["level"] == "error" for c in json.loads(out.getvalue()))
