@@ -179,8 +179,8 @@ class SqliteOptions:
 
     synchronous: str = "FULL"
     busy_timeout_ms: int = 5000
-    poll_interval_ms: int = 50
-    poll_max_ms: int = 500
+    poll_interval_ms: int = 5
+    poll_max_ms: int = 250
     readers: int = 2
 
     @classmethod

@@ -123,8 +123,8 @@ def test_options_defaults_and_case() -> None:
     assert opts.synchronous == "NORMAL"
     assert (opts.busy_timeout_ms, opts.poll_interval_ms, opts.poll_max_ms, opts.readers) == (
         5000,
-        50,
-        500,
+        5,
+        250,
         2,
     )
 
