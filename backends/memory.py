@@ -35,6 +35,7 @@ from monoq.core.models import (
     Outcome,
     Page,
     QueueStats,
+    Schedule,
     WorkerInfo,
 )
 from monoq.errors import ConfigError
@@ -84,6 +85,7 @@ class MemoryBackend:
         self._workers: dict[str, tuple[WorkerInfo, datetime]] = {}
         self._wake: dict[str, _Signal] = defaultdict(_Signal)
         self._changes = _Signal()
+        self._schedules: dict[str, Schedule] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -414,10 +416,7 @@ class MemoryBackend:
             and (queue is None or row.job.queue == queue)
         ][:limit]
         for job in victims:
-            del self._rows[job.id]
-            self._attempts.pop(job.id, None)
-            if job.idempotency_key is not None:
-                self._keys.pop((job.queue, job.idempotency_key), None)
+            self._forget(job.id)
         return len(victims)
 
     # -- inspection and admin -------------------------------------------------------------------
@@ -443,6 +442,7 @@ class MemoryBackend:
         handler: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        schedule_id: str | None = None,
     ) -> Page:
         """Newest first with cursor; see ``Backend.list_jobs``."""
         wanted = None if states is None else set(states)
@@ -456,6 +456,8 @@ class MemoryBackend:
             if wanted is not None and job.state not in wanted:
                 continue
             if handler is not None and job.handler != handler:
+                continue
+            if schedule_id is not None and job.schedule_id != schedule_id:
                 continue
             matches.append(job)
             if len(matches) > limit:
@@ -522,6 +524,51 @@ class MemoryBackend:
             self._paused.discard(queue)
             self._wake[queue].fire()
         self._queues.add(queue)
+
+    # -- schedules ------------------------------------------------------------------------------
+
+    async def put_schedule(self, schedule: Schedule) -> None:
+        """Insert or replace a schedule."""
+        self._schedules[schedule.id] = schedule
+        self._changes.fire()
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        """The schedule or None."""
+        return self._schedules.get(schedule_id)
+
+    async def list_schedules(self) -> list[Schedule]:
+        """Every schedule, by id."""
+        return [self._schedules[key] for key in sorted(self._schedules)]
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        """Delete a schedule; its runs stay."""
+        return self._schedules.pop(schedule_id, None) is not None
+
+    async def advance_schedule(self, schedule_id: str, fire_at: datetime) -> bool:
+        """Move ``last_fire_at`` forward."""
+        current = self._schedules.get(schedule_id)
+        if current is None or (current.last_fire_at is not None
+                               and current.last_fire_at >= fire_at):
+            return False
+        self._schedules[schedule_id] = attrs.evolve(current, last_fire_at=fire_at)
+        return True
+
+    async def purge_schedule_runs(self, schedule_id: str, *, keep: int, limit: int = 1000
+                                  ) -> int:
+        """Delete terminal runs beyond the newest ``keep``."""
+        runs = sorted((job_id for job_id, row in self._rows.items()
+                       if row.job.schedule_id == schedule_id), reverse=True)
+        victims = [job_id for job_id in runs[keep:]
+                   if self._rows[job_id].job.state in TERMINAL_STATES][:limit]
+        for job_id in victims:
+            self._forget(job_id)
+        return len(victims)
+
+    def _forget(self, job_id: str) -> None:
+        job = self._rows.pop(job_id).job
+        self._attempts.pop(job_id, None)
+        if job.idempotency_key is not None:
+            self._keys.pop((job.queue, job.idempotency_key), None)
 
     # -- workers --------------------------------------------------------------------------------
 

@@ -30,6 +30,7 @@ from monoq.core.models import (
     NewJob,
     Page,
     QueueStats,
+    Schedule,
     WorkerInfo,
 )
 
@@ -196,8 +197,11 @@ class Backend(Protocol):
         handler: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        schedule_id: str | None = None,
     ) -> Page:
         """Jobs matching every given filter, newest first (descending id).
+
+        ``schedule_id`` selects the runs of one schedule.
 
         ``cursor`` is the ``next_cursor`` of the previous page; the next page holds the jobs
         with ids below it. ``next_cursor`` is None on the last page.
@@ -230,6 +234,43 @@ class Backend(Protocol):
 
     async def set_paused(self, queue: str, paused: bool) -> None:
         """Pause (claims skip the queue) or resume a queue. Enqueue still works when paused."""
+        ...
+
+    # -- schedules ----------------------------------------------------------------------------
+
+    async def put_schedule(self, schedule: Schedule) -> None:
+        """Insert or replace the schedule with ``schedule.id``: every field is stored as given,
+        ``last_fire_at`` included (callers that edit a definition carry it over)."""
+        ...
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        """The schedule, or None."""
+        ...
+
+    async def list_schedules(self) -> list[Schedule]:
+        """Every schedule, enabled or not, by id."""
+        ...
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        """Delete a schedule; its runs stay (they keep their ``schedule_id``). False if absent."""
+        ...
+
+    async def advance_schedule(self, schedule_id: str, fire_at: datetime) -> bool:
+        """Set ``last_fire_at = fire_at`` if it is later than the stored one, atomically.
+
+        Answers whether it moved; safe for several schedulers (the latest fire time wins).
+        False for an unknown schedule.
+        """
+        ...
+
+    async def purge_schedule_runs(self, schedule_id: str, *, keep: int, limit: int = 1000
+                                  ) -> int:
+        """Delete the schedule's terminal runs that are not among its ``keep`` newest runs.
+
+        The newest ``keep`` jobs with this ``schedule_id`` (any state) are kept; of the older
+        ones, up to ``limit`` terminal jobs are deleted with their attempts and idempotency keys.
+        Answers how many were deleted.
+        """
         ...
 
     # -- workers ------------------------------------------------------------------------------

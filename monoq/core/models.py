@@ -359,3 +359,76 @@ class WorkerInfo:
             "started_at": rfc3339(self.started_at),
             "last_seen": rfc3339(self.last_seen),
         }
+
+
+class OverlapPolicy(enum.StrEnum):
+    """What a schedule does when its previous run has not finished at fire time."""
+
+    ALLOW = "allow"  # fire anyway
+    SKIP = "skip"  # skip this fire
+
+
+class MisfirePolicy(enum.StrEnum):
+    """What a schedule does about fire times missed while no scheduler ran."""
+
+    SKIP = "skip"  # forget them; fire again at the next fire time
+    ONCE = "once"  # fire one catch-up run (for the latest missed time), never a burst
+
+
+SCHEDULE_ORIGINS: Final = ("config", "api")
+
+
+@attrs.frozen
+class Schedule:
+    """A recurring job: a cron expression or a fixed interval, and the job it enqueues.
+
+    ``last_fire_at`` is the newest fire time (UTC) already handled, fired or skipped; schedulers
+    advance it after each fire so that a restart neither repeats nor bursts. ``origin`` tells
+    whether ``config.toml`` owns the schedule (config sync disables it when it leaves the file)
+    or it was made over the API or CLI.
+    """
+
+    id: str
+    handler: str
+    cron: str | None = None  # 5 fields, or 6 with seconds first
+    every: float | None = None  # seconds; exactly one of cron and every is set
+    timezone: str = "UTC"  # IANA name
+    payload_json: bytes = b"null"
+    queue: str = DEFAULT_QUEUE
+    priority: int = DEFAULT_PRIORITY
+    max_retries: int | None = None  # None: the handler's or config's default
+    timeout: float | None = None
+    enabled: bool = True
+    overlap: OverlapPolicy = OverlapPolicy.ALLOW
+    misfire: MisfirePolicy = MisfirePolicy.SKIP
+    origin: str = "api"
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    last_fire_at: datetime | None = None
+
+    @property
+    def payload(self) -> Any:
+        """The payload of each run, decoded from JSON."""
+        return json_decode(self.payload_json)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for the API and ``--json`` output."""
+        return {
+            "id": self.id,
+            "handler": self.handler,
+            "cron": self.cron,
+            "every": self.every,
+            "timezone": self.timezone,
+            "payload": self.payload,
+            "queue": self.queue,
+            "priority": self.priority,
+            "max_retries": self.max_retries,
+            "timeout": self.timeout,
+            "enabled": self.enabled,
+            "overlap": str(self.overlap),
+            "misfire": str(self.misfire),
+            "origin": self.origin,
+            "created_at": rfc3339(self.created_at),
+            "updated_at": rfc3339(self.updated_at),
+            "last_fire_at": rfc3339(self.last_fire_at),
+        }
