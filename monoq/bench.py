@@ -8,6 +8,7 @@ same writes) so the table shows what monoq's own overhead costs.
 
 from __future__ import annotations
 
+import json
 import os
 import resource
 import statistics
@@ -196,6 +197,8 @@ class Bench:
     async def latency_cross_process(self, client: Client, samples: int = 200) -> None:
         """Enqueue-to-start with an idle ``monoq run --roles worker`` child process."""
         env = {**os.environ, "MONOQ_MONOQ_IMPORTS": __name__, "MONOQ_MONOQ_LOG_LEVEL": "WARNING"}
+        if self.options:  # e.g. the key_prefix: the child must look where this client writes
+            env["MONOQ_BACKEND_OPTIONS"] = json.dumps(dict(self.options))
         child = subprocess.Popen(  # noqa: ASYNC220 - started once, not on the loop's hot path
             [sys.executable, "-m", "monoq", "run", "--roles", "worker", "--backend", self.url],
             env=env,
@@ -216,6 +219,59 @@ class Bench:
         self.add("enqueue-to-start p50, across processes", statistics.median(lat), "ms")
         self.add("enqueue-to-start p99, across processes", _pct(lat, 0.99), "ms")
 
+    async def backlog(self, client: Client, deep: int = 1_000_000, shallow: int = 1000,
+                      take: int = 1000, batch: int = 10) -> None:
+        """Redis only: claim+finish latency behind a deep vs a shallow backlog; memory per job.
+
+        For each depth the queue is filled in 1000-job calls with 100-byte payloads (a JSON
+        string of 98 characters), then ``take`` jobs are claimed and finished ``batch`` at a
+        time, as a worker with that prefetch would. Redis's ``used_memory`` before and after the
+        deep fill gives the memory one queued job costs.
+        """
+        import redis.asyncio as aioredis
+
+        from monoq.core.models import Finish, Outcome
+
+        r = aioredis.Redis.from_url(self.url)
+        payload = "x" * 98  # 100 bytes once JSON-encoded
+        try:
+            for depth in (shallow, deep):
+                if self.fresh is not None:
+                    self.fresh()
+                before = int((await r.info("memory"))["used_memory"])
+                started = time.perf_counter()
+                for first in range(0, depth, 1000):
+                    count = min(1000, depth - first)
+                    await client.enqueue_many(
+                        [{"handler": "monoq.bench.noop", "payload": payload}] * count)
+                filled = time.perf_counter() - started
+                used = int((await r.info("memory"))["used_memory"]) - before
+                lat: list[float] = []
+                for _ in range(take // batch):
+                    t0 = time.perf_counter()
+                    leases = await client.backend.claim(
+                        ["default"], limit=batch, lease_for=timedelta(seconds=60),
+                        worker_id="bench-backlog", now=client.clock())
+                    applied = await client.backend.finish(
+                        [Finish(lease, Outcome.COMPLETED, result_json=b"null")
+                         for lease in leases], now=client.clock())
+                    lat.append((time.perf_counter() - t0) * 1000)
+                    if len(leases) != batch or not all(applied):
+                        raise RuntimeError(f"backlog {depth}: claimed {len(leases)} of {batch}")
+                label = f"{depth:,} queued"
+                if depth == deep:
+                    self.add(f"batch enqueue up to {label} (1000 per call)",
+                             _rate(depth, filled), "jobs/s")
+                    self.add("Redis memory per queued job (100-byte payload)", used / depth,
+                             "bytes", f"(used_memory delta / {depth:,})")
+                self.add(f"claim+finish {take} jobs, {batch} per claim, {label}", sum(lat),
+                         "ms", f"(p50 {statistics.median(lat):.2f} ms, "
+                               f"p99 {_pct(lat, 0.99):.2f} ms per batch)")
+        finally:
+            await r.aclose()
+            if self.fresh is not None:
+                self.fresh()  # give the deep backlog's memory back
+
     async def run(self, sections: set[str]) -> list[Row]:
         """Run the chosen sections in order; answers the table."""
         shared = open_backend(self.url, self.options).capabilities.shared_across_processes
@@ -229,6 +285,9 @@ class Bench:
         ]
         if shared:
             plan.append(("latency", self.latency_cross_process))
+        if self.url.split("://", 1)[0] in ("redis", "rediss", "unix"):
+            # Not a default section: it queues 1 000 000 jobs (about a minute, ~1.4 GB of Redis).
+            plan.append(("backlog", self.backlog))
         for section, body in plan:
             if section in sections:
                 await self._with_client(body)

@@ -25,21 +25,31 @@ from monoq.backends.redis import RedisBackend
 
 
 class RedisServer:
-    """A ``redis-server`` child process listening on a Unix socket only.
+    """A ``redis-server`` child process listening on a Unix socket only, or with ``port`` on
+    that TCP port of 127.0.0.1 only (for ``monoq`` processes, whose URL schemes are ``redis://``
+    and ``rediss://``: a Unix socket is not reachable through them).
 
     ``stop()`` and ``start()`` may be called again on the same socket path (outage tests).
     """
 
-    def __init__(self, binary: str, directory: Path) -> None:
+    def __init__(self, binary: str, directory: Path, port: int | None = None) -> None:
         self.binary = binary
         self.directory = directory
         self.socket = directory / "redis.sock"
+        self.port = port
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         """The URL backends connect with (database 0)."""
+        if self.port is not None:
+            return f"redis://127.0.0.1:{self.port}/0"
         return f"unix://{self.socket}?db=0"
+
+    def _listen_args(self) -> list[str]:
+        if self.port is not None:
+            return ["--port", str(self.port), "--bind", "127.0.0.1"]
+        return ["--port", "0", "--unixsocket", str(self.socket), "--unixsocketperm", "700"]
 
     def start(self, timeout: float = 10.0) -> None:
         """Start the server and return once it answers PING."""
@@ -47,12 +57,7 @@ class RedisServer:
         self.process = subprocess.Popen(
             [
                 self.binary,
-                "--port",
-                "0",
-                "--unixsocket",
-                str(self.socket),
-                "--unixsocketperm",
-                "700",
+                *self._listen_args(),
                 "--save",
                 "",
                 "--appendonly",
@@ -72,12 +77,14 @@ class RedisServer:
                 return
             time.sleep(0.02)
         self.stop()
-        raise RuntimeError(f"redis-server did not answer on {self.socket} within {timeout}s")
+        raise RuntimeError(f"redis-server did not answer on {self.url} within {timeout}s")
 
     def _answers(self) -> bool:
-        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as sock:
+        family = socket.AF_UNIX if self.port is None else socket.AF_INET
+        address = str(self.socket) if self.port is None else ("127.0.0.1", self.port)
+        with contextlib.suppress(OSError), socket.socket(family) as sock:
             sock.settimeout(1.0)
-            sock.connect(str(self.socket))
+            sock.connect(address)
             sock.sendall(b"PING\r\n")
             return sock.recv(16).startswith(b"+PONG")
         return False
@@ -97,8 +104,19 @@ class RedisServer:
             process.stderr.close()
 
 
-def start_redis_server() -> RedisServer:
-    """Start a private redis-server; skip the test (fail under CI) when there is none."""
+def free_tcp_port() -> int:
+    """A TCP port of 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def start_redis_server(*, tcp: bool = False) -> RedisServer:
+    """Start a private redis-server; skip the test (fail under CI) when there is none.
+
+    ``tcp``: listen on a free loopback TCP port instead of a Unix socket.
+    """
     binary = shutil.which("redis-server")
     if binary is None:
         message = "redis-server is not installed (apt-get install redis-server)"
@@ -106,9 +124,21 @@ def start_redis_server() -> RedisServer:
             pytest.fail(message + "; CI must run the Redis tests", pytrace=False)
         pytest.skip(message)
     # A short directory: Unix socket paths are limited to ~104 bytes.
-    server = RedisServer(binary, Path(tempfile.mkdtemp(prefix="monoq-redis-")))
-    server.start()
-    return server
+    directory = Path(tempfile.mkdtemp(prefix="monoq-redis-"))
+    if not tcp:
+        server = RedisServer(binary, directory)
+        server.start()
+        return server
+    for attempt in range(3):  # the free port may be taken between the probe and the bind
+        server = RedisServer(binary, directory, port=free_tcp_port())
+        try:
+            server.start()
+        except RuntimeError:
+            if attempt == 2:
+                raise
+            continue
+        return server
+    raise AssertionError("unreachable")
 
 
 @pytest.fixture(scope="session")
@@ -161,3 +191,15 @@ async def redis_backend(
 def anyio_backend() -> str:
     """monoq is an asyncio program (aiosqlite, redis.asyncio, uvicorn): no trio run."""
     return "asyncio"
+
+
+@pytest.fixture
+def tcp_redis() -> Iterator[RedisServer]:
+    """A redis-server of this test alone on a free 127.0.0.1 TCP port (``redis://`` URL), for
+    tests that start ``monoq`` processes."""
+    server = start_redis_server(tcp=True)
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.directory, ignore_errors=True)
