@@ -50,6 +50,7 @@ __all__ = [
     "MonoqConfig",
     "RetentionConfig",
     "RetryConfig",
+    "ScheduleConfig",
     "SchedulerConfig",
     "WorkerConfig",
     "config_as_dict",
@@ -397,6 +398,14 @@ class SchedulerConfig:
         duration=True,
     )
     batch_size: int = _key(1000, "Most jobs promoted, reaped or pruned per step.", min=1)
+    misfire_grace_seconds: float = _key(
+        5.0,
+        "A cron fire found this late or later counts as missed (the schedule's misfire policy "
+        "decides whether it still runs).",
+        min=0,
+        exclusive_min=True,
+        duration=True,
+    )
 
 
 @attrs.frozen
@@ -418,6 +427,9 @@ class RetentionConfig:
     )
     interval_seconds: float = _key(
         60.0, "How often the scheduler prunes.", min=0, exclusive_min=True, duration=True
+    )
+    runs_per_schedule: int = _key(
+        10, "Finished runs kept per schedule (the newest ones).", min=1, max=100000
     )
 
 
@@ -478,6 +490,107 @@ class ApiConfig:
             seen.add(token.name)
 
 
+def _every(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise TypeError
+    seconds = parse_duration(value) if isinstance(value, str) else float(value)  # type: ignore[arg-type]
+    if not 0.001 <= seconds <= 366 * 86400:
+        raise ValueError
+    return seconds
+
+
+def _cron(value: object) -> str | None:
+    from monoq.core.cron import check_cron  # croniter loads only when schedules are used
+
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise TypeError
+    return check_cron(value)
+
+
+def _timezone(value: object) -> str:
+    from monoq.core.cron import zone
+
+    if not isinstance(value, str):
+        raise TypeError
+    zone(value)
+    return value
+
+
+def _json_value(value: object) -> object:
+    json.dumps(value)  # TOML values are JSON values, except dates
+    return value
+
+
+def _optional_count(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError
+    if not 0 <= value <= 1000:
+        raise ValueError
+    return value
+
+
+def _optional_seconds(value: object) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError
+    if not 0 < value <= 604800:
+        raise ValueError
+    return float(value)
+
+
+@attrs.frozen
+class ScheduleConfig:
+    """One ``[[schedules]]`` entry: a recurring job synced into the backend at start."""
+
+    id: str = attrs.field(
+        validator=_validate_field,
+        metadata={_META: _Spec("Unique name of the schedule.", check=_name)},
+    )
+    handler: str = attrs.field(
+        validator=_validate_field,
+        metadata={_META: _Spec("Handler of each run.", check=_name)},
+    )
+    cron: str | None = _key(
+        None, "Cron expression: 5 fields, or 6 with seconds first.", convert=_cron,
+        problem="must be a cron expression of 5 fields, or 6 with seconds first",
+    )
+    every: float | None = _key(
+        None, 'Fixed interval instead of cron: seconds or a duration ("30s", "5m").',
+        convert=_every, problem="must be a duration between 1 ms and 366 days",
+    )
+    timezone: str = _key(
+        "UTC", "IANA timezone the cron expression is read in.", convert=_timezone,
+        problem="must be an IANA timezone such as UTC or Europe/Paris",
+    )
+    payload: object = _key(None, "Payload of each run (any TOML value).", convert=_json_value,
+                           problem="must be a JSON-compatible value")
+    queue: str = _key("default", "Queue of each run.", check=_name)
+    priority: int = _key(5, "Priority of each run: 0-9 or high/normal/low.", convert=_priority,
+                         problem="must be 0-9 or one of high, normal, low")
+    max_retries: int | None = _key(None, "Retries of each run; default: the handler's.",
+                                   convert=_optional_count,
+                                   problem="must be an integer between 0 and 1000")
+    timeout_seconds: float | None = _key(None, "Timeout of each run; default: the handler's.",
+                                         convert=_optional_seconds,
+                                         problem="must be a number of seconds up to 604800")
+    enabled: bool = _key(True, "Whether the schedule fires.")
+    overlap: str = _key("allow", "allow: fire even if the previous run is unfinished; skip: "
+                        "skip that fire.", check=_one_of("allow", "skip"))
+    misfire: str = _key("skip", "After downtime: skip missed fires, or fire once to catch up.",
+                        check=_one_of("skip", "once"))
+
+    def __attrs_post_init__(self) -> None:
+        if (self.cron is None) == (self.every is None):
+            raise ConfigError(f"schedules.{self.id}: give exactly one of cron and every")
+
+
 @attrs.frozen
 class Config:
     """The whole configuration: one attribute per section, plus the file it came from."""
@@ -490,6 +603,7 @@ class Config:
     scheduler: SchedulerConfig = attrs.field(factory=SchedulerConfig)
     retention: RetentionConfig = attrs.field(factory=RetentionConfig)
     api: ApiConfig = attrs.field(factory=ApiConfig)
+    schedules: tuple[ScheduleConfig, ...] = ()
     source: str | None = attrs.field(default=None, eq=False)  # the file read; None = defaults
 
     def retry_policy(self) -> RetryPolicy:
@@ -512,6 +626,7 @@ for _cls in (
     RetentionConfig,
     ApiToken,
     ApiConfig,
+    ScheduleConfig,
     Config,
 ):
     attrs.resolve_types(_cls)
@@ -524,6 +639,7 @@ _SECTIONS: Final[Mapping[str, Any]] = {
 _PREFIXES: Final[Mapping[type, str]] = {
     **{cls: name for name, cls in _SECTIONS.items()},
     ApiToken: "api.tokens",
+    ScheduleConfig: "schedules",
 }
 
 
@@ -583,7 +699,7 @@ def _coerce(field: attrs.Attribute[Any], value: object, *, key: str, where: str,
     if spec.convert is not None:
         try:
             return spec.convert(value)
-        except (ValueError, ValidationError):
+        except (TypeError, ValueError, ValidationError):
             raise _fail(key, spec.problem, raw, where) from None
 
     if tp is bool:
@@ -848,11 +964,13 @@ def load_config(
     env = os.environ if env is None else env
     layers: list[_Layer] = []
     source: str | None = None
+    schedules: tuple[ScheduleConfig, ...] = ()
     located = _locate(path, env)
     if located is not None:
         file_path, named_by = located
         data = _read_toml(file_path, named_by)
         source = os.fspath(file_path)
+        schedules = _schedules(data.pop("schedules", []), f" (in {file_path})")
         layers.append(_file_layer(data, f" (in {file_path})"))
     layers.append(_source_env_layer(env))
     layers.append(_monoq_env_layer(env))
@@ -873,7 +991,21 @@ def load_config(
             for name, v in merged.get(section, {}).items()
         }
         sections[section] = cls(**kwargs)
-    return Config(**sections, source=source)
+    return Config(**sections, schedules=schedules, source=source)
+
+
+def _schedules(value: object, where: str) -> tuple[ScheduleConfig, ...]:
+    """``[[schedules]]`` tables; ids must be unique."""
+    if not isinstance(value, list):
+        raise _fail("schedules", "must be an array of tables ([[schedules]])", value, where)
+    items = tuple(_build(ScheduleConfig, item, f"schedules[{i}]", where)
+                  for i, item in enumerate(value))
+    seen: set[str] = set()
+    for item in items:
+        if item.id in seen:
+            raise ConfigError(f"schedules: duplicate schedule id {item.id!r}{where}")
+        seen.add(item.id)
+    return items
 
 
 def _plain(value: object) -> Any:
@@ -892,7 +1024,10 @@ def config_as_dict(config: Config) -> dict[str, Any]:
 
     ``source`` is not included. Loading the result as overrides gives an equal Config.
     """
-    return {section: _plain(getattr(config, section)) for section in _SECTIONS}
+    data = {section: _plain(getattr(config, section)) for section in _SECTIONS}
+    if config.schedules:
+        data["schedules"] = _plain(config.schedules)
+    return data
 
 
 @attrs.frozen

@@ -18,9 +18,21 @@ import attrs
 
 from monoq import metrics
 from monoq.client import Client
-from monoq.core.models import ErrorInfo, Finish, JobState, Outcome, rfc3339
+from monoq.core.cron import fire_key, latest_fire, next_fire, validate_schedule
+from monoq.core.models import (
+    TERMINAL_STATES,
+    ErrorInfo,
+    Finish,
+    JobState,
+    MisfirePolicy,
+    Outcome,
+    OverlapPolicy,
+    Schedule,
+    rfc3339,
+)
 from monoq.core.retry import RetryPolicy
 from monoq.errors import BackendError
+from monoq.errors import ValidationError as MonoqValidationError
 
 logger = logging.getLogger(__name__)
 
@@ -43,6 +55,10 @@ class SchedulerSettings:
     batch_size: int = 1000
     retention: Mapping[JobState, timedelta] = attrs.Factory(_default_retention)
     retention_interval: timedelta = timedelta(seconds=60)
+    misfire_grace: timedelta = timedelta(seconds=5)
+    runs_per_schedule: int = 10
+    # The [[schedules]] of config.toml, synced at start; None leaves stored schedules alone.
+    config_schedules: tuple[Schedule, ...] | None = None
 
 
 @attrs.frozen
@@ -53,6 +69,21 @@ class TickReport:
     reaped: int
     purged: int
     next_at: datetime
+    fired: int = 0
+
+
+@attrs.frozen
+class SyncReport:
+    """What a config sync changed, by schedule id."""
+
+    added: tuple[str, ...] = ()
+    updated: tuple[str, ...] = ()
+    disabled: tuple[str, ...] = ()
+
+
+def _definition(schedule: Schedule) -> Schedule:
+    """The schedule without its bookkeeping, to tell whether a definition changed."""
+    return attrs.evolve(schedule, created_at=None, updated_at=None, last_fire_at=None)
 
 
 class Scheduler:
@@ -79,6 +110,15 @@ class Scheduler:
         logger.info("scheduler started")
         task_status.started()
         backoff = 0.1
+        if self.settings.config_schedules is not None:
+            while not self._stopping.is_set():
+                try:
+                    await self.sync(self.settings.config_schedules, self.clock())
+                    break
+                except BackendError as exc:
+                    logger.warning("schedule sync failed (%s); retrying in %.1fs", exc, backoff)
+                    await anyio.sleep(backoff)
+                    backoff = min(backoff * 2, 10.0)
         while not self._stopping.is_set():
             try:
                 report = await self.tick(self.clock())
@@ -109,13 +149,122 @@ class Scheduler:
             if n < settings.batch_size:
                 break
         reaped = await self._reap(now)
+        schedules = [s for s in await self.backend.list_schedules() if s.enabled]
+        fired = 0
+        next_fires: list[datetime] = []
+        for schedule in schedules:
+            try:
+                did_fire, upcoming = await self._fire(schedule, now)
+            except (ValueError, MonoqValidationError) as exc:
+                logger.error("schedule %s is invalid and does not fire: %s", schedule.id, exc)
+                continue
+            fired += did_fire
+            next_fires.append(upcoming)
         purged = 0
         if self._next_purge is None or now >= self._next_purge:
-            purged = await self._purge(now)
+            purged = await self._purge(now, [s.id for s in await self.backend.list_schedules()])
             self._next_purge = now + settings.retention_interval
-        if promoted or reaped:
-            logger.debug("scheduler: promoted %d, reaped %d", promoted, reaped)
-        return TickReport(promoted, reaped, purged, await self._next_at(now))
+        if promoted or reaped or fired:
+            logger.debug("scheduler: promoted %d, reaped %d, fired %d", promoted, reaped, fired)
+        next_at = await self._next_at(now)
+        return TickReport(promoted, reaped, purged, min([next_at, *next_fires]), fired)
+
+    # -- schedules ------------------------------------------------------------------------------
+
+    async def _fire(self, schedule: Schedule, now: datetime) -> tuple[bool, datetime]:
+        """Enqueue the schedule's due fire, if any; answers (fired, next fire time).
+
+        The fire time considered is the latest one at or before ``now`` that is newer than
+        ``last_fire_at`` (and not before the schedule was created). Fired late by more than the
+        misfire grace, it runs only with ``misfire = once``; older missed fire times are never
+        run, so downtime yields at most one catch-up run. ``overlap = skip`` skips a fire while
+        an earlier run is unfinished. Each fire uses the key ``cron:<id>:<fire time>``, so
+        schedulers racing on the same fire enqueue one job.
+        """
+        validate_schedule(schedule)
+        upcoming = next_fire(schedule, now)
+        due = latest_fire(schedule, now)
+        if due is None:
+            return False, upcoming
+        handled = schedule.last_fire_at
+        if handled is None and schedule.created_at is not None:
+            handled = schedule.created_at - timedelta(milliseconds=1)
+        if handled is not None and due <= handled:
+            return False, upcoming
+        late = now - due > self.settings.misfire_grace
+        run = not late or schedule.misfire is MisfirePolicy.ONCE
+        if run and schedule.overlap is OverlapPolicy.SKIP:
+            unfinished = await self.backend.list_jobs(
+                schedule_id=schedule.id, states=set(JobState) - TERMINAL_STATES, limit=1)
+            if unfinished.jobs:
+                logger.info("schedule %s: skipping the fire of %s, run %s is unfinished",
+                            schedule.id, rfc3339(due), unfinished.jobs[0].id)
+                run = False
+        fired = False
+        if run:
+            answer = await self.client.submit(
+                schedule.handler, schedule.payload, queue=schedule.queue,
+                priority=schedule.priority, max_retries=schedule.max_retries,
+                timeout=schedule.timeout, idempotency_key=fire_key(schedule.id, due),
+                schedule_id=schedule.id,
+            )
+            fired = answer.created
+            if fired:
+                logger.info("schedule %s fired for %s%s: job %s", schedule.id, rfc3339(due),
+                            " (late, catching up once)" if late else "", answer.job.id)
+        elif late:
+            logger.info("schedule %s: missed the fire of %s; misfire policy is skip",
+                        schedule.id, rfc3339(due))
+        await self.backend.advance_schedule(schedule.id, due)
+        return fired, upcoming
+
+    async def trigger(self, schedule: Schedule) -> str:
+        """Run a schedule now, outside its timetable; answers the job id."""
+        job = await self.client.enqueue(
+            schedule.handler, schedule.payload, queue=schedule.queue,
+            priority=schedule.priority, max_retries=schedule.max_retries,
+            timeout=schedule.timeout, schedule_id=schedule.id,
+        )
+        return job.id
+
+    async def sync(self, wanted: tuple[Schedule, ...], now: datetime) -> SyncReport:
+        """Make the stored schedules match the config's ``[[schedules]]``.
+
+        New ones are added, changed ones updated (their fire history kept), and schedules that
+        came from the config but are no longer in it are disabled, not deleted, so their runs
+        stay visible. Schedules made over the API or CLI are left alone unless the config
+        defines the same id, in which case the config takes it over.
+        """
+        stored = {s.id: s for s in await self.backend.list_schedules()}
+        added: list[str] = []
+        updated: list[str] = []
+        disabled: list[str] = []
+        for schedule in wanted:
+            validate_schedule(schedule)
+            current = stored.get(schedule.id)
+            target = attrs.evolve(schedule, origin="config")
+            if current is None:
+                await self.backend.put_schedule(
+                    attrs.evolve(target, created_at=now, updated_at=now, last_fire_at=None))
+                added.append(schedule.id)
+            elif _definition(current) != _definition(target):
+                if current.origin != "config":
+                    logger.warning("schedule %s: config.toml takes over a schedule made over "
+                                   "the API", schedule.id)
+                await self.backend.put_schedule(attrs.evolve(
+                    target, created_at=current.created_at, updated_at=now,
+                    last_fire_at=current.last_fire_at))
+                updated.append(schedule.id)
+        names = {s.id for s in wanted}
+        for current in stored.values():
+            if current.origin == "config" and current.id not in names and current.enabled:
+                await self.backend.put_schedule(attrs.evolve(current, enabled=False,
+                                                             updated_at=now))
+                disabled.append(current.id)
+        if added or updated or disabled:
+            logger.info("schedules synced from config: added %s, updated %s, disabled %s",
+                        added or "none", updated or "none", disabled or "none")
+        return SyncReport(tuple(added), tuple(updated), tuple(disabled))
 
     async def _reap(self, now: datetime) -> int:
         """End every lease that expired more than the margin ago as a failed attempt."""
@@ -149,8 +298,16 @@ class Scheduler:
             if len(expired) < settings.batch_size:
                 return reaped
 
-    async def _purge(self, now: datetime) -> int:
+    async def _purge(self, now: datetime, schedule_ids: list[str]) -> int:
         purged = 0
+        for schedule_id in schedule_ids:
+            while True:
+                n = await self.backend.purge_schedule_runs(
+                    schedule_id, keep=self.settings.runs_per_schedule,
+                    limit=self.settings.batch_size)
+                purged += n
+                if n < self.settings.batch_size:
+                    break
         for state, keep in self.settings.retention.items():
             while True:
                 n = await self.backend.purge(states={state}, finished_before=now - keep,

@@ -19,8 +19,9 @@ import anyio
 import anyio.abc
 
 from monoq.client import Client, client_from_config
-from monoq.config import Config
-from monoq.core.models import JobState
+from monoq.config import Config, ScheduleConfig
+from monoq.core.codec import json_encode
+from monoq.core.models import JobState, MisfirePolicy, OverlapPolicy, Schedule
 from monoq.errors import BackendError, BackendNotShared
 from monoq.registry import Registry
 from monoq.scheduler import Scheduler, SchedulerSettings
@@ -71,6 +72,29 @@ def scheduler_settings(config: Config) -> SchedulerSettings:
             JobState.CANCELLED: timedelta(seconds=r.cancelled_seconds),
         },
         retention_interval=timedelta(seconds=r.interval_seconds),
+        misfire_grace=timedelta(seconds=s.misfire_grace_seconds),
+        runs_per_schedule=r.runs_per_schedule,
+        config_schedules=tuple(schedule_from_config(item) for item in config.schedules),
+    )
+
+
+def schedule_from_config(item: ScheduleConfig) -> Schedule:
+    """A ``[[schedules]]`` entry as the Schedule the backend stores (origin ``config``)."""
+    return Schedule(
+        id=item.id,
+        handler=item.handler,
+        cron=item.cron,
+        every=item.every,
+        timezone=item.timezone,
+        payload_json=json_encode(item.payload),
+        queue=item.queue,
+        priority=item.priority,
+        max_retries=item.max_retries,
+        timeout=item.timeout_seconds,
+        enabled=item.enabled,
+        overlap=OverlapPolicy(item.overlap),
+        misfire=MisfirePolicy(item.misfire),
+        origin="config",
     )
 
 

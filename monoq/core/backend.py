@@ -149,7 +149,8 @@ class Backend(Protocol):
 
     async def wait_for_changes(self, *, timeout: float) -> None:
         """Return when ``next_wakeup`` may have moved earlier (a delayed enqueue, a retry, a
-        claim), or after ``timeout`` seconds. Returning early is allowed."""
+        claim) or a schedule was put, or after ``timeout`` seconds. Returning early is allowed;
+        across processes a backend may notice schedule changes only at the timeout."""
         ...
 
     async def expired_leases(self, *, now: datetime, limit: int) -> list[Lease]:
