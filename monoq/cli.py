@@ -401,6 +401,68 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_schedules(args: argparse.Namespace, out: TextIO) -> int:
+    """monoq schedules list|add|remove|enable|disable|trigger|runs."""
+    from monoq.client import run_to_dict
+
+    async def main() -> int:
+        async with _client(args) as client:
+            action = args.action
+            if action == "list":
+                rows = [await client.schedule_status(s) for s in await client.list_schedules()]
+                if args.json:
+                    _dump(rows, out)
+                    return 0
+                _table([[r["id"], r["cron"] or f"every {r['every']:g}s", r["timezone"],
+                         r["handler"], "yes" if r["enabled"] else "no", r["next_fire_at"] or "",
+                         (r["last_success"] or {}).get("finished_at") or "",
+                         (r["last_failure"] or {}).get("finished_at") or ""] for r in rows],
+                       ("ID", "WHEN", "TZ", "HANDLER", "ENABLED", "NEXT", "LAST SUCCESS",
+                        "LAST FAILURE"), out)
+                return 0
+            if action == "add":
+                body: dict[str, Any] = {"id": args.id, "handler": args.handler}
+                for name in ("cron", "every", "timezone", "queue", "priority", "max_retries",
+                             "timeout", "overlap", "misfire"):
+                    value = getattr(args, name)
+                    if value is not None:
+                        body[name] = value
+                if args.payload is not None:
+                    body["payload"] = _payload(args.payload)
+                body["enabled"] = not args.disabled
+                schedule = await client.put_schedule(client.build_schedule(body))
+                result: Any = await client.schedule_status(schedule)
+            elif action == "remove":
+                await client.delete_schedule(args.id)
+                result = {"id": args.id, "removed": True}
+            elif action in ("enable", "disable"):
+                schedule = await client.set_schedule_enabled(args.id, action == "enable")
+                result = schedule.to_dict()
+            elif action == "trigger":
+                result = (await client.trigger_schedule(args.id)).to_dict()
+            else:  # runs
+                page = await client.schedule_runs(args.id, limit=args.limit)
+                runs = [run_to_dict(job) for job in page.jobs]
+                if args.json:
+                    _dump({"runs": runs, "next_cursor": page.next_cursor}, out)
+                else:
+                    _table([[r["job_id"], r["fire_time"] or "(triggered)", r["state"],
+                             "" if r["duration"] is None else f"{r['duration']:.3f}s",
+                             r["error"] or ""] for r in runs],
+                           ("JOB", "FIRE TIME", "STATE", "TOOK", "ERROR"), out)
+                return 0
+        if args.json:
+            _dump(result, out)
+        elif action == "trigger":
+            out.write(f"{result['id']} {result['state']}\n")
+        else:
+            out.write(f"{args.id} {action.removesuffix('e')}ed\n" if action != "add"
+                      else f"{args.id} saved; next fire {result['next_fire_at']}\n")
+        return 0
+
+    return _run_async(main)
+
+
 def cmd_token(args: argparse.Namespace, out: TextIO) -> int:
     """monoq token create: print a new bearer token once, and the config that admits it."""
     from monoq.api.tokens import create_token, token_toml
@@ -529,6 +591,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("handlers", parents=[common, js], help="list installed handlers")
 
+    schedules = sub.add_parser("schedules", help="cron schedules")
+    sched_sub = schedules.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sched_sub.add_parser("list", parents=[common, js], help="schedules, next and last runs")
+    p = sched_sub.add_parser("add", parents=[common, js], help="add or replace a schedule")
+    p.add_argument("id")
+    p.add_argument("--handler", required=True)
+    when = p.add_mutually_exclusive_group(required=True)
+    when.add_argument("--cron", help='5 fields, or 6 with seconds first ("0 3 * * *")')
+    when.add_argument("--every", help='a fixed interval ("30s", "5m", or seconds)')
+    p.add_argument("--timezone", help="IANA name the cron expression is read in (default UTC)")
+    p.add_argument("--payload", help="JSON payload of each run")
+    p.add_argument("--queue")
+    p.add_argument("--priority", help="0-9 or high/normal/low")
+    p.add_argument("--max-retries", type=int)
+    p.add_argument("--timeout", type=float, help="seconds")
+    p.add_argument("--overlap", choices=["allow", "skip"])
+    p.add_argument("--misfire", choices=["skip", "once"])
+    p.add_argument("--disabled", action="store_true", help="store it without firing")
+    for action, text in (("remove", "delete a schedule (its runs stay)"),
+                         ("enable", "let a schedule fire"), ("disable", "stop a schedule firing"),
+                         ("trigger", "run a schedule once now")):
+        p = sched_sub.add_parser(action, parents=[common, js], help=text)
+        p.add_argument("id")
+    p = sched_sub.add_parser("runs", parents=[common, js], help="a schedule's runs")
+    p.add_argument("id")
+    p.add_argument("--limit", type=int, default=10)
+
     token = sub.add_parser("token", help="API bearer tokens")
     token_sub = token.add_subparsers(dest="action", required=True, metavar="ACTION")
     p = token_sub.add_parser("create", parents=[js], help="create a token (printed once)")
@@ -560,7 +649,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
         commands: dict[str, Callable[[argparse.Namespace, TextIO], int]] = {
             "job": cmd_job, "jobs": cmd_jobs, "queues": cmd_queues, "queue": cmd_queue,
             "dlq": cmd_dlq, "handlers": cmd_handlers, "bench": cmd_bench,
-            "token": cmd_token, "doctor": cmd_doctor,
+            "token": cmd_token, "doctor": cmd_doctor, "schedules": cmd_schedules,
         }
         return commands[args.command](args, out)
     except ConfigError as exc:

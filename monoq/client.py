@@ -23,15 +23,20 @@ from monoq.core.ids import new_id
 from monoq.core.models import (
     DEFAULT_PRIORITY,
     DEFAULT_QUEUE,
+    TERMINAL_STATES,
     Attempt,
     Enqueued,
     Job,
     JobState,
+    MisfirePolicy,
     NewJob,
+    OverlapPolicy,
     Page,
     QueueStats,
+    Schedule,
     WorkerInfo,
     parse_priority,
+    rfc3339,
     utcnow,
     validate_key,
     validate_name,
@@ -40,6 +45,7 @@ from monoq.errors import (
     Conflict,
     HandlerNotFound,
     JobNotFound,
+    ScheduleNotFound,
     SerializationError,
     ValidationError,
     WaitTimeout,
@@ -54,6 +60,10 @@ if TYPE_CHECKING:
 MAX_DELAY: Final = timedelta(days=3650)
 MAX_TIMEOUT: Final = 7 * 86400.0
 MAX_RETRIES: Final = 1000
+SCHEDULE_FIELDS: Final = frozenset(
+    {"id", "handler", "cron", "every", "timezone", "payload", "queue", "priority", "max_retries",
+     "timeout", "enabled", "overlap", "misfire"}
+)
 SUBMIT_FIELDS: Final = frozenset(
     {"handler", "name", "payload", "queue", "priority", "delay", "run_at", "max_retries",
      "timeout", "idempotency_key"}
@@ -325,6 +335,169 @@ class Client:
             raise Conflict(f"job {job_id} is {job.state}; only dead or cancelled jobs can be retried")
         return job
 
+    # -- schedules ------------------------------------------------------------------------------
+
+    def build_schedule(self, data: Mapping[str, Any], *, base: Schedule | None = None
+                       ) -> Schedule:
+        """A validated Schedule from a JSON body; with ``base``, a partial update of it.
+
+        ``every`` takes seconds or a duration ("30s"); ``cron`` 5 fields or 6 with seconds
+        first. Raises ValidationError naming the schedule and the field; writes nothing.
+        """
+        from monoq.config import parse_duration
+        from monoq.core.cron import validate_schedule
+
+        if not isinstance(data, Mapping):
+            raise ValidationError("schedule", "must be a JSON object")
+        unknown = set(data) - SCHEDULE_FIELDS
+        if unknown:
+            raise ValidationError(min(unknown),
+                                  f"unknown field; allowed: {', '.join(sorted(SCHEDULE_FIELDS))}")
+        if base is not None and "id" in data and data["id"] != base.id:
+            raise ValidationError("id", "a schedule's id cannot change")
+        sid = data.get("id", base.id if base else None)
+        if sid is None:
+            raise ValidationError("id", "is required")
+        validate_name("id", sid)
+        values: dict[str, Any] = {} if base is None else attrs.asdict(base, recurse=False)
+        values["id"] = sid
+        for name in ("handler", "cron", "timezone", "queue"):
+            if name in data:
+                if data[name] is not None and not isinstance(data[name], str):
+                    raise ValidationError(name, "must be a string")
+                values[name] = data[name]
+        if "cron" in data and data["cron"] is not None and "every" not in data:
+            values["every"] = None
+        if "every" in data:
+            every = data["every"]
+            if isinstance(every, str):
+                try:
+                    every = parse_duration(every)
+                except ValueError:
+                    raise ValidationError("every", f"{every!r} is not a duration") from None
+            if every is not None:
+                every = _number("every", every, low=0.001, high=366 * 86400)
+                if "cron" not in data:
+                    values["cron"] = None
+            values["every"] = every
+        if "payload" in data:
+            try:
+                values["payload_json"] = json_encode(data["payload"])
+            except SerializationError as exc:
+                raise ValidationError("payload", str(exc)) from exc
+        if "priority" in data:
+            values["priority"] = parse_priority(data["priority"])
+        if "max_retries" in data and data["max_retries"] is not None:
+            retries = data["max_retries"]
+            if isinstance(retries, bool) or not isinstance(retries, int) or not (
+                    0 <= retries <= MAX_RETRIES):
+                raise ValidationError("max_retries", f"{retries!r} is not 0..{MAX_RETRIES}")
+            values["max_retries"] = retries
+        elif "max_retries" in data:
+            values["max_retries"] = None
+        if "timeout" in data:
+            values["timeout"] = None if data["timeout"] is None else _number(
+                "timeout", data["timeout"], low=0.001, high=MAX_TIMEOUT)
+        if "enabled" in data:
+            if not isinstance(data["enabled"], bool):
+                raise ValidationError("enabled", "must be true or false")
+            values["enabled"] = data["enabled"]
+        for name, enum in (("overlap", OverlapPolicy), ("misfire", MisfirePolicy)):
+            if name in data:
+                try:
+                    values[name] = enum(data[name])
+                except ValueError:
+                    allowed = ", ".join(e.value for e in enum)
+                    raise ValidationError(name, f"{data[name]!r} is not one of {allowed}") \
+                        from None
+        if "handler" not in values:
+            raise ValidationError("handler", "is required")
+        values.setdefault("queue", self.defaults.queue)
+        values.setdefault("priority", self.defaults.priority)
+        if self.known_handlers_only and self.registry is not None \
+                and values["handler"] not in self.registry:
+            raise HandlerNotFound(f"handler: no handler named {values['handler']!r}")
+        try:
+            schedule = Schedule(**values)
+        except TypeError as exc:
+            raise ValidationError("schedule", str(exc)) from None
+        return validate_schedule(schedule)
+
+    async def put_schedule(self, schedule: Schedule) -> Schedule:
+        """Store a schedule made over the API or CLI (origin ``api``); history is kept."""
+        from monoq.core.cron import validate_schedule
+
+        validate_schedule(schedule)
+        now = self.clock()
+        current = await self.backend.get_schedule(schedule.id)
+        stored = attrs.evolve(
+            schedule,
+            origin=current.origin if current is not None else "api",
+            created_at=current.created_at if current is not None else now,
+            updated_at=now,
+            last_fire_at=current.last_fire_at if current is not None else None,
+        )
+        await self.backend.put_schedule(stored)
+        return stored
+
+    async def get_schedule(self, schedule_id: str) -> Schedule:
+        """The schedule, or JobNotFound-like ``ScheduleNotFound``."""
+        schedule = await self.backend.get_schedule(schedule_id)
+        if schedule is None:
+            raise ScheduleNotFound(schedule_id)
+        return schedule
+
+    async def list_schedules(self) -> list[Schedule]:
+        """Every schedule, by id."""
+        return await self.backend.list_schedules()
+
+    async def delete_schedule(self, schedule_id: str) -> None:
+        """Delete a schedule (its runs stay until retention removes them)."""
+        if not await self.backend.delete_schedule(schedule_id):
+            raise ScheduleNotFound(schedule_id)
+
+    async def set_schedule_enabled(self, schedule_id: str, enabled: bool) -> Schedule:
+        """Enable or disable a schedule."""
+        current = await self.get_schedule(schedule_id)
+        updated = attrs.evolve(current, enabled=enabled, updated_at=self.clock())
+        await self.backend.put_schedule(updated)
+        return updated
+
+    async def trigger_schedule(self, schedule_id: str) -> Job:
+        """Run a schedule once now, outside its timetable."""
+        schedule = await self.get_schedule(schedule_id)
+        return await self.enqueue(
+            schedule.handler, schedule.payload, queue=schedule.queue,
+            priority=schedule.priority, max_retries=schedule.max_retries,
+            timeout=schedule.timeout, schedule_id=schedule.id,
+        )
+
+    async def schedule_runs(self, schedule_id: str, *, limit: int = 50,
+                            cursor: str | None = None) -> Page:
+        """The schedule's runs, newest first."""
+        await self.get_schedule(schedule_id)
+        return await self.backend.list_jobs(schedule_id=schedule_id, limit=limit,
+                                            cursor=cursor)
+
+    async def schedule_status(self, schedule: Schedule) -> dict[str, Any]:
+        """The schedule's JSON form plus its next fire and its last success and failure."""
+        from monoq.core.cron import next_fire
+
+        data = schedule.to_dict()
+        now = self.clock()
+        try:
+            data["next_fire_at"] = rfc3339(next_fire(schedule, now)) if schedule.enabled \
+                else None
+        except ValueError:
+            data["next_fire_at"] = None
+        for key, state in (("last_success", JobState.COMPLETED), ("last_failure", JobState.DEAD)):
+            page = await self.backend.list_jobs(schedule_id=schedule.id, states={state}, limit=1)
+            data[key] = run_to_dict(page.jobs[0]) if page.jobs else None
+        unfinished = await self.backend.list_jobs(
+            schedule_id=schedule.id, states=set(JobState) - TERMINAL_STATES, limit=1)
+        data["running"] = bool(unfinished.jobs)
+        return data
+
     async def pause(self, queue: str) -> None:
         """Stop workers claiming from ``queue`` (enqueue still works)."""
         await self.backend.set_paused(validate_name("queue", queue), True)
@@ -376,6 +549,23 @@ class Client:
             total += n
             if n < 1000:
                 return total
+
+
+def _fire_time(job: Job) -> str | None:
+    """The fire time a scheduled run carries in its key (``cron:<id>:<time>``)."""
+    key = job.idempotency_key or ""
+    prefix = f"cron:{job.schedule_id}:"
+    return key[len(prefix):] if job.schedule_id and key.startswith(prefix) else None
+
+
+def run_to_dict(job: Job) -> dict[str, Any]:
+    """One schedule run for the API and CLI: job id, fire time, state, duration."""
+    duration = None
+    if job.finished_at is not None and job.started_at is not None:
+        duration = (job.finished_at - job.started_at).total_seconds()
+    return {"job_id": job.id, "fire_time": _fire_time(job), "state": str(job.state),
+            "attempt": job.attempt, "created_at": rfc3339(job.created_at),
+            "finished_at": rfc3339(job.finished_at), "duration": duration, "error": job.error}
 
 
 def client_from_config(config: Config, *, backend: Backend | None = None,

@@ -56,6 +56,14 @@ class JobNotFound(MonoqError):
         self.job_id = job_id
 
 
+class ScheduleNotFound(MonoqError):
+    """No schedule has this id."""
+
+    def __init__(self, schedule_id: str) -> None:
+        super().__init__(f"no schedule with id {schedule_id!r}")
+        self.schedule_id = schedule_id
+
+
 class Conflict(MonoqError):
     """The job is in a state that does not allow the operation (e.g. cancel a finished job)."""
 

@@ -218,15 +218,6 @@ class Scheduler:
         await self.backend.advance_schedule(schedule.id, due)
         return fired, upcoming
 
-    async def trigger(self, schedule: Schedule) -> str:
-        """Run a schedule now, outside its timetable; answers the job id."""
-        job = await self.client.enqueue(
-            schedule.handler, schedule.payload, queue=schedule.queue,
-            priority=schedule.priority, max_retries=schedule.max_retries,
-            timeout=schedule.timeout, schedule_id=schedule.id,
-        )
-        return job.id
-
     async def sync(self, wanted: tuple[Schedule, ...], now: datetime) -> SyncReport:
         """Make the stored schedules match the config's ``[[schedules]]``.
 

@@ -194,8 +194,7 @@ async def test_retention_keeps_the_last_runs_of_each_schedule(client: Client,
 async def test_a_trigger_runs_now_outside_the_timetable(client: Client) -> None:
     schedule = every(3600)
     await client.backend.put_schedule(schedule)
-    job_id = await scheduler(client).trigger(schedule)
-    job = await client.get(job_id)
+    job = await client.trigger_schedule(schedule.id)
     assert job.schedule_id == "tick"
     assert job.state is JobState.QUEUED
     assert job.idempotency_key is None
