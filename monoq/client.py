@@ -601,6 +601,13 @@ async def connect(
         client = client_from_config(cfg)
     await client.backend.connect()
     try:
+        server_now = getattr(client.backend, "server_now", None)
+        if server_now is not None:  # delays and run_at follow the backend's clock
+            from monoq.core.clock import ServerClock
+
+            clock = ServerClock()
+            await clock.sync(server_now)
+            client.clock = clock
         yield client
     finally:
         with anyio.CancelScope(shield=True):

@@ -13,13 +13,14 @@ import logging
 import signal
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 import anyio.abc
 
 from monoq.client import Client, client_from_config
 from monoq.config import Config, ScheduleConfig
+from monoq.core.clock import ServerClock
 from monoq.core.codec import json_encode
 from monoq.core.models import JobState, MisfirePolicy, OverlapPolicy, Schedule
 from monoq.errors import BackendError, BackendNotShared
@@ -176,10 +177,13 @@ class Supervisor:
         backend = self.client.backend
         await self._connect()
         logger.info("monoq running roles %s on %s", ",".join(self.roles), backend.url)
+        server_now = getattr(backend, "server_now", None)
         try:
             async with anyio.create_task_group() as tg:
                 if self.handle_signals:
                     tg.start_soon(self._watch_signals, tg.cancel_scope)
+                if server_now is not None:
+                    await tg.start(self._sync_clock, server_now)
                 async with anyio.create_task_group() as roles:
                     for name in self.roles:
                         await roles.start(self._supervise, name)
@@ -193,6 +197,26 @@ class Supervisor:
             return EXIT_FORCED
         logger.info("monoq stopped")
         return 0
+
+    async def _sync_clock(self, server_now: Callable[[], Any], *,
+                          task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+                          ) -> None:
+        """Keep the roles on the backend's clock: measure the offset now and every minute."""
+        clock = ServerClock()
+        started = False
+        while True:
+            try:
+                offset = await clock.sync(server_now)
+                if abs(offset) > timedelta(seconds=1):
+                    logger.warning("this host's clock is %.3fs off the backend's; monoq uses "
+                                   "the backend's clock", offset.total_seconds())
+            except BackendError as exc:
+                logger.warning("could not read the backend's clock: %s", exc)
+            if not started:
+                self.client.clock = clock  # offset 0 until a sync succeeds
+                started = True
+                task_status.started()
+            await anyio.sleep(60)
 
     async def _connect(self) -> None:
         backoff = 0.5

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -276,3 +277,27 @@ def _ms(n: int) -> Any:
 @contextmanager
 def _unused() -> Iterator[Callable[[], None]]:
     yield lambda: None
+
+
+async def test_roles_follow_the_backend_clock_when_it_has_one() -> None:
+    skew = timedelta(minutes=10)
+
+    class SkewedBackend(MemoryBackend):
+        async def server_now(self) -> datetime:
+            return datetime.now(UTC) + skew
+
+    reg = registry()
+    client = Client(SkewedBackend(), registry=reg)
+    supervisor = Supervisor(fast_config(), roles=("worker", "scheduler"), client=client,
+                            registry=reg, handle_signals=False)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(supervisor.run)
+        with anyio.fail_after(5):
+            job = await client.enqueue("sleep", {"seconds": 0.2})
+            while (running := await client.get(job.id)).state is not JobState.RUNNING:
+                await anyio.sleep(0.01)
+        supervisor.stop()
+    assert running.lease_expires_at is not None
+    # the lease deadline is on the backend's clock: 10 minutes ahead of this host's
+    ahead = running.lease_expires_at - datetime.now(UTC)
+    assert skew < ahead < skew + timedelta(seconds=5)
