@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry
 
 from monoq.api.auth import ROUTE_SCOPES, require_scope, route_scope
 from monoq.api.metrics import ApiMetrics
+from monoq.api.openapi import PROBLEM_SCHEMA
 from monoq.api.problems import EXCEPTION_HANDLERS
 from monoq.api.routes import compat, dlq, jobs, queues, system
 from monoq.api.state import STATE_KEY, ApiState, RateLimiter
@@ -96,13 +97,14 @@ def create_app(
         description="Jobs, queues and the dead-letter queue of a monoq deployment.",
         path=SCHEMA_PATH,
         components=Components(
+            schemas={"Problem": PROBLEM_SCHEMA},
             security_schemes={
                 "bearer": SecurityScheme(
                     type="http",
                     scheme="bearer",
                     description="A token from `monoq token create` (scopes: enqueue, read, admin).",
                 )
-            }
+            },
         ),
         security=[{"bearer": []}],
     )

@@ -84,6 +84,23 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
+def uvicorn_config(app: Litestar, shutdown_timeout: float) -> uvicorn.Config:
+    """The uvicorn settings the api role serves with."""
+    return uvicorn.Config(
+        app,
+        log_config=None,
+        lifespan="on",
+        timeout_graceful_shutdown=math.ceil(shutdown_timeout),
+    )
+
+
+async def serve_app(app: Litestar, host: str, port: int) -> None:
+    """Serve ``app`` with the api role's uvicorn settings until cancelled (benchmarks)."""
+    with bind_socket(host, port) as sock:
+        server = EmbeddedServer(uvicorn_config(app, DEFAULT_SHUTDOWN_TIMEOUT))
+        await server.serve(sockets=[sock])
+
+
 class ApiRole:
     """The api role: ``await tg.start(role.run)``, later ``role.stop()``."""
 
@@ -128,14 +145,7 @@ class ApiRole:
         try:
             host, port = sock.getsockname()[:2]
             self.address = (host, port)
-            server = EmbeddedServer(
-                uvicorn.Config(
-                    self.app,
-                    log_config=None,
-                    lifespan="on",
-                    timeout_graceful_shutdown=math.ceil(self.shutdown_timeout),
-                )
-            )
+            server = EmbeddedServer(uvicorn_config(self.app, self.shutdown_timeout))
             self._server = server
             server.should_exit = self._stopping
             done = anyio.Event()

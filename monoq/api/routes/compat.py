@@ -17,6 +17,7 @@ from litestar import Request, Response, get, post
 from litestar.params import FromQuery
 
 from monoq.api.body import decode_json, is_json_type, media_type, read_json_object
+from monoq.api.openapi import BODY, ENQUEUE_BODY, GUARDED, SUBMIT_BODY, documented
 from monoq.api.problems import Problem
 from monoq.api.routes._common import ClientDep, Json, StateDep, answer, check_name, count_created
 from monoq.api.routes.jobs import submit_body, submitted, with_idempotency_header
@@ -33,6 +34,7 @@ _PENDING: Final = (JobState.QUEUED, JobState.SCHEDULED, JobState.RETRYING)
     status_code=201,
     summary="Enqueue text or JSON",
     tags=["compatibility"],
+    operation_class=documented(GUARDED, BODY, body=ENQUEUE_BODY),
 )
 async def enqueue(
     request: Request[Any, Any, Any], client: ClientDep, api: StateDep
@@ -69,6 +71,7 @@ async def enqueue(
     status_code=201,
     summary="Submit a job (compatibility)",
     tags=["compatibility"],
+    operation_class=documented(GUARDED, BODY, body=SUBMIT_BODY),
 )
 async def legacy_submit(
     request: Request[Any, Any, Any], client: ClientDep, api: StateDep
@@ -83,6 +86,7 @@ async def legacy_submit(
     opt={"scope": "read"},
     summary="Queue length (compatibility)",
     tags=["compatibility"],
+    operation_class=documented(GUARDED, 422),
 )
 async def queue_length(
     client: ClientDep, api: StateDep, queue: FromQuery[str | None] = None
@@ -98,6 +102,7 @@ async def queue_length(
     opt={"scope": "read"},
     summary="Queue stats (compatibility)",
     tags=["compatibility"],
+    operation_class=documented(GUARDED),
 )
 async def queue_stats(client: ClientDep) -> Response[Json]:
     """Totals by state and counts by state per queue."""

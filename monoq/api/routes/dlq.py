@@ -14,6 +14,7 @@ from litestar import Request, Response, delete, get, post
 from litestar.params import FromQuery
 
 from monoq.api.body import read_json_object
+from monoq.api.openapi import BODY, GUARDED, REQUEUE_BODY, documented
 from monoq.api.problems import Problem
 from monoq.api.routes._common import (
     ClientDep,
@@ -34,7 +35,12 @@ MAX_IDS: Final = 10_000
 MAX_AGE: Final = 100 * 365 * 86400.0
 
 
-@get("/dead-letter", opt={"scope": "read"}, summary="List dead jobs")
+@get(
+    "/dead-letter",
+    opt={"scope": "read"},
+    summary="List dead jobs",
+    operation_class=documented(GUARDED, 422),
+)
 async def list_dead(
     client: ClientDep,
     queue: FromQuery[str | None] = None,
@@ -66,7 +72,13 @@ def _ids(value: object) -> list[str]:
     return list(dict.fromkeys(value))
 
 
-@post("/dead-letter/requeue", opt={"scope": "admin"}, status_code=200, summary="Requeue dead jobs")
+@post(
+    "/dead-letter/requeue",
+    opt={"scope": "admin"},
+    status_code=200,
+    summary="Requeue dead jobs",
+    operation_class=documented(GUARDED, BODY, body=REQUEUE_BODY),
+)
 async def requeue_dead(request: Request[Any, Any, Any], client: ClientDep) -> Response[Json]:
     """Requeue by ``ids``, by ``queue``/``handler`` filters, or ``{"all": true}``."""
     data = await read_json_object(request)
@@ -91,7 +103,13 @@ async def requeue_dead(request: Request[Any, Any, Any], client: ClientDep) -> Re
     return answer({"requeued": len(moved), "ids": moved})
 
 
-@delete("/dead-letter", opt={"scope": "admin"}, status_code=200, summary="Purge dead jobs")
+@delete(
+    "/dead-letter",
+    opt={"scope": "admin"},
+    status_code=200,
+    summary="Purge dead jobs",
+    operation_class=documented(GUARDED, 422),
+)
 async def purge_dead(
     client: ClientDep, queue: FromQuery[str | None] = None, older_than: FromQuery[str | None] = None
 ) -> Response[Json]:

@@ -11,6 +11,7 @@ from litestar import Request, Response, get, post
 from litestar.params import FromPath, FromQuery, QueryParameter
 
 from monoq.api.body import read_json_object
+from monoq.api.openapi import BATCH_BODY, BODY, GUARDED, SUBMIT_BODY, documented
 from monoq.api.routes._common import (
     ClientDep,
     Json,
@@ -66,7 +67,13 @@ async def submit_body(client: Client, data: dict[str, Any]) -> Enqueued:
     return result
 
 
-@post("/jobs", opt={"scope": "enqueue"}, status_code=201, summary="Submit a job")
+@post(
+    "/jobs",
+    opt={"scope": "enqueue"},
+    status_code=201,
+    summary="Submit a job",
+    operation_class=documented(GUARDED, BODY, body=SUBMIT_BODY),
+)
 async def submit_job(
     request: Request[Any, Any, Any], client: ClientDep, api: StateDep
 ) -> Response[Json]:
@@ -77,7 +84,13 @@ async def submit_job(
     return submitted(api, await submit_body(client, data))
 
 
-@post("/jobs/batch", opt={"scope": "enqueue"}, status_code=201, summary="Submit many jobs")
+@post(
+    "/jobs/batch",
+    opt={"scope": "enqueue"},
+    status_code=201,
+    summary="Submit many jobs",
+    operation_class=documented(GUARDED, BODY, body=BATCH_BODY),
+)
 async def submit_batch(
     request: Request[Any, Any, Any], client: ClientDep, api: StateDep
 ) -> Response[Json]:
@@ -101,13 +114,18 @@ async def submit_batch(
     return answer({"jobs": [job_answer(r.job) for r in results]}, 201 if created else 200)
 
 
-@get("/jobs/{job_id:str}", opt={"scope": "read"}, summary="Get a job")
+@get(
+    "/jobs/{job_id:str}",
+    opt={"scope": "read"},
+    summary="Get a job",
+    operation_class=documented(GUARDED, 404),
+)
 async def get_job(job_id: FromPath[str], client: ClientDep) -> Response[Json]:
     """The job's JSON form (DESIGN.md §3); 404 if there is no such job."""
     return answer(job_answer(await client.get(job_id_or_404(job_id))))
 
 
-@get("/jobs", opt={"scope": "read"}, summary="List jobs")
+@get("/jobs", opt={"scope": "read"}, summary="List jobs", operation_class=documented(GUARDED, 422))
 async def list_jobs(
     client: ClientDep,
     queue: FromQuery[str | None] = None,
@@ -128,26 +146,48 @@ async def list_jobs(
     return answer(page_answer(page))
 
 
-@post("/jobs/{job_id:str}/cancel", opt={"scope": "admin"}, status_code=200, summary="Cancel a job")
+@post(
+    "/jobs/{job_id:str}/cancel",
+    opt={"scope": "admin"},
+    status_code=200,
+    summary="Cancel a job",
+    operation_class=documented(GUARDED, 404, 409),
+)
 async def cancel_job(job_id: FromPath[str], client: ClientDep) -> Response[Json]:
     """Cancel now if waiting, at the next heartbeat if running; 409 if completed or dead."""
     return answer(job_answer(await client.cancel(job_id_or_404(job_id))))
 
 
-@post("/jobs/{job_id:str}/retry", opt={"scope": "admin"}, status_code=200, summary="Retry a job")
+@post(
+    "/jobs/{job_id:str}/retry",
+    opt={"scope": "admin"},
+    status_code=200,
+    summary="Retry a job",
+    operation_class=documented(GUARDED, 404, 409),
+)
 async def retry_job(job_id: FromPath[str], client: ClientDep) -> Response[Json]:
     """Requeue a dead or cancelled job with a fresh retry budget; 409 in any other state."""
     return answer(job_answer(await client.retry(job_id_or_404(job_id))))
 
 
-@get("/jobs/{job_id:str}/attempts", opt={"scope": "read"}, summary="A job's attempts")
+@get(
+    "/jobs/{job_id:str}/attempts",
+    opt={"scope": "read"},
+    summary="A job's attempts",
+    operation_class=documented(GUARDED, 404),
+)
 async def job_attempts(job_id: FromPath[str], client: ClientDep) -> Response[Json]:
     """``{"job_id": ..., "attempts": [...]}``, oldest first."""
     attempts = await client.attempts(job_id_or_404(job_id))
     return answer({"job_id": job_id, "attempts": [a.to_dict() for a in attempts]})
 
 
-@get("/jobs/{job_id:str}/wait", opt={"scope": "read"}, summary="Wait for a job to finish")
+@get(
+    "/jobs/{job_id:str}/wait",
+    opt={"scope": "read"},
+    summary="Wait for a job to finish",
+    operation_class=documented(GUARDED, 404, 422),
+)
 async def wait_job(
     job_id: FromPath[str], client: ClientDep, timeout: FromQuery[str | None] = None
 ) -> Response[Json]:

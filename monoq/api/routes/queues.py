@@ -5,6 +5,7 @@ from typing import Final
 from litestar import Response, get, post
 from litestar.params import FromPath
 
+from monoq.api.openapi import GUARDED, documented
 from monoq.api.problems import Problem
 from monoq.api.routes._common import ClientDep, Json, answer, check_name
 from monoq.client import Client
@@ -19,19 +20,30 @@ async def _find(client: Client, name: str) -> QueueStats:
     raise Problem(404, f"no queue named {name!r}: nothing was ever enqueued into it")
 
 
-@get("/queues", opt={"scope": "read"}, summary="List queues")
+@get("/queues", opt={"scope": "read"}, summary="List queues", operation_class=documented(GUARDED))
 async def list_queues(client: ClientDep) -> Response[Json]:
     """``{"queues": [{"queue", "paused", "counts": {state: n}}, ...]}`` for every known queue."""
     return answer({"queues": [s.to_dict() for s in await client.queues()]})
 
 
-@get("/queues/{name:str}", opt={"scope": "read"}, summary="Get a queue")
+@get(
+    "/queues/{name:str}",
+    opt={"scope": "read"},
+    summary="Get a queue",
+    operation_class=documented(GUARDED, 404, 422),
+)
 async def get_queue(name: FromPath[str], client: ClientDep) -> Response[Json]:
     """One queue's counts by state; 404 for a queue nothing was ever enqueued into."""
     return answer((await _find(client, name)).to_dict())
 
 
-@post("/queues/{name:str}/pause", opt={"scope": "admin"}, status_code=200, summary="Pause a queue")
+@post(
+    "/queues/{name:str}/pause",
+    opt={"scope": "admin"},
+    status_code=200,
+    summary="Pause a queue",
+    operation_class=documented(GUARDED, 404, 422),
+)
 async def pause_queue(name: FromPath[str], client: ClientDep) -> Response[Json]:
     """Workers stop claiming from the queue (enqueue still works). Answers the queue."""
     await client.pause(check_name("queue", name))
@@ -39,7 +51,11 @@ async def pause_queue(name: FromPath[str], client: ClientDep) -> Response[Json]:
 
 
 @post(
-    "/queues/{name:str}/resume", opt={"scope": "admin"}, status_code=200, summary="Resume a queue"
+    "/queues/{name:str}/resume",
+    opt={"scope": "admin"},
+    status_code=200,
+    summary="Resume a queue",
+    operation_class=documented(GUARDED, 404, 422),
 )
 async def resume_queue(name: FromPath[str], client: ClientDep) -> Response[Json]:
     """Workers claim from the queue again. Answers the queue."""

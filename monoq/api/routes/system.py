@@ -21,6 +21,7 @@ import anyio
 from litestar import Response, get
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from monoq.api.openapi import GUARDED, documented
 from monoq.api.problems import RETRY_AFTER_BACKEND, problem_response
 from monoq.api.routes._common import ClientDep, Json, StateDep, answer
 from monoq.core.models import JobState, QueueStats, rfc3339
@@ -33,7 +34,12 @@ METRICS_TYPE: Final = CONTENT_TYPE_LATEST.replace("; charset=utf-8", "")
 PROBE_TIMEOUT: Final = 5.0  # seconds a readiness probe or a scrape waits for the backend
 
 
-@get("/workers", opt={"scope": "read"}, summary="List live workers")
+@get(
+    "/workers",
+    opt={"scope": "read"},
+    summary="List live workers",
+    operation_class=documented(GUARDED),
+)
 async def list_workers(client: ClientDep) -> Response[Json]:
     """``{"workers": [...]}``: workers whose heartbeat is recent."""
     return answer({"workers": [w.to_dict() for w in await client.workers()]})
@@ -48,7 +54,12 @@ def totals(queues: list[QueueStats]) -> dict[str, int]:
     return counts
 
 
-@get("/stats", opt={"scope": "read"}, summary="Counts and this process's rates")
+@get(
+    "/stats",
+    opt={"scope": "read"},
+    summary="Counts and this process's rates",
+    operation_class=documented(GUARDED),
+)
 async def stats(client: ClientDep, api: StateDep) -> Response[Json]:
     """Counts per state, queue count, paused queues and this process's enqueue counters."""
     queues = await client.queues()
@@ -72,7 +83,13 @@ async def healthz() -> Response[Json]:
     return answer({"status": "ok"})
 
 
-@get("/readyz", opt={"scope": "public"}, summary="Readiness", tags=["health"])
+@get(
+    "/readyz",
+    opt={"scope": "public"},
+    summary="Readiness",
+    tags=["health"],
+    operation_class=documented(503),
+)
 async def readyz(client: ClientDep) -> Response[Json]:
     """200 ``{"status": "ready"}`` if the backend answers a ping within 5 s, else 503 with
     ``Retry-After``."""
@@ -93,6 +110,7 @@ async def readyz(client: ClientDep) -> Response[Json]:
     summary="Prometheus metrics",
     tags=["health"],
     media_type=METRICS_TYPE,
+    operation_class=documented(401, 403, 429),
 )
 async def metrics(client: ClientDep, api: StateDep) -> Response[bytes]:
     """The Prometheus text format: requests, enqueues, queue depth (read at scrape time) and,
