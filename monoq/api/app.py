@@ -24,7 +24,7 @@ from monoq.api.auth import ROUTE_SCOPES, require_scope, route_scope
 from monoq.api.metrics import ApiMetrics
 from monoq.api.openapi import PROBLEM_SCHEMA
 from monoq.api.problems import EXCEPTION_HANDLERS
-from monoq.api.routes import compat, dlq, jobs, queues, system
+from monoq.api.routes import compat, dlq, jobs, queues, schedules, system
 from monoq.api.state import STATE_KEY, ApiState, RateLimiter
 from monoq.api.tokens import TokenTable, load_tokens
 from monoq.client import Client
@@ -73,7 +73,8 @@ def create_app(
         limiter=RateLimiter(api_config.rate_limit_per_minute),
         metrics=ApiMetrics(metrics_registry),
     )
-    v1_handlers = [*jobs.HANDLERS, *queues.HANDLERS, *dlq.HANDLERS, *system.V1_HANDLERS]
+    v1_handlers = [*jobs.HANDLERS, *queues.HANDLERS, *dlq.HANDLERS, *schedules.HANDLERS,
+                   *system.V1_HANDLERS]
     root_handlers = [*system.ROOT_HANDLERS, *compat.HANDLERS]
     _check_scopes([*v1_handlers, *root_handlers])
     v1 = Router(path=API_PREFIX, route_handlers=v1_handlers, guards=[require_scope], tags=["v1"])

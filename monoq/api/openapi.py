@@ -108,6 +108,37 @@ def json_body(schema: Schema, example: Any = None) -> RequestBody:
     )
 
 
+_SCHEDULE_PROPERTIES: Final[dict[str, Schema | Reference]] = {
+    "id": _name("Unique name of the schedule."),
+    "handler": _name("The handler of each run."),
+    "cron": Schema(type=OpenAPIType.STRING,
+                   description="5 fields, or 6 with seconds first; or give `every`."),
+    "every": Schema(one_of=[Schema(type=OpenAPIType.NUMBER, minimum=0.001),
+                            Schema(type=OpenAPIType.STRING)],
+                    description='A fixed interval: seconds or a duration such as "30s".'),
+    "timezone": Schema(type=OpenAPIType.STRING, description="IANA name (default UTC)."),
+    "payload": Schema(description="Any JSON value, passed to each run."),
+    "queue": _name("The queue of each run."),
+    "priority": Schema(type=OpenAPIType.INTEGER, minimum=0, maximum=9),
+    "max_retries": Schema(type=OpenAPIType.INTEGER, minimum=0),
+    "timeout": Schema(type=OpenAPIType.NUMBER, description="Seconds a run may take."),
+    "enabled": Schema(type=OpenAPIType.BOOLEAN),
+    "overlap": Schema(type=OpenAPIType.STRING, enum=["allow", "skip"]),
+    "misfire": Schema(type=OpenAPIType.STRING, enum=["skip", "once"]),
+}
+SCHEDULE_EXAMPLE: Final = {"id": "nightly", "handler": "echo", "cron": "0 3 * * *",
+                           "timezone": "Europe/Paris"}
+SCHEDULE_BODY: Final = json_body(
+    Schema(type=OpenAPIType.OBJECT, properties=_SCHEDULE_PROPERTIES, required=["id", "handler"],
+           additional_properties=False, description="A recurring job."),
+    SCHEDULE_EXAMPLE,
+)
+SCHEDULE_PATCH_BODY: Final = json_body(
+    Schema(type=OpenAPIType.OBJECT, properties=_SCHEDULE_PROPERTIES,
+           additional_properties=False, description="The fields to change."),
+    {"enabled": False},
+)
+
 SUBMIT_BODY: Final = json_body(SUBMIT_SCHEMA, SUBMIT_EXAMPLE)
 BATCH_BODY: Final = json_body(BATCH_SCHEMA, {"jobs": [SUBMIT_EXAMPLE]})
 REQUEUE_BODY: Final = json_body(REQUEUE_SCHEMA, {"all": True})

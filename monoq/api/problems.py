@@ -26,6 +26,7 @@ from monoq.errors import (
     HandlerNotFound,
     JobNotFound,
     MonoqError,
+    ScheduleNotFound,
     SerializationError,
     ValidationError,
 )
@@ -100,7 +101,7 @@ def handle_monoq_error(request: Request[Any, Any, Any], exc: Exception) -> Respo
         return problem_response(request, 422, str(exc), extra={"field": "handler"})
     if isinstance(exc, SerializationError):
         return problem_response(request, 422, str(exc), extra={"field": "payload"})
-    if isinstance(exc, JobNotFound):
+    if isinstance(exc, JobNotFound | ScheduleNotFound):
         return problem_response(request, 404, str(exc))
     if isinstance(exc, Conflict):
         return problem_response(request, 409, str(exc))

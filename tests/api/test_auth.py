@@ -79,6 +79,13 @@ RECIPES: dict[tuple[str, str], dict[str, Any]] = {
     ("POST", "/jobs"): {"json": {"name": "echo", "payload": {}, "priority": "high"}},
     ("GET", "/api/v1/queue/length"): {},
     ("GET", "/queue/stats"): {},
+    ("GET", "/api/v1/schedules"): {},
+    ("POST", "/api/v1/schedules"): {"json": {"id": "new", "handler": "echo", "every": "1m"}},
+    ("GET", "/api/v1/schedules/{schedule_id:str}"): {},
+    ("PATCH", "/api/v1/schedules/{schedule_id:str}"): {"json": {"enabled": False}},
+    ("DELETE", "/api/v1/schedules/{schedule_id:str}"): {},
+    ("POST", "/api/v1/schedules/{schedule_id:str}/trigger"): {},
+    ("GET", "/api/v1/schedules/{schedule_id:str}/runs"): {},
 }
 
 
@@ -107,10 +114,13 @@ async def test_route_credential_matrix(
     make_app: AppFactory, client: Client, method: str, path: str, scope: str, credential: str
 ) -> None:
     queued = await client.enqueue("echo", {"n": 1})
+    await client.put_schedule(client.build_schedule({"id": "nightly", "handler": "echo",
+                                                     "cron": "0 3 * * *"}))
     cancelled = await client.cancel((await client.enqueue("echo", {"n": 2})).id)
     recipe = dict(RECIPES[(method, path)])
     job_id = cancelled.id if recipe.pop("job", None) == "cancelled" else queued.id
-    url = path.replace("{job_id:str}", job_id).replace("{name:str}", "default")
+    url = (path.replace("{job_id:str}", job_id).replace("{name:str}", "default")
+           .replace("{schedule_id:str}", "nightly"))
     headers = dict(recipe.pop("headers", {}))
     if credential == "bogus":
         headers["Authorization"] = "Bearer mq_not-a-real-token"
