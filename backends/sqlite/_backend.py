@@ -37,10 +37,13 @@ from monoq.core.models import (
     JobState,
     Lease,
     LeaseStatus,
+    MisfirePolicy,
     NewJob,
     Outcome,
+    OverlapPolicy,
     Page,
     QueueStats,
+    Schedule,
     WorkerInfo,
 )
 from monoq.errors import BackendError, BackendUnavailable, ConfigError
@@ -52,8 +55,32 @@ T = TypeVar("T")
 # The schema version this code reads and writes, kept in PRAGMA user_version. When the schema
 # changes: bump it, update schema.sql (the full latest schema, for new files) and add
 # MIGRATIONS[old_version] with the statements that take a file from old_version to old + 1.
-SCHEMA_VERSION: Final = 1
-MIGRATIONS: dict[int, str] = {}
+SCHEMA_VERSION: Final = 2
+MIGRATIONS: dict[int, str] = {
+    # 1 -> 2: schedules, and the index that finds a schedule's runs.
+    1: """
+CREATE TABLE schedules (
+    id           TEXT PRIMARY KEY,
+    handler      TEXT NOT NULL,
+    cron         TEXT,
+    every        REAL,
+    timezone     TEXT NOT NULL,
+    payload      BLOB NOT NULL,
+    queue        TEXT NOT NULL,
+    priority     INTEGER NOT NULL,
+    max_retries  INTEGER,
+    timeout      REAL,
+    enabled      INTEGER NOT NULL,
+    overlap      TEXT NOT NULL,
+    misfire      TEXT NOT NULL,
+    origin       TEXT NOT NULL,
+    created_at   INTEGER,
+    updated_at   INTEGER,
+    last_fire_at INTEGER
+);
+CREATE INDEX jobs_schedule ON jobs (schedule_id, id) WHERE schedule_id IS NOT NULL;
+""",
+}
 
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS: Final = timedelta(milliseconds=1)
@@ -82,6 +109,12 @@ _CLAIM: Final = (
     f"RETURNING {_JOB_COLUMNS}"
 )
 _IDS_PARAM: Final = "(SELECT value FROM json_each(?))"
+
+_SCHEDULE_COLUMNS: Final = (
+    "id, handler, cron, every, timezone, payload, queue, priority, max_retries, timeout, "
+    "enabled, overlap, misfire, origin, created_at, updated_at, last_fire_at"
+)
+_TERMINAL: Final = tuple(sorted(s.value for s in TERMINAL_STATES))
 
 
 def _ms(dt: datetime) -> int:
@@ -119,6 +152,54 @@ def _job(r: Sequence[Any]) -> Job:
         cancel_requested=bool(r[17]),
         worker_id=r[18],
         lease_expires_at=_odt(r[19]),
+    )
+
+
+def _oms(dt: datetime | None) -> int | None:
+    return None if dt is None else _ms(dt)
+
+
+def _schedule_row(s: Schedule) -> tuple[Any, ...]:
+    return (
+        s.id,
+        s.handler,
+        s.cron,
+        s.every,
+        s.timezone,
+        s.payload_json,
+        s.queue,
+        s.priority,
+        s.max_retries,
+        s.timeout,
+        int(s.enabled),
+        s.overlap.value,
+        s.misfire.value,
+        s.origin,
+        _oms(s.created_at),
+        _oms(s.updated_at),
+        _oms(s.last_fire_at),
+    )
+
+
+def _schedule(r: Sequence[Any]) -> Schedule:
+    return Schedule(
+        id=r[0],
+        handler=r[1],
+        cron=r[2],
+        every=r[3],
+        timezone=r[4],
+        payload_json=bytes(r[5]),
+        queue=r[6],
+        priority=r[7],
+        max_retries=r[8],
+        timeout=r[9],
+        enabled=bool(r[10]),
+        overlap=OverlapPolicy(r[11]),
+        misfire=MisfirePolicy(r[12]),
+        origin=r[13],
+        created_at=_odt(r[14]),
+        updated_at=_odt(r[15]),
+        last_fire_at=_odt(r[16]),
     )
 
 
@@ -905,6 +986,7 @@ class SqliteBackend:
         handler: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        schedule_id: str | None = None,
     ) -> Page:
         """Matching jobs, newest first, keyset-paginated by id; see ``Backend.list_jobs``."""
         if limit <= 0 or (states is not None and not states):
@@ -921,6 +1003,9 @@ class SqliteBackend:
         if handler is not None:
             clauses.append("handler = ?")
             params.append(handler)
+        if schedule_id is not None:
+            clauses.append("schedule_id = ?")  # served by jobs_schedule, already in id order
+            params.append(schedule_id)
         if cursor is not None:
             clauses.append("id < ?")
             params.append(cursor)
@@ -1032,6 +1117,98 @@ class SqliteBackend:
                 fx.ready.add(queue)
 
         await self._write(fn, "set_paused")
+
+    # -- schedules ------------------------------------------------------------------------------
+
+    async def put_schedule(self, schedule: Schedule) -> None:
+        """Insert or replace a schedule, every field as given; see ``Backend.put_schedule``."""
+        row = _schedule_row(schedule)
+
+        def fn(conn: sqlite3.Connection, fx: Effects) -> None:
+            conn.execute(
+                f"INSERT OR REPLACE INTO schedules ({_SCHEDULE_COLUMNS}) "  # noqa: S608
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+            fx.changes = True  # a new or edited schedule may fire before the next wake-up
+
+        await self._write(fn, "put_schedule")
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        """The schedule, or None."""
+
+        def fn(conn: sqlite3.Connection) -> Schedule | None:
+            row = conn.execute(
+                f"SELECT {_SCHEDULE_COLUMNS} FROM schedules WHERE id = ?",  # noqa: S608
+                (schedule_id,),
+            ).fetchone()
+            return None if row is None else _schedule(row)
+
+        return await self._read(fn, "get_schedule")
+
+    async def list_schedules(self) -> list[Schedule]:
+        """Every schedule, enabled or not, by id."""
+
+        def fn(conn: sqlite3.Connection) -> list[Schedule]:
+            rows = conn.execute(
+                f"SELECT {_SCHEDULE_COLUMNS} FROM schedules ORDER BY id"  # noqa: S608
+            ).fetchall()
+            return [_schedule(r) for r in rows]
+
+        return await self._read(fn, "list_schedules")
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        """Delete a schedule (its runs stay); False if there is none."""
+
+        def fn(conn: sqlite3.Connection, fx: Effects) -> bool:
+            row = conn.execute(
+                "DELETE FROM schedules WHERE id = ? RETURNING id", (schedule_id,)
+            ).fetchone()
+            return row is not None
+
+        return await self._write(fn, "delete_schedule")
+
+    async def advance_schedule(self, schedule_id: str, fire_at: datetime) -> bool:
+        """Move ``last_fire_at`` forward to ``fire_at`` in one conditional UPDATE.
+
+        Two schedulers racing both run it; the write lock orders them and the condition lets
+        only a later fire time through, so the latest one wins.
+        """
+        fire_ms = _ms(fire_at)
+
+        def fn(conn: sqlite3.Connection, fx: Effects) -> bool:
+            row = conn.execute(
+                "UPDATE schedules SET last_fire_at = ? WHERE id = ? "
+                "AND (last_fire_at IS NULL OR last_fire_at < ?) RETURNING id",
+                (fire_ms, schedule_id, fire_ms),
+            ).fetchone()
+            return row is not None
+
+        return await self._write(fn, "advance_schedule")
+
+    async def purge_schedule_runs(self, schedule_id: str, *, keep: int, limit: int = 1000
+                                  ) -> int:
+        """Delete terminal runs older than the newest ``keep``, with their attempts.
+
+        One DELETE walks jobs_schedule newest first, skips ``keep`` runs (any state) and deletes
+        up to ``limit`` terminal ones of the rest; their idempotency keys go with the rows.
+        """
+        if limit <= 0:
+            return 0
+        marks = ", ".join("?" for _ in _TERMINAL)
+        sql = (
+            "DELETE FROM jobs WHERE id IN (SELECT id FROM "  # noqa: S608
+            "(SELECT id, state FROM jobs WHERE schedule_id = ? ORDER BY id DESC "
+            f"LIMIT -1 OFFSET ?) WHERE state IN ({marks}) LIMIT ?) RETURNING id"
+        )
+        params = (schedule_id, max(0, keep), *_TERMINAL, limit)
+
+        def fn(conn: sqlite3.Connection, fx: Effects) -> int:
+            ids = conn.execute(sql, params).fetchall()
+            conn.executemany("DELETE FROM attempts WHERE job_id = ?", ids)
+            return len(ids)
+
+        return await self._write(fn, "purge_schedule_runs", limit)
 
     # -- workers --------------------------------------------------------------------------------
 

@@ -41,6 +41,10 @@ CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (state, finished_at) WHERE fini
 -- processes. Partial, so jobs without a key cost no index entry.
 CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (queue, idempotency_key)
     WHERE idempotency_key IS NOT NULL;
+-- a schedule's runs, newest first (list_jobs by schedule, purge_schedule_runs). Partial: jobs
+-- enqueued by hand cost no index entry, and `schedule_id = ?` implies the index's condition.
+CREATE INDEX IF NOT EXISTS jobs_schedule ON jobs (schedule_id, id)
+    WHERE schedule_id IS NOT NULL;
 
 -- One row per attempt. A released attempt keeps its row although its number is reused by the
 -- next run, so the key is a sequence, not (job_id, attempt).
@@ -78,4 +82,25 @@ CREATE TABLE IF NOT EXISTS workers (
     started_at  INTEGER NOT NULL,
     last_seen   INTEGER NOT NULL,
     expires_at  INTEGER NOT NULL
+);
+
+-- Recurring jobs (schema version 2). Enums as their text values; exactly one of cron / every.
+CREATE TABLE IF NOT EXISTS schedules (
+    id           TEXT PRIMARY KEY,
+    handler      TEXT NOT NULL,
+    cron         TEXT,
+    every        REAL,                  -- seconds
+    timezone     TEXT NOT NULL,         -- IANA name
+    payload      BLOB NOT NULL,         -- JSON bytes of each run's payload
+    queue        TEXT NOT NULL,
+    priority     INTEGER NOT NULL,
+    max_retries  INTEGER,               -- NULL: the handler's or config's default
+    timeout      REAL,
+    enabled      INTEGER NOT NULL,
+    overlap      TEXT NOT NULL,         -- OverlapPolicy value
+    misfire      TEXT NOT NULL,         -- MisfirePolicy value
+    origin       TEXT NOT NULL,
+    created_at   INTEGER,
+    updated_at   INTEGER,
+    last_fire_at INTEGER                -- newest fire time handled; only ever moves forward
 );

@@ -22,7 +22,7 @@ from monoq.backends.sqlite import SCHEMA_VERSION, SqliteBackend, _fs
 from monoq.backends.sqlite import _backend as sqlite_backend_module
 from monoq.core.backend import Backend
 from monoq.core.ids import new_id
-from monoq.core.models import NewJob
+from monoq.core.models import JobState, NewJob, Schedule
 from monoq.errors import BackendError, BackendUnavailable, ConfigError
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -257,6 +257,84 @@ async def test_older_schema_is_migrated(db_path: Path, monkeypatch: pytest.Monke
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION + 1
         columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
         assert "note" in columns
+
+
+# schema.sql as monoq shipped it at schema version 1 (before schedules), frozen.
+V1_SCHEMA = Path(__file__).with_name("schema_v1.sql")
+
+
+def schema_shape(conn: sqlite3.Connection) -> dict[str, Any]:
+    """Every table's columns and every index's columns and partial flag, by name."""
+    shape: dict[str, Any] = {}
+    for (table,) in conn.execute(
+        "SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name"
+    ).fetchall():
+        shape[table] = [tuple(r) for r in conn.execute(f"PRAGMA table_info({table})")]
+        for index in conn.execute(f"PRAGMA index_list({table})").fetchall():
+            name, unique, partial = index[1], index[2], index[4]
+            columns = [tuple(r) for r in conn.execute(f"PRAGMA index_xinfo({name})")]
+            shape[name] = (unique, partial, columns)
+    return shape
+
+
+async def test_version_1_file_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> None:
+    assert SCHEMA_VERSION >= 2
+    old_path = tmp_path / "old.db"
+    t0 = int(T0.timestamp() * 1000)
+    with plain_connection(old_path) as conn:
+        conn.executescript(V1_SCHEMA.read_text(encoding="utf-8"))
+        conn.execute("PRAGMA user_version = 1")
+        conn.executemany(
+            "INSERT INTO jobs (id, queue, handler, payload, priority, state, attempt, "
+            "max_retries, timeout, run_at, created_at, finished_at, idempotency_key, "
+            "schedule_id, result) VALUES (?, ?, 'echo', ?, 5, ?, ?, 3, 300.0, ?, ?, ?, ?, ?, ?)",
+            [
+                ("01A", "reports", b'{"n":1}', "completed", 1, t0, t0, t0 + 5,
+                 "cron:nightly:1", "nightly", b"1"),
+                ("01B", "default", b'{"n":2}', "queued", 0, t0, t0, None, None, None, None),
+            ],
+        )
+        conn.execute(
+            "INSERT INTO attempts (job_id, attempt, worker_id, token, started_at, finished_at, "
+            "outcome) VALUES ('01A', 1, 'w1', 'tok', ?, ?, 'completed')",
+            (t0 + 1, t0 + 5),
+        )
+        conn.execute("INSERT INTO queues (name, paused) VALUES ('reports', 1), ('default', 0)")
+
+    backend = SqliteBackend(url_of(old_path))
+    await backend.connect()
+    try:
+        done, queued = await backend.get_many(["01A", "01B"])
+        assert done is not None and queued is not None
+        assert (done.state, done.schedule_id, done.result_json) == (
+            JobState.COMPLETED, "nightly", b"1"
+        )
+        assert done.finished_at == T0 + timedelta(milliseconds=5)
+        assert queued.state is JobState.QUEUED
+        assert [a.worker_id for a in await backend.attempts("01A")] == ["w1"]
+        # the idempotency key survived: the same fire does not enqueue twice
+        dup = NewJob(id=new_id(), queue="reports", handler="echo", payload_json=b"1",
+                     idempotency_key="cron:nightly:1", schedule_id="nightly")
+        [again] = await backend.enqueue([dup], now=T0)
+        assert not again.created and again.job.id == "01A"
+        paused = {s.queue: s.paused for s in await backend.stats()}
+        assert paused == {"default": False, "reports": True}
+        # the new parts work on the migrated file
+        assert [j.id for j in (await backend.list_jobs(schedule_id="nightly")).jobs] == ["01A"]
+        await backend.put_schedule(Schedule(id="nightly", handler="echo", cron="0 3 * * *"))
+        assert await backend.advance_schedule("nightly", T0)
+        stored = await backend.get_schedule("nightly")
+        assert stored is not None and stored.last_fire_at == T0
+    finally:
+        await backend.aclose()
+
+    fresh = SqliteBackend(url_of(tmp_path / "fresh.db"))
+    await fresh.connect()
+    await fresh.aclose()
+    with plain_connection(old_path) as old, plain_connection(tmp_path / "fresh.db") as new:
+        assert old.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        # the migrations and schema.sql describe the same schema
+        assert schema_shape(old) == schema_shape(new)
 
 
 async def test_foreign_database_is_refused(db_path: Path) -> None:

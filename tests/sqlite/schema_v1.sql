@@ -1,0 +1,81 @@
+-- monoq SQLite schema. The version is PRAGMA user_version (SCHEMA_VERSION in _backend.py).
+-- This file is the whole latest schema, applied to new files; older files are brought up to
+-- date by the migrations in _backend.py. Times are integer epoch milliseconds.
+
+CREATE TABLE IF NOT EXISTS jobs (
+    id               TEXT PRIMARY KEY,      -- client-made, sortable, time-ordered
+    queue            TEXT NOT NULL,
+    handler          TEXT NOT NULL,
+    payload          BLOB NOT NULL,         -- JSON bytes, stored as given
+    priority         INTEGER NOT NULL,      -- 0 runs first .. 9
+    state            TEXT NOT NULL,
+    attempt          INTEGER NOT NULL DEFAULT 0,
+    max_retries      INTEGER NOT NULL,
+    timeout          REAL NOT NULL,
+    run_at           INTEGER NOT NULL,
+    created_at       INTEGER NOT NULL,
+    started_at       INTEGER,
+    finished_at      INTEGER,
+    idempotency_key  TEXT,
+    schedule_id      TEXT,
+    result           BLOB,
+    error            TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    worker_id        TEXT,
+    lease_token      TEXT,
+    lease_expires_at INTEGER
+);
+
+-- claim: one range scan per queue in (priority, run_at, id) order; also serves stats'
+-- GROUP BY queue, state as a covering index.
+CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (queue, state, priority, run_at, id);
+-- promote and next_wakeup: due SCHEDULED / RETRYING jobs by run_at.
+CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, run_at);
+-- expired_leases (oldest expiry first) and next_wakeup: running jobs by lease expiry. Only
+-- running jobs hold a lease, so the index stays as small as the set of running jobs.
+CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (state, lease_expires_at, id)
+    WHERE lease_expires_at IS NOT NULL;
+-- purge: finished jobs by finish time.
+CREATE INDEX IF NOT EXISTS jobs_finished ON jobs (state, finished_at) WHERE finished_at IS NOT NULL;
+-- idempotent enqueue: the uniqueness check is the index itself, so it is atomic across
+-- processes. Partial, so jobs without a key cost no index entry.
+CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (queue, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
+
+-- One row per attempt. A released attempt keeps its row although its number is reused by the
+-- next run, so the key is a sequence, not (job_id, attempt).
+CREATE TABLE IF NOT EXISTS attempts (
+    seq           INTEGER PRIMARY KEY,
+    job_id        TEXT NOT NULL,
+    attempt       INTEGER NOT NULL,
+    worker_id     TEXT NOT NULL,
+    token         TEXT NOT NULL,          -- the lease token of the run, to close the right row
+    started_at    INTEGER NOT NULL,
+    finished_at   INTEGER,
+    outcome       TEXT NOT NULL,
+    error_type    TEXT,
+    error_message TEXT,
+    traceback     TEXT
+);
+CREATE INDEX IF NOT EXISTS attempts_job ON attempts (job_id, seq);
+CREATE INDEX IF NOT EXISTS attempts_token ON attempts (token);
+
+-- Known queues (a queue is known once a job was enqueued into it or it was paused) and their
+-- pause flag.
+CREATE TABLE IF NOT EXISTS queues (
+    name   TEXT PRIMARY KEY,
+    paused INTEGER NOT NULL DEFAULT 0
+);
+
+CREATE TABLE IF NOT EXISTS workers (
+    id          TEXT PRIMARY KEY,
+    host        TEXT NOT NULL,
+    pid         INTEGER NOT NULL,
+    roles       TEXT NOT NULL,            -- JSON array
+    queues      TEXT NOT NULL,            -- JSON array
+    concurrency INTEGER NOT NULL,
+    busy        INTEGER NOT NULL,
+    started_at  INTEGER NOT NULL,
+    last_seen   INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL
+);
