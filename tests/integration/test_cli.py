@@ -173,3 +173,37 @@ def test_doctor_fails_on_an_unreachable_backend(tmp_path: Path) -> None:
                 out=out)
     assert code == 1
     assert any(c["level"] == "error" for c in json.loads(out.getvalue()))
+
+
+def test_schedules_add_list_trigger_runs_disable_remove(cli: Cli,
+                                                        capsys: pytest.CaptureFixture[str]
+                                                        ) -> None:
+    added = cli.json("schedules", "add", "nightly", "--handler", "echo", "--cron", "0 3 * * *",
+                     "--timezone", "Europe/Paris", "--payload", '{"r": 1}', "--misfire", "once")
+    assert added["origin"] == "api"
+    assert added["next_fire_at"] is not None
+    cli("schedules", "add", "tick", "--handler", "echo", "--every", "30s")
+    table = cli("schedules", "list")
+    assert "nightly" in table
+    assert "every 30s" in table
+    job = cli.json("schedules", "trigger", "nightly")
+    assert job["schedule_id"] == "nightly"
+    assert job["payload"] == {"r": 1}
+    runs = cli.json("schedules", "runs", "nightly")["runs"]
+    assert [r["job_id"] for r in runs] == [job["id"]]
+    assert cli.json("schedules", "disable", "tick")["enabled"] is False
+    assert cli.json("schedules", "enable", "tick")["enabled"] is True
+    cli("schedules", "remove", "tick")
+    assert [s["id"] for s in cli.json("schedules", "list")] == ["nightly"]
+    cli("schedules", "remove", "tick", code=1)
+    assert "no schedule with id 'tick'" in capsys.readouterr().err
+
+
+def test_schedules_add_refuses_bad_cron_and_timezone(cli: Cli,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    cli("schedules", "add", "x", "--handler", "echo", "--cron", "61 * * * *", code=1)
+    assert "cron" in capsys.readouterr().err
+    cli("schedules", "add", "x", "--handler", "echo", "--cron", "0 * * * *", "--timezone",
+        "Nowhere/City", code=1)
+    assert "timezone" in capsys.readouterr().err
+    assert cli.json("schedules", "list") == []
