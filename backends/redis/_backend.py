@@ -19,6 +19,7 @@ import redis.exceptions as rex
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
+from redis.typing import EncodableT, FieldT
 
 from monoq.backends.redis._keys import STATE_INDEX, Keys
 from monoq.core.backend import Capabilities
@@ -33,9 +34,12 @@ from monoq.core.models import (
     JobState,
     Lease,
     LeaseStatus,
+    MisfirePolicy,
     NewJob,
+    OverlapPolicy,
     Page,
     QueueStats,
+    Schedule,
     WorkerInfo,
 )
 from monoq.errors import BackendError, BackendUnavailable, ConfigError
@@ -67,6 +71,8 @@ _SCRIPTS: Final = (
     "list",
     "pause",
     "worker",
+    "advance",
+    "purge_runs",
 )
 
 _UNAVAILABLE: Final = (
@@ -92,6 +98,79 @@ def _ms(dt: datetime) -> int:
 
 def _dt(ms: bytes | str | float) -> datetime:
     return _EPOCH + timedelta(milliseconds=int(ms))
+
+
+_US: Final = timedelta(microseconds=1)
+
+
+def _us(dt: datetime) -> int:
+    """Exact epoch microseconds (schedule times round-trip whole)."""
+    return (dt - _EPOCH) // _US
+
+
+def _dt_us(us: bytes | str) -> datetime:
+    return _EPOCH + timedelta(microseconds=int(us))
+
+
+def _encode_schedule(s: Schedule) -> dict[FieldT, EncodableT]:
+    """A schedule's hash (field names in _keys.SCHEDULE_FIELDS); None fields are left out."""
+    fields: dict[FieldT, EncodableT] = {
+        "id": s.id,
+        "h": s.handler,
+        "tz": s.timezone,
+        "p": s.payload_json,
+        "q": s.queue,
+        "pr": s.priority,
+        "en": "1" if s.enabled else "0",
+        "ov": str(s.overlap),
+        "mf": str(s.misfire),
+        "or": s.origin,
+    }
+    if s.cron is not None:
+        fields["c"] = s.cron
+    if s.every is not None:
+        fields["ev"] = repr(float(s.every))
+    if s.max_retries is not None:
+        fields["mr"] = s.max_retries
+    if s.timeout is not None:
+        fields["to"] = repr(float(s.timeout))
+    for name, value in (("ca", s.created_at), ("ua", s.updated_at), ("lf", s.last_fire_at)):
+        if value is not None:
+            fields[name] = _us(value)
+    return fields
+
+
+def _decode_schedule(h: Mapping[Any, Any]) -> Schedule:
+    f: dict[str, bytes] = {_text(k): _bytes(v) for k, v in h.items()}
+
+    def text(name: str) -> str | None:
+        value = f.get(name)
+        return None if value is None else value.decode()
+
+    def when(name: str) -> datetime | None:
+        value = f.get(name)
+        return None if value is None else _dt_us(value)
+
+    every, max_retries, timeout = text("ev"), text("mr"), text("to")
+    return Schedule(
+        id=f["id"].decode(),
+        handler=f["h"].decode(),
+        cron=text("c"),
+        every=None if every is None else float(every),
+        timezone=f["tz"].decode(),
+        payload_json=f["p"],
+        queue=f["q"].decode(),
+        priority=int(f["pr"]),
+        max_retries=None if max_retries is None else int(max_retries),
+        timeout=None if timeout is None else float(timeout),
+        enabled=f["en"] == b"1",
+        overlap=OverlapPolicy(f["ov"].decode()),
+        misfire=MisfirePolicy(f["mf"].decode()),
+        origin=f["or"].decode(),
+        created_at=when("ca"),
+        updated_at=when("ua"),
+        last_fire_at=when("lf"),
+    )
 
 
 @contextlib.contextmanager
@@ -379,7 +458,7 @@ class RedisBackend:
         queues: dict[str, int] = {}
         for job in jobs:
             queues.setdefault(job.queue, len(queues) + 1)
-        keys = [k.queues, k.jobq, k.changes]
+        keys = [k.queues, k.jobq, k.changes, k.runs_prefix]
         for q in queues:
             keys += [
                 k.q(q, "ready"),
@@ -632,6 +711,7 @@ class RedisBackend:
                 k.q(q, "idem"),
                 k.job_prefix(q),
                 k.att_prefix(q),
+                k.runs_prefix,
                 *(k.q(q, STATE_INDEX[s]) for s in wanted),
             ]
             ids = await self._run("purge", keys, [_ms(finished_before), left])
@@ -689,22 +769,29 @@ class RedisBackend:
         handler: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        schedule_id: str | None = None,
     ) -> Page:
         """Jobs matching every filter, newest first; pages end at a cursor (the last id).
 
         Each queue's id index is walked newest first by a read-only script that applies the
         filters server side; without ``queue``, every known queue yields its best ``limit + 1``
-        and the results are merged by id.
+        and the results are merged by id. With ``schedule_id``, the schedule's run index is
+        walked instead (whatever queues the runs are in).
         """
         if limit <= 0:
             return Page(jobs=[], next_cursor=None)
-        queues = [queue] if queue is not None else await self._known_queues()
         state_args = [] if states is None else [str(JobState(s)) for s in states]
         if states is not None and not state_args:
             return Page(jobs=[], next_cursor=None)
         found: list[Job] = []
-        for q in queues:
-            found.extend(await self._scan(q, cursor, limit + 1, handler or "", state_args))
+        if schedule_id is not None:
+            found = await self._scan_runs(
+                schedule_id, queue, cursor, limit + 1, handler or "", state_args
+            )
+        else:
+            queues = [queue] if queue is not None else await self._known_queues()
+            for q in queues:
+                found.extend(await self._scan(q, cursor, limit + 1, handler or "", state_args))
         found.sort(key=lambda job: job.id, reverse=True)
         page = found[:limit]
         more = len(found) > limit
@@ -729,6 +816,53 @@ class RedisBackend:
                 break
             start = "(" + last.decode()
         return out
+
+    async def _scan_runs(
+        self,
+        schedule_id: str,
+        queue: str | None,
+        cursor: str | None,
+        want: int,
+        handler: str,
+        states: list[str],
+    ) -> list[Job]:
+        """Walk a schedule's run index newest first, 256 ids per round of two round trips
+        (their queues, then their hashes), filtering in Python. Ids whose job is gone (an
+        entry orphaned by a failure mid-way) are skipped."""
+        k = self._keys
+        runs = k.runs(schedule_id)
+        start = "+" if cursor is None else "(" + cursor
+        chunk = 256
+        out: list[Job] = []
+        with _driver_errors("list_jobs"):
+            while len(out) < want:
+                raw_ids = await self._r().zrevrangebylex(runs, start, "-", start=0, num=chunk)
+                if not raw_ids:
+                    break
+                ids = [_text(i) for i in raw_ids]
+                queues = await self._r().hmget(k.jobq, ids)
+                targets = [
+                    (job_id, _text(q))
+                    for job_id, q in zip(ids, queues, strict=True)
+                    if q is not None and (queue is None or _text(q) == queue)
+                ]
+                if targets:
+                    async with self._r().pipeline(transaction=False) as pipe:
+                        for job_id, q in targets:
+                            pipe.hgetall(k.job(q, job_id))
+                        hashes = await pipe.execute()
+                    for h in hashes:
+                        if not h:
+                            continue
+                        if states and _text(h[b"st"]) not in states:
+                            continue
+                        if handler and _text(h[b"h"]) != handler:
+                            continue
+                        out.append(_decode_job(_from_hash(h)))
+                if len(ids) < chunk:
+                    break
+                start = "(" + ids[-1]
+        return out[:want]
 
     async def _scan_states(
         self, queue: str, cursor: str | None, want: int, handler: str, states: list[str]
@@ -831,6 +965,75 @@ class RedisBackend:
         k = self._keys
         keys = [k.queues, k.q(queue, "paused"), k.q(queue, "wake"), k.changes]
         await self._run("pause", keys, ["1" if paused else "0", queue, _WAKE_CAP])
+
+    # -- schedules ----------------------------------------------------------------------------
+
+    async def put_schedule(self, schedule: Schedule) -> None:
+        """Insert or replace a schedule: its hash is rewritten whole in one MULTI."""
+        k = self._keys
+        key = k.schedule(schedule.id)
+        with _driver_errors("put_schedule"):
+            async with self._r().pipeline(transaction=True) as pipe:
+                pipe.delete(key)
+                pipe.hset(key, mapping=_encode_schedule(schedule))
+                pipe.sadd(k.schedules, schedule.id)
+                await pipe.execute()
+
+    async def get_schedule(self, schedule_id: str) -> Schedule | None:
+        """The schedule, or None."""
+        with _driver_errors("get_schedule"):
+            h = await self._r().hgetall(self._keys.schedule(schedule_id))
+        return _decode_schedule(h) if h else None
+
+    async def list_schedules(self) -> list[Schedule]:
+        """Every schedule, by id (the id set, then the hashes in one pipeline)."""
+        k = self._keys
+        with _driver_errors("list_schedules"):
+            ids = sorted(_text(i) for i in await self._r().smembers(k.schedules))
+            if not ids:
+                return []
+            async with self._r().pipeline(transaction=False) as pipe:
+                for schedule_id in ids:
+                    pipe.hgetall(k.schedule(schedule_id))
+                hashes = await pipe.execute()
+        return [_decode_schedule(h) for h in hashes if h]
+
+    async def delete_schedule(self, schedule_id: str) -> bool:
+        """Delete a schedule (hash and index entry, one MULTI); its runs and their index stay."""
+        k = self._keys
+        with _driver_errors("delete_schedule"):
+            async with self._r().pipeline(transaction=True) as pipe:
+                pipe.delete(k.schedule(schedule_id))
+                pipe.srem(k.schedules, schedule_id)
+                deleted, _ = await pipe.execute()
+        return bool(deleted)
+
+    async def advance_schedule(self, schedule_id: str, fire_at: datetime) -> bool:
+        """Compare-and-set max of ``last_fire_at`` in one script."""
+        answer = await self._run("advance", [self._keys.schedule(schedule_id)], [_us(fire_at)])
+        return bool(answer)
+
+    async def purge_schedule_runs(self, schedule_id: str, *, keep: int, limit: int = 1000
+                                  ) -> int:
+        """Delete the schedule's terminal runs beyond its ``keep`` newest.
+
+        The run index is walked newest first by a script that scans at most ``_LIST_SCAN``
+        ids per call (so many unfinished old runs never block the server for long) and carries
+        on from where it stopped; each call is atomic.
+        """
+        if limit <= 0:
+            return 0
+        k = self._keys
+        keys = [k.runs(schedule_id), k.jobq]
+        start, to_keep, deleted = "+", max(keep, 0), 0
+        while deleted < limit:
+            args = [k.prefix, start, to_keep, limit - deleted, _LIST_SCAN]
+            n, to_keep, last, exhausted = await self._run("purge_runs", keys, args)
+            deleted += int(n)
+            if exhausted or not last:
+                break
+            start = "(" + _text(last)
+        return deleted
 
     # -- workers ------------------------------------------------------------------------------
 

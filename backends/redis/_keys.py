@@ -38,14 +38,31 @@ Global keys (no queue tag):
 ``P:workers``           ZSET   worker id -> expiry ms (last_seen + ttl)
 ``P:workerinfo``        HASH   worker id -> JSON of WorkerInfo
 
+Schedules (global keys: a schedule is not tied to one queue, and its runs may span queues when
+its ``queue`` is edited; schedules are few and small, so slot locality buys nothing here):
+
+``P:schedules``         SET    every schedule id (the index list_schedules reads)
+``P:schedule:<id>``     HASH   one schedule (fields in ``SCHEDULE_FIELDS`` below); times are
+                               epoch microseconds, so every datetime round-trips exactly and
+                               ``advance_schedule`` compares integers (exact in a double)
+``P:schedruns:<id>``    ZSET   the ids of the schedule's runs, score 0 (lex order = id order,
+                               newest last), as ``ids`` is per queue. The enqueue script adds a
+                               job that carries a schedule id; every path that deletes a job
+                               (purge, purge_schedule_runs) removes it in the same script. The
+                               index outlives ``delete_schedule`` (the runs keep their
+                               ``schedule_id``). Readers still skip an id whose job is gone, and
+                               purge_schedule_runs drops such an entry when it meets one.
+
 Cluster: the scripts that act on one queue (claim, extend, finish, promote, cancel, requeue,
-purge, list, expired) use only keys of that queue's slot. Where a script picks jobs by score it
+list, expired) use only keys of that queue's slot; purge does too, except that it removes a
+deleted run from its schedule's global ``schedruns`` index. Where a script picks jobs by score it
 cannot know their ids in advance, so it derives ``job:<id>`` keys from the queue's job-key
 prefix, which is passed in KEYS and carries the same hash tag (the BullMQ approach): every
 derived key lies in the declared slot. Enqueue (and pause) also write the global ``queues``,
 ``jobq`` and ``changes`` keys, and a batch spanning queues touches several slots; they are
 atomic on a single server, and a Cluster port would have to move those global writes into a
-follow-up command. Likewise ``wait_for_jobs`` over several queues is one BLPOP over keys of
+follow-up command. ``purge_schedule_runs`` derives the keys of each run from its queue (read
+from ``jobq``), so it spans slots too. Likewise ``wait_for_jobs`` over several queues is one BLPOP over keys of
 several slots, which Cluster would need split per queue.
 
 Wakeups are lists rather than pub/sub because a token outlives the moment nobody listens: a
@@ -79,6 +96,27 @@ FIELDS: Final = {
     "worker_id": "w",
     "lease_expires_at": "le",
     "token": "tk",
+}
+
+# Schedule hash fields. Absent field = None.
+SCHEDULE_FIELDS: Final = {
+    "id": "id",
+    "handler": "h",
+    "cron": "c",
+    "every": "ev",
+    "timezone": "tz",
+    "payload": "p",
+    "queue": "q",
+    "priority": "pr",
+    "max_retries": "mr",
+    "timeout": "to",
+    "enabled": "en",
+    "overlap": "ov",
+    "misfire": "mf",
+    "origin": "or",
+    "created_at": "ca",
+    "updated_at": "ua",
+    "last_fire_at": "lf",
 }
 
 # The per-queue ZSET that holds a job in each state.
@@ -127,6 +165,24 @@ class Keys:
     def workerinfo(self) -> str:
         """HASH worker id -> WorkerInfo JSON."""
         return f"{self.prefix}:workerinfo"
+
+    @property
+    def schedules(self) -> str:
+        """SET of schedule ids."""
+        return f"{self.prefix}:schedules"
+
+    def schedule(self, schedule_id: str) -> str:
+        """The hash of one schedule."""
+        return f"{self.prefix}:schedule:{schedule_id}"
+
+    @property
+    def runs_prefix(self) -> str:
+        """The prefix of the schedules' run indexes; scripts append the schedule id."""
+        return f"{self.prefix}:schedruns:"
+
+    def runs(self, schedule_id: str) -> str:
+        """ZSET of the run ids of one schedule."""
+        return self.runs_prefix + schedule_id
 
     # -- per queue ----------------------------------------------------------------------------
 

@@ -1,5 +1,6 @@
 -- Enqueue a batch atomically.
--- KEYS: 1 queues (SET), 2 jobq (HASH), 3 global changes (LIST),
+-- KEYS: 1 queues (SET), 2 jobq (HASH), 3 global changes (LIST), 4 schedule-runs key prefix
+--       (the runs of schedule s are the ZSET <prefix><s>),
 --       then per distinct queue 7 keys: ready, scheduled, ids, idem, wake, changes, job prefix,
 --       then one job hash key per job.
 -- ARGV: 1 now_ms, 2 queue count, 3 job count, 4 wake cap, then the queue names,
@@ -11,8 +12,8 @@ local now = ARGV[1]
 local nq = tonumber(ARGV[2])
 local nj = tonumber(ARGV[3])
 local cap = tonumber(ARGV[4])
-local QK = 3              -- offset of the queue key blocks in KEYS
-local JK = 3 + nq * 7     -- offset of the job keys in KEYS
+local QK = 4              -- offset of the queue key blocks in KEYS
+local JK = 4 + nq * 7     -- offset of the job keys in KEYS
 local QA = 4              -- offset of the queue names in ARGV
 local JA = 4 + nq         -- offset of the job fields in ARGV
 local NF = 10
@@ -65,6 +66,7 @@ for j = 1, nj do
     if ARGV[a + 10] ~= '' then
       fields[#fields + 1] = 'si'
       fields[#fields + 1] = ARGV[a + 10]
+      redis.call('ZADD', KEYS[4] .. ARGV[a + 10], 0, id)  -- the schedule's run index
     end
     redis.call('HSET', jobkey, unpack(fields))
     redis.call('ZADD', KEYS[k + 3], 0, id)
