@@ -117,7 +117,8 @@ class Scheduler:
                     break
                 except BackendError as exc:
                     logger.warning("schedule sync failed (%s); retrying in %.1fs", exc, backoff)
-                    await anyio.sleep(backoff)
+                    with anyio.move_on_after(backoff):
+                        await self._stopping.wait()
                     backoff = min(backoff * 2, 10.0)
         while not self._stopping.is_set():
             try:

@@ -241,6 +241,7 @@ class Supervisor:
         while not self._stopping:
             role = make()
             self.active[name] = role
+            began = anyio.current_time()
             try:
                 async with anyio.create_task_group() as inner:
                     await inner.start(role.run)
@@ -253,6 +254,8 @@ class Supervisor:
                 if self._stopping:
                     logger.exception("role %s failed while stopping", name)
                     break
+                if anyio.current_time() - began > 60:
+                    backoff = self.restart_backoff  # it ran fine for a while: start over
                 self.restarts[name] += 1
                 logger.exception("role %s crashed; restarting in %.1fs", name, backoff)
                 with anyio.move_on_after(backoff):

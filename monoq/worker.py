@@ -127,8 +127,7 @@ class Worker:
         self._slot_freed = anyio.Event()
         self._acks: list[Finish] = []
         self._ack_ready = anyio.Event()
-        self._ack_idle = anyio.Event()
-        self._ack_idle.set()
+        self._ack_lock = anyio.Lock()
         self._limiter = anyio.CapacityLimiter(settings.concurrency)
         self._rotation = 0
         self._started_at = self.clock()
@@ -160,7 +159,14 @@ class Worker:
             async with anyio.create_task_group() as jobs:
                 await self._claim_loop(jobs)
                 await self._drain()
-            await self._flush_acks()
+            # Every outcome must reach the backend before the process goes: wait for an ack
+            # call in flight (even one retrying through an outage), for a bounded time.
+            with anyio.move_on_after(settings.grace.total_seconds() + 10):
+                await self._flush_acks()
+            if self._acks:
+                logger.error("worker %s: %d outcomes could not be recorded; those jobs will "
+                             "run again when their leases expire", settings.worker_id,
+                             len(self._acks))
             service.cancel_scope.cancel()
         with anyio.move_on_after(2, shield=True):
             try:
@@ -357,19 +363,27 @@ class Worker:
             await self._flush_acks()
 
     async def _flush_acks(self) -> None:
-        """Send every buffered outcome; on a backend error keep them and try again."""
+        """Send every buffered outcome; on a backend error keep them and try again.
+
+        One flush at a time (the lock), and a batch leaves the buffer only once the backend
+        answered, so a flush that is cancelled or interrupted loses nothing.
+        """
+        async with self._ack_lock:
+            await self._flush_acks_locked()
+
+    async def _flush_acks_locked(self) -> None:
         backoff = 0.05
         while self._acks:
-            batch, self._acks = self._acks[:500], self._acks[500:]
+            batch = self._acks[:500]
             try:
                 applied = await self.backend.finish(batch, now=self.clock())
             except BackendError as exc:
                 logger.warning("worker %s: ack of %d jobs failed (%s); retrying",
                                self.settings.worker_id, len(batch), exc)
-                self._acks[:0] = batch
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
+            del self._acks[: len(batch)]
             for item, ok in zip(batch, applied, strict=True):
                 if not ok:
                     metrics.stale_ack()

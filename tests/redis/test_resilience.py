@@ -252,13 +252,6 @@ async def test_worker_and_scheduler_ride_out_an_outage(aof_redis: AofRedis) -> N
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "monoq/worker.py Worker.run (lines 163-164): the final `await self._flush_acks()` returns at "
-    "once when `_ack_loop` has already taken the batch (`batch, self._acks = ...`, line 363) and "
-    "is backing off after a failed finish; `service.cancel_scope.cancel()` then cancels that "
-    "retry and the ack is dropped. The job stays RUNNING until its lease expires and then "
-    "reruns, though the supervisor reported a graceful stop"
-))
 async def test_a_graceful_stop_during_an_outage_keeps_the_finished_jobs_ack(
     aof_redis: AofRedis,
 ) -> None:
