@@ -294,6 +294,9 @@ _KNOWN_OPTIONS: Final = (
 )
 
 
+_pack = msgspec.msgpack.Encoder().encode
+
+
 class RedisBackend:
     """The Backend protocol on Redis: shared by every process and machine that reaches it.
 
@@ -470,20 +473,22 @@ class RedisBackend:
                 k.job_prefix(q),
             ]
         keys += [k.job(job.queue, job.id) for job in jobs]
-        args: list[Any] = [now_ms, len(queues), len(jobs), _WAKE_CAP, *queues]
+        fields: list[str] = []
         for job in jobs:
-            args += [
+            fields += [
                 job.id,
-                queues[job.queue],
+                str(queues[job.queue]),
                 job.handler,
-                job.payload_json,
-                job.priority,
-                "" if job.run_at is None else _ms(job.run_at),
-                job.max_retries,
+                job.payload_json.decode(),  # Redis' cmsgpack reads str, not the bin type
+                str(job.priority),
+                "" if job.run_at is None else str(_ms(job.run_at)),
+                str(job.max_retries),
                 repr(float(job.timeout)),
                 job.idempotency_key or "",
                 job.schedule_id or "",
             ]
+        args: list[Any] = [now_ms, len(queues), len(jobs), _WAKE_CAP, *queues,
+                           _pack(fields)]
         answers = await self._run("enqueue", keys, args)
         now = _dt(now_ms)
         out: list[Enqueued] = []

@@ -4,8 +4,10 @@
 --       then per distinct queue 7 keys: ready, scheduled, ids, idem, wake, changes, job prefix,
 --       then one job hash key per job.
 -- ARGV: 1 now_ms, 2 queue count, 3 job count, 4 wake cap, then the queue names,
---       then per job 10 fields: id, queue index (1-based), handler, payload, priority,
---       run_at_ms ('' = now), max_retries, timeout, idempotency key (''), schedule id ('').
+--       then one MessagePack array holding per job 10 strings: id, queue index (1-based),
+--       handler, payload, priority, run_at_ms ('' = now), max_retries, timeout,
+--       idempotency key (''), schedule id (''). One packed argument instead of ten per job
+--       keeps the client's command encoding cheap.
 -- Answers per job: 1 when created, else the existing job (job_reply) (same id or same
 -- idempotency key in the same queue).
 local now = ARGV[1]
@@ -15,7 +17,7 @@ local cap = tonumber(ARGV[4])
 local QK = 4              -- offset of the queue key blocks in KEYS
 local JK = 4 + nq * 7     -- offset of the job keys in KEYS
 local QA = 4              -- offset of the queue names in ARGV
-local JA = 4 + nq         -- offset of the job fields in ARGV
+local F = cmsgpack.unpack(ARGV[5 + nq])  -- the job fields, NF per job
 local NF = 10
 
 local ready_n, sched_n = {}, {}
@@ -29,10 +31,10 @@ end
 
 local out = {}
 for j = 1, nj do
-  local a = JA + (j - 1) * NF
-  local id = ARGV[a + 1]
-  local qi = tonumber(ARGV[a + 2])
-  local key = ARGV[a + 9]
+  local a = (j - 1) * NF
+  local id = F[a + 1]
+  local qi = tonumber(F[a + 2])
+  local key = F[a + 9]
   local k = QK + (qi - 1) * 7
   local jobkey = KEYS[JK + j]
   local existing = nil
@@ -49,24 +51,24 @@ for j = 1, nj do
   if existing then
     out[j] = job_reply(existing)
   else
-    local run_at = ARGV[a + 6]
+    local run_at = F[a + 6]
     local state = 'scheduled'
     if run_at == '' or tonumber(run_at) <= tonumber(now) then
       state = 'queued'
       run_at = now
     end
     local fields = {
-      'id', id, 'q', ARGV[QA + qi], 'h', ARGV[a + 3], 'p', ARGV[a + 4], 'pr', ARGV[a + 5],
-      'st', state, 'a', '0', 'mr', ARGV[a + 7], 'to', ARGV[a + 8], 'ra', run_at, 'ca', now,
+      'id', id, 'q', ARGV[QA + qi], 'h', F[a + 3], 'p', F[a + 4], 'pr', F[a + 5],
+      'st', state, 'a', '0', 'mr', F[a + 7], 'to', F[a + 8], 'ra', run_at, 'ca', now,
     }
     if key ~= '' then
       fields[#fields + 1] = 'ik'
       fields[#fields + 1] = key
     end
-    if ARGV[a + 10] ~= '' then
+    if F[a + 10] ~= '' then
       fields[#fields + 1] = 'si'
-      fields[#fields + 1] = ARGV[a + 10]
-      redis.call('ZADD', KEYS[4] .. ARGV[a + 10], 0, id)  -- the schedule's run index
+      fields[#fields + 1] = F[a + 10]
+      redis.call('ZADD', KEYS[4] .. F[a + 10], 0, id)  -- the schedule's run index
     end
     redis.call('HSET', jobkey, unpack(fields))
     redis.call('ZADD', KEYS[k + 3], 0, id)
@@ -75,7 +77,7 @@ for j = 1, nj do
       redis.call('ZADD', KEYS[k + 2], run_at, id)
       sched_n[qi] = sched_n[qi] + 1
     else
-      redis.call('ZADD', KEYS[k + 1], ready_score(ARGV[a + 5], run_at), id)
+      redis.call('ZADD', KEYS[k + 1], ready_score(F[a + 5], run_at), id)
       ready_n[qi] = ready_n[qi] + 1
     end
     out[j] = 1

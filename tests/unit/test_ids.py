@@ -1,0 +1,25 @@
+"""Job ids: sortable by time, unique, in a fixed alphabet."""
+
+from __future__ import annotations
+
+import re
+
+from monoq.core.ids import id_time_ms, new_id
+
+ID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
+
+
+def test_ids_sort_in_creation_order_within_a_millisecond_and_across() -> None:
+    ids = [new_id() for _ in range(5000)]
+    assert ids == sorted(ids)
+    assert len(set(ids)) == len(ids)
+    assert all(ID_RE.match(i) for i in ids)
+
+
+def test_ids_sort_by_time_across_processes() -> None:
+    # ids of a later millisecond sort after any id of an earlier one, whatever the random part
+    early = new_id(now_ms=4_102_444_800_000)
+    late = new_id(now_ms=4_102_444_800_001)
+    assert early < late
+    assert id_time_ms(early) == 4_102_444_800_000
+    assert id_time_ms(late) == 4_102_444_800_001
