@@ -281,6 +281,7 @@ class Bench:
             ("drain", lambda c: self.drain_noop(c, 10)),
             ("drain", lambda c: self.drain_noop(c, 100)),
             ("sleep", lambda c: self.drain_sleep(c, 10)),
+            ("sleep", lambda c: self.drain_sleep(c, 500, 20_000)),
             ("latency", self.latency_same_process),
         ]
         if shared:
