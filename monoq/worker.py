@@ -77,8 +77,16 @@ class Context:
     job: Job
     lease_token: str
     worker_id: str
-    logger: logging.LoggerAdapter[logging.Logger]
     cancelled: threading.Event = attrs.field(factory=threading.Event)
+    _logger: logging.LoggerAdapter[logging.Logger] | None = attrs.field(default=None, init=False)
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger named after the handler that tags every record with ``job_id``."""
+        if self._logger is None:
+            self._logger = logging.LoggerAdapter(
+                logging.getLogger(f"monoq.job.{self.job.handler}"), {"job_id": self.job.id})
+        return self._logger
 
     @property
     def job_id(self) -> str:
@@ -208,10 +216,7 @@ class Worker:
             backoff = 0.05
             for lease in leases:
                 run = _Run(lease=lease, ctx=Context(
-                    job=lease.job, lease_token=lease.token, worker_id=settings.worker_id,
-                    logger=logging.LoggerAdapter(logging.getLogger(f"monoq.job.{lease.job.handler}"),
-                                                 {"job_id": lease.job.id}),
-                ))
+                    job=lease.job, lease_token=lease.token, worker_id=settings.worker_id))
                 self._running[lease.job.id] = run
                 jobs.start_soon(self._execute, run)
             if not leases:
@@ -273,9 +278,11 @@ class Worker:
                                                  f"no handler named {job.handler!r} on worker "
                                                  f"{self.settings.worker_id}"))
         result: Any = None
-        deadline = anyio.move_on_after(job.timeout)
+        # One scope serves both: its deadline is the timeout, and a heartbeat or a graceful stop
+        # cancels it early (they record why in run.stop_reason / run.lost first).
+        run.scope.deadline = anyio.current_time() + job.timeout
         try:
-            with run.scope, deadline:
+            with run.scope:
                 if spec.is_async:
                     result = await spec.func(run.ctx, job.payload)
                 else:
@@ -291,7 +298,7 @@ class Worker:
             logger.warning("job %s (%s attempt %d) failed: %s: %s", job.id, job.handler,
                            job.attempt, type(exc).__name__, exc)
             return self._failed(lease, _error(exc))
-        if deadline.cancelled_caught and run.stop_reason is None and not run.lost:
+        if run.scope.cancelled_caught and run.stop_reason is None and not run.lost:
             run.ctx.cancelled.set()
             return self._failed(lease, ErrorInfo(
                 "TimeoutError", f"the job ran longer than its timeout of {job.timeout:g}s"))
