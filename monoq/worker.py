@@ -77,8 +77,23 @@ class Context:
     job: Job
     lease_token: str
     worker_id: str
-    cancelled: threading.Event = attrs.field(factory=threading.Event)
     _logger: logging.LoggerAdapter[logging.Logger] | None = attrs.field(default=None, init=False)
+    _cancelled: threading.Event | None = attrs.field(default=None, init=False)
+    _stop: bool = attrs.field(default=False, init=False)
+
+    @property
+    def cancelled(self) -> threading.Event:
+        """Set when the job should stop: cancelled, timed out, lease lost or shutdown."""
+        if self._cancelled is None:  # made on first use: most handlers never look
+            self._cancelled = threading.Event()
+            if self._stop:
+                self._cancelled.set()
+        return self._cancelled
+
+    def _signal_stop(self) -> None:
+        self._stop = True
+        if self._cancelled is not None:
+            self._cancelled.set()
 
     @property
     def logger(self) -> logging.LoggerAdapter[logging.Logger]:
@@ -299,11 +314,11 @@ class Worker:
                            job.attempt, type(exc).__name__, exc)
             return self._failed(lease, _error(exc))
         if run.scope.cancelled_caught and run.stop_reason is None and not run.lost:
-            run.ctx.cancelled.set()
+            run.ctx._signal_stop()
             return self._failed(lease, ErrorInfo(
                 "TimeoutError", f"the job ran longer than its timeout of {job.timeout:g}s"))
         if run.scope.cancelled_caught or run.stop_reason is not None:
-            run.ctx.cancelled.set()
+            run.ctx._signal_stop()
             if run.stop_reason is Outcome.RELEASED:
                 return Finish(lease, Outcome.RELEASED,
                               error=ErrorInfo("Shutdown", "released by a graceful shutdown"))
@@ -344,12 +359,12 @@ class Worker:
                 for run, status in zip(runs, statuses, strict=True):
                     if status is LeaseStatus.LOST:
                         run.lost = True
-                        run.ctx.cancelled.set()
+                        run.ctx._signal_stop()
                         run.scope.cancel()
                     elif status is LeaseStatus.CANCEL_REQUESTED and run.stop_reason is None:
                         logger.info("job %s cancelled while running; stopping it", run.lease.job_id)
                         run.stop_reason = Outcome.CANCELLED
-                        run.ctx.cancelled.set()
+                        run.ctx._signal_stop()
                         run.scope.cancel()
             await self.backend.report_worker(self._info(now), ttl=settings.heartbeat * 3)
         except BackendError as exc:
@@ -410,7 +425,7 @@ class Worker:
         for run in list(self._running.values()):
             logger.info("job %s released back to %s", run.lease.job_id, run.lease.job.queue)
             run.stop_reason = Outcome.RELEASED
-            run.ctx.cancelled.set()
+            run.ctx._signal_stop()
             run.scope.cancel()
 
     async def _lag_watchdog(self) -> None:
