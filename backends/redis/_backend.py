@@ -609,25 +609,25 @@ class RedisBackend:
                 k.q(q, "wake"),
                 k.q(q, "changes"),
             ]
-            args: list[Any] = [_ms(now), _WAKE_CAP]
+            fields: list[str] = []
             for i in idx:
                 item = items[i]
                 job_id = item.lease.job.id
                 keys += [k.job(q, job_id), k.att(q, job_id)]
                 err = item.error
-                args += [
+                fields += [
                     item.lease.token,
                     str(item.outcome),
-                    item.result_json or b"",
+                    "" if item.result_json is None else item.result_json.decode(),
                     "" if err is None else str(err),
                     "" if err is None else err.type,
                     "" if err is None else err.message,
                     "" if err is None or err.traceback is None else err.traceback,
-                    "" if item.retry_at is None else _ms(item.retry_at),
+                    "" if item.retry_at is None else str(_ms(item.retry_at)),
                     str(OUTCOME_TO_ATTEMPT[item.outcome]),
                     "",
                 ]
-            answers = await self._run("finish", keys, args)
+            answers = await self._run("finish", keys, [_ms(now), _WAKE_CAP, _pack(fields)])
             for i, answer in zip(idx, answers, strict=True):
                 out[i] = bool(answer)
         return out
