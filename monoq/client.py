@@ -197,8 +197,7 @@ class Client:
         """Build from a submit body (DESIGN.md §3: ``handler`` or its alias ``name``, …)."""
         if not isinstance(data, Mapping):
             raise ValidationError("job", "each job must be a JSON object")
-        unknown = set(data) - SUBMIT_FIELDS
-        if unknown:
+        if not SUBMIT_FIELDS.issuperset(data) and (unknown := set(data) - SUBMIT_FIELDS):
             raise ValidationError(
                 min(unknown),
                 f"unknown field; allowed: {', '.join(sorted(SUBMIT_FIELDS))}",

@@ -20,7 +20,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import Message, Scope
 from prometheus_client import CollectorRegistry
 
-from monoq.api.auth import ROUTE_SCOPES, require_scope, route_scope
+from monoq.api.auth import ROUTE_SCOPES, authorize, route_scope
 from monoq.api.metrics import ApiMetrics
 from monoq.api.openapi import PROBLEM_SCHEMA
 from monoq.api.problems import EXCEPTION_HANDLERS
@@ -77,14 +77,16 @@ def create_app(
                    *system.V1_HANDLERS]
     root_handlers = [*system.ROOT_HANDLERS, *compat.HANDLERS]
     _check_scopes([*v1_handlers, *root_handlers])
-    v1 = Router(path=API_PREFIX, route_handlers=v1_handlers, guards=[require_scope], tags=["v1"])
-    root = Router(path="/", route_handlers=root_handlers, guards=[require_scope])
-    requests = state.metrics.requests
+    v1 = Router(
+        path=API_PREFIX, route_handlers=v1_handlers, before_request=authorize, tags=["v1"]
+    )
+    root = Router(path="/", route_handlers=root_handlers, before_request=authorize)
+    count = state.metrics.count_request
 
     async def count_request(message: Message, scope: Scope) -> None:
         if message["type"] == "http.response.start":
-            route = scope.get("path_template") or "unmatched"
-            requests.labels(scope.get("method", "?"), route, str(message["status"])).inc()
+            route: str = scope.get("path_template") or "unmatched"
+            count(str(scope.get("method", "?")), route, message["status"])
 
     def provide_client() -> Client:
         return client

@@ -9,15 +9,26 @@ from typing import Any, Final
 
 import msgspec
 from litestar import Request
+from litestar.connection import ASGIConnection
 
 from monoq.api.problems import Problem
 
 _decoder: Final = msgspec.json.Decoder()
 
 
+def header(connection: ASGIConnection[Any, Any, Any, Any], name: bytes) -> str | None:
+    """The first value of the header ``name`` (given in lower case), or None: what
+    ``connection.headers.get`` answers, read from the raw scope without building the
+    case-insensitive multidict (a cost on every request)."""
+    for key, value in connection.scope["headers"]:
+        if key == name or key.lower() == name:
+            return value.decode("latin-1")
+    return None
+
+
 def media_type(request: Request[Any, Any, Any]) -> str:
     """The request's media type without parameters, lower case ("" when absent)."""
-    return request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    return (header(request, b"content-type") or "").split(";", 1)[0].strip().lower()
 
 
 def is_json_type(kind: str) -> bool:

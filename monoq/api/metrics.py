@@ -17,6 +17,7 @@ Families:
 """
 
 from collections.abc import Iterator, Sequence
+from typing import Any, Final
 
 from prometheus_client import CollectorRegistry, Counter, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -24,6 +25,8 @@ from prometheus_client.registry import Collector
 
 import monoq.metrics as worker_metrics
 from monoq.core.models import JobState, QueueStats
+
+_MAX_CHILDREN: Final = 10_000  # cached label children (the families keep every child anyway)
 
 
 class QueueDepthCollector(Collector):
@@ -70,10 +73,32 @@ class ApiMetrics:
             ("queue", "handler"),
             registry=self.registry,
         )
+        # label children by label values: ``labels()`` validates and locks on every call
+        self._request_children: dict[tuple[str, str, int], Any] = {}
+        self._enqueued_children: dict[tuple[str, str], Any] = {}
         self.queues = QueueDepthCollector()
         self.registry.register(self.queues)
         # The worker's and scheduler's families: live in an all-in-one process, empty otherwise.
         worker_metrics.register(self.registry)
+
+    def count_request(self, method: str, route: str, status: int) -> None:
+        """One HTTP answer for ``monoq_api_requests_total``."""
+        key = (method, route, status)
+        child = self._request_children.get(key)
+        if child is None:
+            if len(self._request_children) >= _MAX_CHILDREN:
+                self._request_children.clear()
+            child = self._request_children[key] = self.requests.labels(method, route, str(status))
+        child.inc()
+
+    def count_enqueued(self, labels: tuple[str, str], count: int = 1) -> None:
+        """``count`` jobs created on (queue, handler) for ``monoq_jobs_enqueued_total``."""
+        child = self._enqueued_children.get(labels)
+        if child is None:
+            if len(self._enqueued_children) >= _MAX_CHILDREN:
+                self._enqueued_children.clear()
+            child = self._enqueued_children[labels] = self.enqueued.labels(*labels)
+        child.inc(count)
 
     def render(self, snapshot: Sequence[QueueStats] | None) -> bytes:
         """The text exposition format, with queue depths from ``snapshot``."""

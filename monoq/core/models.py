@@ -97,7 +97,18 @@ def rfc3339(dt: datetime | None) -> str | None:
     """RFC 3339 UTC text (``2030-01-01T00:00:00.000Z``) or None."""
     if dt is None:
         return None
-    return dt.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if dt.tzinfo is UTC:  # what backends answer: memoised, as batches share their times
+        text = _RFC3339_CACHE.get(dt)
+        if text is None:
+            if len(_RFC3339_CACHE) >= _RFC3339_CACHE_SIZE:
+                _RFC3339_CACHE.clear()
+            text = _RFC3339_CACHE[dt] = dt.isoformat(timespec="milliseconds")[:-6] + "Z"
+        return text
+    return dt.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
+
+
+_RFC3339_CACHE: Final[dict[datetime, str]] = {}
+_RFC3339_CACHE_SIZE: Final = 4096
 
 
 @attrs.frozen

@@ -2,7 +2,7 @@
 
 import re
 from collections.abc import Iterable, Sequence
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from litestar import Response
 from litestar.di import NamedDependency
@@ -20,6 +20,10 @@ DEFAULT_LIMIT: Final = 50
 _ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _CURSOR_RE: Final = re.compile(r"^[A-Za-z0-9_.:=+/-]{1,256}$")
 
+_NAME_FIELDS: Final = ("handler", "name", "queue")
+_name_match: Final = NAME_RE.fullmatch
+_key_match: Final = KEY_RE.fullmatch
+
 Json = dict[str, Any]
 # The app's dependencies (create_app provides both by these parameter names).
 ClientDep = NamedDependency[Client]
@@ -31,6 +35,19 @@ def answer(
 ) -> Response[Json]:
     """A JSON response."""
     return Response(content=content, status_code=status, media_type=JSON, headers=headers or {})
+
+
+def answer_bytes(
+    content: bytes, status: int = 200, headers: dict[str, str] | None = None
+) -> Response[Json]:
+    """A JSON response whose body is already encoded (see ``monoq.api.jsonout``).
+
+    Typed as ``Response[Json]``: the OpenAPI document describes the JSON, not the bytes.
+    """
+    response: Response[Any] = Response(
+        content=content, status_code=status, media_type=JSON, headers=headers or {}
+    )
+    return cast("Response[Json]", response)
 
 
 def job_id_or_404(job_id: str) -> str:
@@ -60,12 +77,13 @@ def optional_name(field: str, value: str | None) -> str | None:
 def precheck_submit(data: dict[str, Any], prefix: str = "") -> None:
     """Refuse names and keys the client would accept too leniently (see ``check_name``), and
     an empty queue name, which the client would take to mean the default queue."""
-    for field in ("handler", "name", "queue"):
+    for field in _NAME_FIELDS:
         value = data.get(field)
-        if value is not None:
+        # the common case (a valid name) costs one match; anything else gets the full check
+        if value is not None and not (type(value) is str and _name_match(value)):
             check_name(prefix + field, value)
     key = data.get("idempotency_key")
-    if isinstance(key, str) and not KEY_RE.fullmatch(key):
+    if isinstance(key, str) and not _key_match(key):
         raise ValidationError(prefix + "idempotency_key", f"{key[:40]!r} is not a valid key")
 
 
@@ -130,10 +148,14 @@ def job_answer(job: Job) -> Json:
 
 def count_created(api: ApiState, answers: Iterable[Enqueued]) -> int:
     """Feed the enqueue metrics with the created jobs; answers how many were created."""
-    created = 0
+    per_label: dict[tuple[str, str], int] = {}
     for item in answers:
         if item.created:
-            created += 1
-            api.metrics.enqueued.labels(item.job.queue, item.job.handler).inc()
+            labels = (item.job.queue, item.job.handler)
+            per_label[labels] = per_label.get(labels, 0) + 1
+    created = 0
+    for labels, count in per_label.items():
+        api.metrics.count_enqueued(labels, count)
+        created += count
     api.enqueued.add(created)
     return created

@@ -10,13 +10,15 @@ from typing import Annotated, Any, Final
 from litestar import Request, Response, get, post
 from litestar.params import FromPath, FromQuery, QueryParameter
 
+from monoq.api.body import header as raw_header
 from monoq.api.body import read_json_object
+from monoq.api.jsonout import job_bytes, jobs_bytes
 from monoq.api.openapi import BATCH_BODY, BODY, GUARDED, SUBMIT_BODY, documented
 from monoq.api.routes._common import (
     ClientDep,
     Json,
-    StateDep,
     answer,
+    answer_bytes,
     count_created,
     job_answer,
     job_id_or_404,
@@ -28,8 +30,7 @@ from monoq.api.routes._common import (
     parse_states,
     precheck_submit,
 )
-from monoq.api.state import ApiState
-from monoq.client import Client
+from monoq.api.state import ApiState, api_state
 from monoq.core.models import Enqueued
 from monoq.errors import ValidationError, WaitTimeout
 
@@ -42,7 +43,7 @@ def with_idempotency_header(
     request: Request[Any, Any, Any], data: dict[str, Any]
 ) -> dict[str, Any]:
     """Merge an ``Idempotency-Key`` header into a submit body (they must agree if both given)."""
-    header = request.headers.get("idempotency-key")
+    header = raw_header(request, b"idempotency-key")
     if header is None:
         return data
     body_key = data.get("idempotency_key")
@@ -56,15 +57,18 @@ def submitted(api: ApiState, result: Enqueued, prefix: str = "/api/v1/jobs") -> 
     count_created(api, [result])
     job = result.job
     status = 201 if result.created else 200
-    return answer(job_answer(job), status, {"Location": f"{prefix}/{job.id}"})
+    return answer_bytes(job_bytes(job), status, {"Location": f"{prefix}/{job.id}"})
 
 
-async def submit_body(client: Client, data: dict[str, Any]) -> Enqueued:
-    """Validate a submit body and enqueue it (nothing is written if it is invalid)."""
+async def submit_body(api: ApiState, data: dict[str, Any]) -> Enqueued:
+    """Validate a submit body and enqueue it (nothing is written if it is invalid).
+
+    The job is built (and so validated) here, alone; only then does it join other requests'
+    jobs in a shared backend call (``ApiState.batcher``).
+    """
     precheck_submit(data)
-    new = client.build_from_dict(data)
-    [result] = await client.submit_many([new])
-    return result
+    new = api.client.build_from_dict(data)
+    return await api.batcher.submit(new)
 
 
 @post(
@@ -74,14 +78,13 @@ async def submit_body(client: Client, data: dict[str, Any]) -> Enqueued:
     summary="Submit a job",
     operation_class=documented(GUARDED, BODY, body=SUBMIT_BODY),
 )
-async def submit_job(
-    request: Request[Any, Any, Any], client: ClientDep, api: StateDep
-) -> Response[Json]:
+async def submit_job(request: Request[Any, Any, Any]) -> Response[Json]:
     """Enqueue one job. Body: ``handler`` (or ``name``), ``payload``, ``queue``, ``priority``,
     ``delay`` or ``run_at``, ``max_retries``, ``timeout``, ``idempotency_key`` (or the
     ``Idempotency-Key`` header). 201 with the job; 200 with the original job on a replay."""
+    api = api_state(request)
     data = with_idempotency_header(request, await read_json_object(request))
-    return submitted(api, await submit_body(client, data))
+    return submitted(api, await submit_body(api, data))
 
 
 @post(
@@ -91,16 +94,16 @@ async def submit_job(
     summary="Submit many jobs",
     operation_class=documented(GUARDED, BODY, body=BATCH_BODY),
 )
-async def submit_batch(
-    request: Request[Any, Any, Any], client: ClientDep, api: StateDep
-) -> Response[Json]:
+async def submit_batch(request: Request[Any, Any, Any]) -> Response[Json]:
     """Enqueue ``{"jobs": [submit, ...]}`` (1 to 1000) all or nothing: every job is validated
     before any is written. 201 with ``{"jobs": [job, ...]}`` in order (200 if every one was an
     idempotent replay)."""
+    api = api_state(request)
     data = await read_json_object(request)
-    extra = set(data) - {"jobs"}
-    if extra:
-        raise ValidationError(min(extra), 'unknown field; the body is {"jobs": [...]}')
+    if len(data) != 1 or "jobs" not in data:
+        extra = set(data) - {"jobs"}
+        if extra:
+            raise ValidationError(min(extra), 'unknown field; the body is {"jobs": [...]}')
     items = data.get("jobs")
     if not isinstance(items, list):
         raise ValidationError("jobs", "must be a list of job objects")
@@ -109,9 +112,9 @@ async def submit_batch(
     for index, item in enumerate(items):
         if isinstance(item, dict):
             precheck_submit(item, f"jobs[{index}].")
-    results = await client.submit_many(items)
+    results = await api.client.submit_many(items)
     created = count_created(api, results)
-    return answer({"jobs": [job_answer(r.job) for r in results]}, 201 if created else 200)
+    return answer_bytes(jobs_bytes(r.job for r in results), 201 if created else 200)
 
 
 @get(
