@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from monoq.core.ids import id_time_ms, new_id
+from monoq.core.ids import encode128, id_time_ms, new_id
 
 ID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 
@@ -23,3 +23,11 @@ def test_ids_sort_by_time_across_processes() -> None:
     assert early < late
     assert id_time_ms(early) == 4_102_444_800_000
     assert id_time_ms(late) == 4_102_444_800_001
+
+
+
+def test_the_encoding_is_crockford_base32_most_significant_first() -> None:
+    alphabet = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+    for value in (0, 1, 0x0123456789AB << 80 | 12345, (1 << 128) - 1):
+        expected = "".join(alphabet[(value >> (5 * i)) & 31] for i in reversed(range(26)))
+        assert encode128(value) == expected
