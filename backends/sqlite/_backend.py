@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.resources
+import json
 import logging
 import sqlite3
 import time
@@ -97,7 +98,7 @@ _TOKEN: Final = 20  # index of lease_token in _JOB_COLUMNS
 _INSERT_JOB: Final = (
     "INSERT INTO jobs (id, queue, handler, payload, priority, state, max_retries, timeout, "
     "run_at, created_at, idempotency_key, schedule_id) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING id"
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # One statement claims the whole batch of a queue. randomblob() is evaluated per row, so every
 # lease gets its own unguessable token. RETURNING does not keep the subquery's order.
@@ -536,38 +537,50 @@ class SqliteBackend:
         batch = list(jobs)
 
         def fn(conn: sqlite3.Connection, fx: Effects) -> list[Enqueued]:
-            out: list[Enqueued] = []
-            seen_queues: set[str] = set()
+            # The writer holds the write lock (BEGIN IMMEDIATE), so what these two reads find
+            # cannot change before the insert: ids and keys already taken answer the stored
+            # job, everything else goes in with one executemany.
+            for queue in {nj.queue for nj in batch}:
+                conn.execute("INSERT OR IGNORE INTO queues (name) VALUES (?)", (queue,))
+            taken_ids = {row[0] for row in conn.execute(
+                f"SELECT id FROM jobs WHERE id IN {_IDS_PARAM}",  # noqa: S608
+                (json.dumps([nj.id for nj in batch]),))}
+            keyed = [[nj.queue, nj.idempotency_key] for nj in batch
+                     if nj.idempotency_key is not None]
+            taken_keys: set[tuple[str, str]] = set()
+            if keyed:
+                taken_keys = {(row[0], row[1]) for row in conn.execute(
+                    "SELECT queue, idempotency_key FROM jobs WHERE idempotency_key IS NOT NULL "
+                    "AND (queue, idempotency_key) IN (SELECT json_extract(value, '$[0]'), "
+                    "json_extract(value, '$[1]') FROM json_each(?))",
+                    (json.dumps(keyed),))}
             created_at = _dt(now_ms)
+            out: list[Enqueued | NewJob] = []  # a NewJob stands for "answer the stored job"
+            rows: list[tuple[Any, ...]] = []
+            new_ids: set[str] = set()
+            new_keys: dict[tuple[str, str], Job] = {}
             for nj in batch:
-                if nj.queue not in seen_queues:
-                    seen_queues.add(nj.queue)
-                    conn.execute("INSERT OR IGNORE INTO queues (name) VALUES (?)", (nj.queue,))
+                key = None if nj.idempotency_key is None else (nj.queue, nj.idempotency_key)
+                if nj.id in taken_ids or (key is not None and key in taken_keys):
+                    out.append(nj)
+                    continue
+                if key is not None and key in new_keys:  # the same key twice in this batch
+                    out.append(Enqueued(new_keys[key], created=False))
+                    continue
+                if nj.id in new_ids:  # the same job twice in this batch
+                    out.append(Enqueued(next(e.job for e in out if isinstance(e, Enqueued)
+                                             and e.job.id == nj.id), created=False))
+                    continue
                 run_ms = now_ms if nj.run_at is None else _ms(nj.run_at)
                 if run_ms > now_ms:
                     state = JobState.SCHEDULED
+                    fx.changes = True
                 else:
                     state, run_ms = JobState.QUEUED, now_ms
-                row = conn.execute(
-                    _INSERT_JOB,
-                    (
-                        nj.id,
-                        nj.queue,
-                        nj.handler,
-                        nj.payload_json,
-                        nj.priority,
-                        state.value,
-                        nj.max_retries,
-                        nj.timeout,
-                        run_ms,
-                        now_ms,
-                        nj.idempotency_key,
-                        nj.schedule_id,
-                    ),
-                ).fetchone()
-                if row is None:
-                    out.append(Enqueued(self._existing(conn, nj), created=False))
-                    continue
+                    fx.ready.add(nj.queue)
+                rows.append((nj.id, nj.queue, nj.handler, nj.payload_json, nj.priority,
+                             state.value, nj.max_retries, nj.timeout, run_ms, now_ms,
+                             nj.idempotency_key, nj.schedule_id))
                 job = Job(
                     id=nj.id,
                     queue=nj.queue,
@@ -583,12 +596,14 @@ class SqliteBackend:
                     idempotency_key=nj.idempotency_key,
                     schedule_id=nj.schedule_id,
                 )
+                new_ids.add(nj.id)
+                if key is not None:
+                    new_keys[key] = job
                 out.append(Enqueued(job, created=True))
-                if state is JobState.QUEUED:
-                    fx.ready.add(nj.queue)
-                else:
-                    fx.changes = True
-            return out
+            if rows:
+                conn.executemany(_INSERT_JOB, rows)
+            return [item if isinstance(item, Enqueued)
+                    else Enqueued(self._existing(conn, item), created=False) for item in out]
 
         return await self._write(fn, "enqueue", len(batch))
 
