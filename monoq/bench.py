@@ -121,6 +121,16 @@ class Bench:
             await client.enqueue_many(items)
         self.add("batch enqueue (500 per call)", _rate(n, time.perf_counter() - start), "jobs/s")
 
+    async def enqueue_bulk(self, client: Client) -> None:
+        """Bulk enqueue: N jobs in calls of 10 000 (the backend splits and pipelines them)."""
+        n, size = self.jobs, 10_000
+        items = [{"handler": "monoq.bench.noop", "payload": i} for i in range(min(size, n))]
+        start = time.perf_counter()
+        for _ in range(max(n // size, 1)):
+            await client.enqueue_many(items)
+        self.add(f"bulk enqueue ({len(items)} per call)",
+                 _rate(max(n // size, 1) * len(items), time.perf_counter() - start), "jobs/s")
+
     async def enqueue_concurrent(self, client: Client) -> None:
         """Single enqueues, 100 in flight."""
         n = min(self.jobs, 5000)
@@ -277,6 +287,7 @@ class Bench:
         shared = open_backend(self.url, self.options).capabilities.shared_across_processes
         plan: list[tuple[str, Callable[[Client], Awaitable[None]]]] = [
             ("enqueue", self.enqueue_batch),
+            ("enqueue", self.enqueue_bulk),
             ("enqueue", self.enqueue_concurrent),
             ("drain", lambda c: self.drain_noop(c, 10)),
             ("drain", lambda c: self.drain_noop(c, 100)),

@@ -13,6 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
+import anyio
 import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions as rex
@@ -295,6 +296,7 @@ _KNOWN_OPTIONS: Final = (
 
 
 _pack = msgspec.msgpack.Encoder().encode
+_PIPELINE: Final = 4  # enqueue script calls in flight at once for a large batch
 
 
 class RedisBackend:
@@ -439,19 +441,32 @@ class RedisBackend:
 
         A batch of up to ``batch_size`` (default 1000) jobs is one script call, so it is atomic
         (all or nothing) and takes one round trip. A larger batch is split into chunks of
-        ``batch_size``, each atomic on its own: if a later chunk fails (say the connection
-        drops), the earlier chunks stay enqueued and the call raises. Retrying the whole call is
-        safe because a job id that is already stored is answered, not written again
+        ``batch_size``, each atomic on its own, sent a few at a time: if a chunk fails (say
+        the connection drops), the chunks that ran stay enqueued and the call raises. Retrying
+        the whole call is safe because a job id that is already stored is answered, not written again
         (``created=False``). Idempotency keys repeated across chunks still yield one job.
 
         Redis does not roll back a script that fails half-way; the enqueue script's only
         failure after its first write would be a key of the wrong type (a corrupted or foreign
         key under the prefix). Over ``maxmemory`` the script is refused before its first write.
         """
-        out: list[Enqueued] = []
-        for start in range(0, len(jobs), self.batch_size):
-            out.extend(await self._enqueue_chunk(jobs[start : start + self.batch_size], now))
-        return out
+        chunks = [jobs[start : start + self.batch_size]
+                  for start in range(0, len(jobs), self.batch_size)]
+        if len(chunks) <= 1:
+            return await self._enqueue_chunk(jobs, now)
+        # Several chunks are pipelined (a few calls in flight) so that this process encodes the
+        # next chunk while Redis runs the previous script.
+        answers: list[list[Enqueued]] = [[] for _ in chunks]
+        gate = anyio.Semaphore(_PIPELINE)
+
+        async def send(index: int) -> None:
+            async with gate:
+                answers[index] = await self._enqueue_chunk(chunks[index], now)
+
+        async with anyio.create_task_group() as tg:
+            for index in range(len(chunks)):
+                tg.start_soon(send, index)
+        return [answer for chunk in answers for answer in chunk]
 
     async def _enqueue_chunk(self, jobs: Sequence[NewJob], now: datetime) -> list[Enqueued]:
         if not jobs:
