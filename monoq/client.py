@@ -18,6 +18,7 @@ import anyio
 import attrs
 
 from monoq.core.backend import Backend
+from monoq.core.coalesce import EnqueueCoalescer
 from monoq.core.codec import json_encode
 from monoq.core.ids import new_id
 from monoq.core.models import (
@@ -124,6 +125,10 @@ class Client:
         self.defaults = defaults or JobDefaults()
         self.clock = clock
         self.known_handlers_only = known_handlers_only
+        self._coalescer = EnqueueCoalescer(self._enqueue_now)
+
+    async def _enqueue_now(self, jobs: Sequence[NewJob]) -> list[Enqueued]:
+        return await self.backend.enqueue(jobs, now=self.clock())
 
     # -- building jobs --------------------------------------------------------------------------
 
@@ -226,10 +231,12 @@ class Client:
 
     async def submit(self, handler: str, payload: Any = None, **options: Any) -> Enqueued:
         """Like ``enqueue`` but also tells whether the job was created by this call."""
-        now = self.clock()
-        new = self.build(handler, payload, now=now, **options)
-        [answer] = await self.backend.enqueue([new], now=now)
-        return answer
+        return await self.submit_job(self.build(handler, payload, **options))
+
+    async def submit_job(self, new: NewJob) -> Enqueued:
+        """Enqueue one built job. Concurrent calls share backend calls (see
+        ``monoq.core.coalesce``), each getting its own answer."""
+        return await self._coalescer.submit(new)
 
     async def enqueue_many(self, jobs: Iterable[Mapping[str, Any] | NewJob]) -> list[Job]:
         """Enqueue a batch in one backend call; every job is validated before any is written."""

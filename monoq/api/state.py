@@ -10,7 +10,6 @@ from typing import Any, Final
 import attrs
 from litestar.connection import ASGIConnection
 
-from monoq.api.batcher import SubmitBatcher
 from monoq.api.metrics import ApiMetrics
 from monoq.api.tokens import TokenTable
 from monoq.client import Client
@@ -110,11 +109,6 @@ class ApiState:
     enqueued: EnqueueCounter = attrs.field(factory=EnqueueCounter)
     started_at: datetime = attrs.field(factory=utcnow)
     started_monotonic: float = attrs.field(factory=time.monotonic)
-    # single submits share backend calls (see monoq.api.batcher); made over ``client``
-    batcher: SubmitBatcher = attrs.field(init=False)
-
-    def __attrs_post_init__(self) -> None:
-        self.batcher = SubmitBatcher(self.client)
 
 
 def api_state(connection: ASGIConnection[Any, Any, Any, Any]) -> ApiState:

@@ -1,6 +1,6 @@
 """The api's performance paths answer exactly what the plain ones did.
 
-- concurrent single submits share backend calls (``monoq.api.batcher``) yet each request gets
+- concurrent single submits share backend calls (``monoq.core.coalesce``) yet each request gets
   its own answer: one ``created`` per idempotency key, a bad request fails alone;
 - job JSON is encoded straight to bytes (``monoq.api.jsonout``), byte-for-byte the encoding of
   ``Job.to_dict``.
@@ -17,7 +17,6 @@ from litestar import Litestar
 from litestar.serialization import encode_json
 from litestar.testing import AsyncTestClient
 
-from monoq.api.batcher import SubmitBatcher
 from monoq.api.jsonout import job_bytes, jobs_bytes
 from monoq.backends.memory import MemoryBackend
 from monoq.client import Client
@@ -68,12 +67,12 @@ class _FlakyBackend(MemoryBackend):
         return await super().enqueue(jobs, now=now)
 
 
-async def test_batcher_coalesces_and_isolates_a_failing_job() -> None:
+async def test_concurrent_submits_coalesce_and_a_failing_job_is_isolated() -> None:
     backend = _FlakyBackend(BackendError("refused"))
     client = Client(backend)
-    batcher = SubmitBatcher(client)
     news = [client.build("poison" if n == 2 else "echo", n) for n in range(5)]
-    results = await asyncio.gather(*(batcher.submit(n) for n in news), return_exceptions=True)
+    results = await asyncio.gather(*(client.submit_job(n) for n in news),
+                                   return_exceptions=True)
     assert isinstance(results[2], BackendError)
     assert [r.job.id for r in results if isinstance(r, Enqueued)] == [
         n.id for i, n in enumerate(news) if i != 2
@@ -82,12 +81,12 @@ async def test_batcher_coalesces_and_isolates_a_failing_job() -> None:
     assert backend.calls == [5, 1, 1, 1, 1, 1]
 
 
-async def test_batcher_shares_an_unavailable_backend_error() -> None:
+async def test_coalesced_submits_share_an_unavailable_backend_error() -> None:
     backend = _FlakyBackend(BackendUnavailable("down"))
     client = Client(backend)
-    batcher = SubmitBatcher(client)
     news = [client.build("poison", n) for n in range(4)]
-    results = await asyncio.gather(*(batcher.submit(n) for n in news), return_exceptions=True)
+    results = await asyncio.gather(*(client.submit_job(n) for n in news),
+                                   return_exceptions=True)
     assert all(isinstance(r, BackendUnavailable) for r in results)
     assert backend.calls == [4]  # no retry one by one while the backend is down
 

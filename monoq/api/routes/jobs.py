@@ -64,11 +64,11 @@ async def submit_body(api: ApiState, data: dict[str, Any]) -> Enqueued:
     """Validate a submit body and enqueue it (nothing is written if it is invalid).
 
     The job is built (and so validated) here, alone; only then does it join other requests'
-    jobs in a shared backend call (``ApiState.batcher``).
+    jobs in a shared backend call (``Client.submit_job``).
     """
     precheck_submit(data)
     new = api.client.build_from_dict(data)
-    return await api.batcher.submit(new)
+    return await api.client.submit_job(new)
 
 
 @post(
