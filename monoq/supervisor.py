@@ -177,6 +177,7 @@ class Supervisor:
         backend = self.client.backend
         await self._connect()
         logger.info("monoq running roles %s on %s", ",".join(self.roles), backend.url)
+        await self._check_server(backend)
         server_now = getattr(backend, "server_now", None)
         try:
             async with anyio.create_task_group() as tg:
@@ -217,6 +218,23 @@ class Supervisor:
                 started = True
                 task_status.started()
             await anyio.sleep(60)
+
+    @staticmethod
+    async def _check_server(backend: object) -> None:
+        """Say loudly at start what ``monoq doctor`` would flag (eviction, no persistence)."""
+        doctor = getattr(backend, "doctor", None)
+        if doctor is None:
+            return
+        try:
+            checks = await doctor()
+        except BackendError as exc:
+            logger.warning("could not check the backend's settings: %s", exc)
+            return
+        for check, level, message in checks:
+            if level == "error":
+                logger.error("backend check %s FAILED: %s (see `monoq doctor`)", check, message)
+            elif level == "warn":
+                logger.warning("backend check %s: %s", check, message)
 
     async def _connect(self) -> None:
         backoff = 0.5
