@@ -481,6 +481,23 @@ class MemoryBackend:
             for name in names
         ]
 
+    async def count_finished(
+        self, *, since: datetime, queue: str | None = None
+    ) -> dict[JobState, int]:
+        """Jobs per terminal state finished at or after ``since`` (a scan of every job); see
+        ``Backend.count_finished``."""
+        counts = dict.fromkeys((s for s in JobState if s in TERMINAL_STATES), 0)
+        for row in self._rows.values():
+            job = row.job
+            if (
+                job.state in TERMINAL_STATES
+                and job.finished_at is not None
+                and job.finished_at >= since
+                and (queue is None or job.queue == queue)
+            ):
+                counts[job.state] += 1
+        return counts
+
     async def cancel(self, job_id: str, *, now: datetime) -> Job | None:
         """Cancel now, or request it of the running worker; see ``Backend.cancel``."""
         row = self._rows.get(job_id)

@@ -943,6 +943,33 @@ class RedisBackend:
             out.append(QueueStats(queue=q, counts=counts, paused=bool(row[-1])))
         return out
 
+    async def count_finished(
+        self, *, since: datetime, queue: str | None = None
+    ) -> dict[JobState, int]:
+        """Jobs per terminal state finished at or after ``since``: ZCOUNT of each queue's
+        terminal-state index (scored by finished_at ms), all in one pipeline.
+
+        Each ZCOUNT is O(log n); the pipeline is not a transaction (like ``stats``), so the
+        counts of different queues may be a few milliseconds apart.
+        """
+        states = [s for s in JobState if s in TERMINAL_STATES]
+        counts = dict.fromkeys(states, 0)
+        queues = [queue] if queue is not None else await self._known_queues()
+        if not queues:
+            return counts
+        # Scores are whole milliseconds: ``>= since`` is ``>= since rounded up``.
+        since_ms = -((_EPOCH - since) // _MS)
+        k = self._keys
+        with _driver_errors("count_finished"):
+            async with self._r().pipeline(transaction=False) as pipe:
+                for q in queues:
+                    for state in states:
+                        pipe.zcount(k.q(q, STATE_INDEX[str(state)]), since_ms, "+inf")
+                results = await pipe.execute()
+        for n, result in enumerate(results):
+            counts[states[n % len(states)]] += int(result)
+        return counts
+
     async def cancel(self, job_id: str, *, now: datetime) -> Job | None:
         """Cancel a job (see the Backend protocol); one script on the job's queue."""
         [q] = await self._queues_of([job_id])

@@ -216,6 +216,22 @@ class Backend(Protocol):
         """
         ...
 
+    async def count_finished(
+        self, *, since: datetime, queue: str | None = None
+    ) -> dict[JobState, int]:
+        """How many jobs reached each terminal state at or after ``since``.
+
+        Counts the jobs whose state is COMPLETED, DEAD or CANCELLED and whose ``finished_at``
+        is ``>= since`` (a job that finished exactly at ``since`` counts), in ``queue`` or in
+        every queue when it is None. The answer always has exactly these three keys (zero when
+        none). It is read from the stored jobs, so it covers runs that any process finished; but
+        only jobs still stored count: purged ones do not, and neither do jobs that left their
+        terminal state again (a requeued DEAD job counts when it finishes anew). Non-terminal
+        jobs never count. Reads only; cost grows with the jobs finished since ``since``, not
+        with all jobs stored.
+        """
+        ...
+
     async def cancel(self, job_id: str, *, now: datetime) -> Job | None:
         """Cancel a job and answer it as it is afterwards (None if there is no such job).
 

@@ -1,13 +1,16 @@
 """The /api/v1 job, queue and dead-letter routes and the compatibility routes, over memory://."""
 
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
+from monoq.api import create_app
+from monoq.backends.memory import MemoryBackend
 from monoq.client import Client
+from monoq.config import ApiConfig
 from monoq.core.models import JobState, Outcome
 from monoq.registry import HandlerSpec, Registry
 from tests.api._support import count_jobs, finish_job
@@ -234,6 +237,62 @@ async def test_workers_and_stats(http: Http, client: Client) -> None:
     assert stats["queues"] == 2
     enqueued: dict[str, Any] = stats["process"]["enqueued"]
     assert enqueued == {"total": 1, "1m": 1, "5m": 1, "15m": 1}
+    nothing = {"completed": 0, "dead": 0, "cancelled": 0, "completed_per_second": 0.0}
+    assert stats["throughput"] == {
+        "1m": {"window_seconds": 60, **nothing},
+        "5m": {"window_seconds": 300, **nothing},
+        "15m": {"window_seconds": 900, **nothing},
+    }
+
+
+async def test_stats_throughput_counts_finished_jobs_per_window(backend: MemoryBackend) -> None:
+    """Jobs finished by any process count (here: by the backend directly, not through the
+    API), per window of 1, 5 and 15 minutes ending now."""
+    now = datetime(2030, 1, 1, 12, tzinfo=UTC)
+    clock = [now]
+    client = Client(backend, clock=lambda: clock[0])
+
+    async def finished(seconds_ago: float, outcome: Outcome, queue: str = "default") -> None:
+        clock[0] = now - timedelta(seconds=seconds_ago)
+        job = await client.enqueue("echo", queue=queue)
+        await finish_job(client, job.id, outcome)
+
+    await finished(10, Outcome.COMPLETED)
+    await finished(20, Outcome.COMPLETED, queue="other")
+    await finished(30, Outcome.DEAD)
+    await finished(60, Outcome.COMPLETED)  # exactly at the 1-minute window's start: counts
+    await finished(61, Outcome.CANCELLED)
+    await finished(120, Outcome.COMPLETED)
+    await finished(400, Outcome.DEAD)
+    await finished(600, Outcome.COMPLETED)
+    await finished(901, Outcome.COMPLETED)  # older than every window
+    await client.enqueue("echo")  # queued, never finished
+    clock[0] = now
+    running = await client.enqueue("echo", queue="busy")
+    await client.backend.claim(
+        ["busy"], limit=1, lease_for=timedelta(seconds=30), worker_id="w1", now=now
+    )
+    assert (await client.get(running.id)).state is JobState.RUNNING
+
+    async with AsyncTestClient(app=create_app(client, ApiConfig())) as http:
+        stats = (await http.get("/api/v1/stats")).json()
+    assert stats["counts"]["completed"] == 6
+    assert stats["throughput"] == {
+        "1m": {"window_seconds": 60, "completed": 3, "dead": 1, "cancelled": 0,
+               "completed_per_second": 3 / 60},
+        "5m": {"window_seconds": 300, "completed": 4, "dead": 1, "cancelled": 1,
+               "completed_per_second": 4 / 300},
+        "15m": {"window_seconds": 900, "completed": 5, "dead": 2, "cancelled": 1,
+                "completed_per_second": 5 / 900},
+    }
+
+    # purged jobs leave the count
+    assert await backend.purge(states=[JobState.COMPLETED], finished_before=now - timedelta(
+        seconds=15)) == 5
+    async with AsyncTestClient(app=create_app(client, ApiConfig())) as http:
+        throughput = (await http.get("/api/v1/stats")).json()["throughput"]
+    assert [throughput[w]["completed"] for w in ("1m", "5m", "15m")] == [1, 1, 1]
+    assert throughput["1m"]["completed_per_second"] == 1 / 60
 
 
 async def test_compat_enqueue_text_and_json(http: Http, client: Client) -> None:

@@ -468,6 +468,23 @@ async def test_claim_orders_by_priority_run_at_id(backend: SqliteBackend) -> Non
     assert len({lease.token for lease in leases}) == len(leases)
 
 
+@pytest.mark.parametrize("by_queue", [False, True], ids=["all-queues", "one-queue"])
+async def test_count_finished_seeks_the_finish_time_index(
+    backend: SqliteBackend, db_path: Path, by_queue: bool
+) -> None:
+    """No index was added for count_finished: jobs_finished (state, finished_at) bounds it by
+    the window. Without ``+queue`` the one-queue form would walk jobs_claim instead, reading
+    every retained terminal job of the queue."""
+    sql = sqlite_backend_module.count_finished_sql(by_queue=by_queue)
+    params: list[Any] = [*sqlite_backend_module._TERMINAL, 0, *(["q"] if by_queue else [])]
+    with plain_connection(db_path) as conn:
+        plan = " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+    assert "jobs_finished (state=? AND finished_at>?)" in plan, plan
+    assert "jobs_claim" not in plan, plan
+    if not by_queue:
+        assert "COVERING INDEX jobs_finished" in plan, plan
+
+
 # -- locked database and full disk ------------------------------------------------------------
 
 

@@ -4,17 +4,20 @@
 
 - ``counts``: jobs per state over every queue, and ``queues``: how many queues, which paused,
   both from one backend ``stats`` call;
+- ``throughput``: per window of the last 1, 5 and 15 minutes, how many jobs finished COMPLETED,
+  DEAD and CANCELLED, and ``completed_per_second`` (completed / window seconds). Read from the
+  backend (``count_finished``, one call per window), so it counts the runs of every worker
+  whichever process ran them; jobs purged within the window are no longer counted;
 - ``process``: this API process's own counters since it started: requests are on /metrics,
   and ``enqueued`` has the jobs it created in total and in the last 1, 5 and 15 minutes.
 
-Completion and failure rates are not computed here: the API does not see jobs finish, and
-deriving them from the job list would be neither cheap nor exact. The worker's counters
-(``monoq_jobs_completed_total``, ``monoq_jobs_failed_total``) are on ``/metrics`` when the
-worker runs in the same process; use ``rate()`` on them.
+The windows end at this process's clock (the client's), which is the clock the roles stamp
+``finished_at`` with when they share it (``ServerClock`` on Redis).
 """
 
 import logging
 import time
+from datetime import timedelta
 from typing import Final
 
 import anyio
@@ -24,6 +27,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from monoq.api.openapi import GUARDED, documented
 from monoq.api.problems import RETRY_AFTER_BACKEND, problem_response
 from monoq.api.routes._common import ClientDep, Json, StateDep, answer
+from monoq.api.state import WINDOWS
+from monoq.client import Client
 from monoq.core.models import JobState, QueueStats, rfc3339
 from monoq.errors import BackendError
 
@@ -54,20 +59,43 @@ def totals(queues: list[QueueStats]) -> dict[str, int]:
     return counts
 
 
+async def throughput(client: Client) -> dict[str, dict[str, int | float]]:
+    """Jobs finished per terminal state in the last 1, 5 and 15 minutes, over every queue:
+    ``{"1m": {"window_seconds": 60, "completed": n, "dead": n, "cancelled": n,
+    "completed_per_second": completed / 60}, "5m": ..., "15m": ...}``. Every window ends at
+    the same ``now``; a job finished exactly at a window's start counts."""
+    now = client.clock()
+    out: dict[str, dict[str, int | float]] = {}
+    for window in WINDOWS:
+        counts = await client.backend.count_finished(since=now - timedelta(seconds=window))
+        completed = counts[JobState.COMPLETED]
+        out[f"{window // 60}m"] = {
+            "window_seconds": window,
+            "completed": completed,
+            "dead": counts[JobState.DEAD],
+            "cancelled": counts[JobState.CANCELLED],
+            "completed_per_second": completed / window,
+        }
+    return out
+
+
 @get(
     "/stats",
     opt={"scope": "read"},
-    summary="Counts and this process's rates",
+    summary="Counts, throughput and this process's enqueue rates",
     operation_class=documented(GUARDED),
 )
 async def stats(client: ClientDep, api: StateDep) -> Response[Json]:
-    """Counts per state, queue count, paused queues and this process's enqueue counters."""
+    """Counts per state, queue count, paused queues, ``throughput`` (jobs completed, dead and
+    cancelled in the last 1, 5 and 15 minutes, read from the backend, so every worker's runs
+    count, and ``completed_per_second``) and this process's enqueue counters."""
     queues = await client.queues()
     return answer(
         {
             "counts": totals(queues),
             "queues": len(queues),
             "paused": [s.queue for s in queues if s.paused],
+            "throughput": await throughput(client),
             "process": {
                 "started_at": rfc3339(api.started_at),
                 "uptime_seconds": round(time.monotonic() - api.started_monotonic, 3),
