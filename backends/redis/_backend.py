@@ -9,7 +9,7 @@ import logging
 import math
 import secrets
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
@@ -25,6 +25,8 @@ from redis.typing import EncodableT, FieldT
 from monoq.backends.redis._keys import STATE_INDEX, Keys
 from monoq.core.backend import Capabilities
 from monoq.core.models import (
+    EPOCH,
+    ONE_MS,
     OUTCOME_TO_ATTEMPT,
     TERMINAL_STATES,
     Attempt,
@@ -42,6 +44,8 @@ from monoq.core.models import (
     QueueStats,
     Schedule,
     WorkerInfo,
+    from_ms,
+    to_ms,
 )
 from monoq.errors import BackendError, BackendUnavailable, ConfigError
 
@@ -49,8 +53,8 @@ logger = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_MS: Final = timedelta(milliseconds=1)
+_EPOCH: Final = EPOCH
+_MS: Final = ONE_MS
 # Each token in a queue's wake list can wake one blocked worker; more than this many tokens
 # only makes idle waiters return early more often.
 _WAKE_CAP: Final = 64
@@ -92,13 +96,11 @@ _LEASE_STATUS: Final = {
 }
 
 
-def _ms(dt: datetime) -> int:
-    """Exact epoch milliseconds (integer arithmetic: no float rounding for far dates)."""
-    return (dt - _EPOCH) // _MS
+_ms = to_ms
 
 
 def _dt(ms: bytes | str | float) -> datetime:
-    return _EPOCH + timedelta(milliseconds=int(ms))
+    return from_ms(int(ms))
 
 
 _US: Final = timedelta(microseconds=1)

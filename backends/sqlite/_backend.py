@@ -9,7 +9,7 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Final, TypeVar
 from urllib.parse import unquote
@@ -28,6 +28,8 @@ from monoq.backends.sqlite._conn import (
 from monoq.backends.sqlite._fs import create_private_file, refuse_network_fs
 from monoq.core.backend import Capabilities
 from monoq.core.models import (
+    EPOCH,
+    ONE_MS,
     OUTCOME_TO_ATTEMPT,
     TERMINAL_STATES,
     Attempt,
@@ -46,6 +48,8 @@ from monoq.core.models import (
     QueueStats,
     Schedule,
     WorkerInfo,
+    from_ms,
+    to_ms,
 )
 from monoq.errors import BackendError, BackendUnavailable, ConfigError
 
@@ -83,8 +87,7 @@ CREATE INDEX jobs_schedule ON jobs (schedule_id, id) WHERE schedule_id IS NOT NU
 """,
 }
 
-_EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
-_ONE_MS: Final = timedelta(milliseconds=1)
+_ONE_MS: Final = ONE_MS
 _STATES: Final = {s.value: s for s in JobState}
 _json = msgspec.json.Encoder()
 
@@ -118,17 +121,12 @@ _SCHEDULE_COLUMNS: Final = (
 _TERMINAL: Final = tuple(sorted(s.value for s in TERMINAL_STATES))
 
 
-def _ms(dt: datetime) -> int:
-    """Exact epoch milliseconds (float timestamps can be off by one)."""
-    return (dt - _EPOCH) // _ONE_MS
-
-
-def _dt(ms: int) -> datetime:
-    return _EPOCH + timedelta(milliseconds=ms)
+_ms = to_ms
+_dt = from_ms
 
 
 def _odt(ms: int | None) -> datetime | None:
-    return None if ms is None else _EPOCH + timedelta(milliseconds=ms)
+    return None if ms is None else from_ms(ms)
 
 
 def _job(r: Sequence[Any]) -> Job:
@@ -1100,7 +1098,7 @@ class SqliteBackend:
         retained terminal job of the queue; each job in the window is looked up instead.
         """
         # finished_at is whole milliseconds: ``>= since`` is ``>= since rounded up``.
-        since_ms = -((_EPOCH - since) // _ONE_MS)
+        since_ms = -((EPOCH - since) // _ONE_MS)
         sql = count_finished_sql(by_queue=queue is not None)
         params: list[Any] = [*_TERMINAL, since_ms]
         if queue is not None:

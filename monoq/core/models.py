@@ -77,14 +77,19 @@ def parse_priority(value: object) -> int:
     raise ValidationError("priority", f"{value!r} is not 0-9 or one of high, normal, low")
 
 
+EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
+ONE_MS: Final = timedelta(milliseconds=1)
+
+
 def to_ms(dt: datetime) -> int:
-    """Milliseconds since the epoch of an aware datetime."""
-    return int(dt.timestamp() * 1000)
+    """Milliseconds since the epoch of an aware datetime, exactly (integer arithmetic: float
+    timestamps can be off by one for far dates). What backends store."""
+    return (dt - EPOCH) // ONE_MS
 
 
 def from_ms(ms: int) -> datetime:
-    """The aware UTC datetime of epoch milliseconds."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC)
+    """The aware UTC datetime of epoch milliseconds, exactly."""
+    return EPOCH + timedelta(milliseconds=ms)
 
 
 def utcnow() -> datetime:
