@@ -282,6 +282,21 @@ class Bench:
             if self.fresh is not None:
                 self.fresh()  # give the deep backlog's memory back
 
+    def _ratios(self) -> None:
+        """monoq against the raw floor of the same storage, measured in this run."""
+        values = {row.name: row.value for row in self.rows}
+        pairs = [
+            ("batch enqueue (500 per call)", "floor: bare aiosqlite insert (500 per transaction)"),
+            ("batch enqueue (500 per call)", "floor: batched Lua enqueue (500 per call)"),
+            (f"drain {self.jobs} no-op jobs, concurrency 100",
+             "floor: bare aiosqlite claim+ack (500 per transaction)"),
+            (f"drain {self.jobs} no-op jobs, concurrency 100",
+             "floor: batched Lua claim+ack (500 per call)"),
+        ]
+        for ours, floor in pairs:
+            if ours in values and floor in values and values[floor]:
+                self.add(f"ratio: {ours} / {floor}", values[ours] / values[floor] * 100, "%")
+
     async def run(self, sections: set[str]) -> list[Row]:
         """Run the chosen sections in order; answers the table."""
         shared = open_backend(self.url, self.options).capabilities.shared_across_processes
@@ -309,6 +324,7 @@ class Bench:
                 if self.fresh is not None:
                     self.fresh()
                 await floor(self)
+                self._ratios()
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         self.add("peak RSS of the benchmark process", rss, "MiB")
         return self.rows

@@ -207,3 +207,14 @@ def test_schedules_add_refuses_bad_cron_and_timezone(cli: Cli,
         "Nowhere/City", code=1)
     assert "timezone" in capsys.readouterr().err
     assert cli.json("schedules", "list") == []
+
+
+def test_bench_runs_and_reports_every_figure_it_names() -> None:
+    out = io.StringIO()
+    code = main(["bench", "--backend", "memory://", "--jobs", "1000", "--only",
+                 "enqueue,drain,latency", "--json"], out=out)
+    assert code == 0
+    rows = {row["name"]: row for row in json.loads(out.getvalue())}
+    assert "drain 1000 no-op jobs, concurrency 10" in rows
+    assert "enqueue-to-start p50, same process" in rows
+    assert all(row["value"] > 0 for row in rows.values())
