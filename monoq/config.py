@@ -994,11 +994,17 @@ def load_config(
     return Config(**sections, schedules=schedules, source=source)
 
 
+def _schedule_key(index: int, item: object) -> str:
+    """``schedules[2]``, or ``schedules[2] (nightly)`` when the table names its id."""
+    sid = item.get("id") if isinstance(item, Mapping) else None
+    return f"schedules[{index}] ({sid})" if isinstance(sid, str) else f"schedules[{index}]"
+
+
 def _schedules(value: object, where: str) -> tuple[ScheduleConfig, ...]:
     """``[[schedules]]`` tables; ids must be unique."""
     if not isinstance(value, list):
         raise _fail("schedules", "must be an array of tables ([[schedules]])", value, where)
-    items = tuple(_build(ScheduleConfig, item, f"schedules[{i}]", where)
+    items = tuple(_build(ScheduleConfig, item, _schedule_key(i, item), where)
                   for i, item in enumerate(value))
     seen: set[str] = set()
     for item in items:

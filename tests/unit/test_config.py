@@ -681,3 +681,29 @@ def test_config_as_dict_matches_the_root_file_for_defaults() -> None:
     for section, table in document.items():
         for key, value in table.items():
             assert shown[section][key] == value, f"{section}.{key}"
+
+
+def test_a_bad_schedule_is_named_by_its_id(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[[schedules]]\nid = "nightly"\nhandler = "echo"\ncron = "61 * * * *"\n')
+    with pytest.raises(ConfigError, match=r"^schedules\[0\] \(nightly\)\.cron: must be a cron"):
+        load_config(path, env={})
+
+
+def test_schedules_need_exactly_one_of_cron_and_every(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[[schedules]]\nid = "both"\nhandler = "echo"\ncron = "* * * * *"\n'
+                    'every = "1m"\n')
+    with pytest.raises(ConfigError, match="schedules.both: give exactly one of cron and every"):
+        load_config(path, env={})
+
+
+def test_schedules_load_with_their_defaults(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[[schedules]]\nid = "tick"\nhandler = "echo"\nevery = "1m30s"\n'
+                    'payload = {n = 1}\n')
+    [schedule] = load_config(path, env={}).schedules
+    assert schedule.every == 90.0
+    assert schedule.cron is None
+    assert schedule.payload == {"n": 1}
+    assert (schedule.timezone, schedule.overlap, schedule.misfire) == ("UTC", "allow", "skip")
