@@ -694,7 +694,7 @@ def test_schedules_need_exactly_one_of_cron_and_every(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text('[[schedules]]\nid = "both"\nhandler = "echo"\ncron = "* * * * *"\n'
                     'every = "1m"\n')
-    with pytest.raises(ConfigError, match="schedules.both: give exactly one of cron and every"):
+    with pytest.raises(ConfigError, match=r"schedules\.both: give exactly one of cron and every"):
         load_config(path, env={})
 
 
