@@ -112,17 +112,23 @@ def free_tcp_port() -> int:
         return port
 
 
-def start_redis_server(*, tcp: bool = False) -> RedisServer:
-    """Start a private redis-server; skip the test (fail under CI) when there is none.
-
-    ``tcp``: listen on a free loopback TCP port instead of a Unix socket.
-    """
+def redis_server_binary() -> str:
+    """The redis-server binary; skip the test when there is none, but fail under CI."""
     binary = shutil.which("redis-server")
     if binary is None:
         message = "redis-server is not installed (apt-get install redis-server)"
         if os.environ.get("CI"):
             pytest.fail(message + "; CI must run the Redis tests", pytrace=False)
         pytest.skip(message)
+    return binary
+
+
+def start_redis_server(*, tcp: bool = False) -> RedisServer:
+    """Start a private redis-server; skip the test (fail under CI) when there is none.
+
+    ``tcp``: listen on a free loopback TCP port instead of a Unix socket.
+    """
+    binary = redis_server_binary()
     # A short directory: Unix socket paths are limited to ~104 bytes.
     directory = Path(tempfile.mkdtemp(prefix="monoq-redis-"))
     if not tcp:

@@ -13,7 +13,6 @@ on the same directory.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import signal
 import socket
@@ -36,6 +35,7 @@ from monoq.core.models import Finish, Job, JobState, Outcome
 from monoq.errors import BackendUnavailable
 from monoq.registry import Registry
 from monoq.supervisor import Supervisor
+from tests.conftest import redis_server_binary
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 
@@ -103,12 +103,7 @@ class AofRedis:
 
 @pytest.fixture
 def aof_redis() -> Iterator[AofRedis]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        message = "redis-server is not installed (apt-get install redis-server)"
-        if os.environ.get("CI"):
-            pytest.fail(message + "; CI must run the Redis tests", pytrace=False)
-        pytest.skip(message)
+    binary = redis_server_binary()
     # A short directory: Unix socket paths are limited to ~104 bytes.
     server = AofRedis(binary, Path(tempfile.mkdtemp(prefix="monoq-aof-")))
     server.start()
