@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,66 +12,14 @@ import pytest
 
 import monoq
 from monoq.core.models import AttemptOutcome, JobState
+from tests.integration._fleet import Fleet
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
-class Fleet:
-    """Starts `monoq` child processes on one config and always cleans them up."""
-
-    def __init__(self, tmp_path: Path, extra: str = "") -> None:
-        self.dir = tmp_path
-        self.config = tmp_path / "config.toml"
-        self.config.write_text(
-            f'[backend]\nurl = "sqlite:///{tmp_path / "q.db"}"\n'
-            "[worker]\nconcurrency = 5\nlease_seconds = 2\nheartbeat_seconds = 0.5\n"
-            "[scheduler]\nreap_margin_seconds = 0\n"
-            "[retry]\nbase_seconds = 0.2\n" + extra
-        )
-        self.procs: list[subprocess.Popen[bytes]] = []
-
-    def env(self) -> dict[str, str]:
-        return {k: v for k, v in os.environ.items()
-                if not k.startswith("MONOQ_") and k != "REDIS_URL"}
-
-    def start(self, roles: str) -> subprocess.Popen[bytes]:
-        log = (self.dir / f"proc{len(self.procs)}.log").open("wb")
-        with log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "monoq", "run", "--roles", roles, "--config",
-                 str(self.config)],
-                stdout=log, stderr=subprocess.STDOUT, env=self.env(),
-            )
-        self.procs.append(proc)
-        return proc
-
-    def cli(self, *args: str, stdin: str = "") -> str:
-        done = subprocess.run(
-            [sys.executable, "-m", "monoq", *args, "--config", str(self.config)],
-            input=stdin, capture_output=True, text=True, env=self.env(), timeout=60,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout
-
-    def logs(self) -> str:
-        return "\n".join(p.read_text() for p in sorted(self.dir.glob("proc*.log")))
-
-    def stop_all(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
 @pytest.fixture
 def fleet(tmp_path: Path) -> Iterator[Fleet]:
-    f = Fleet(tmp_path)
+    f = Fleet(tmp_path, f"sqlite:///{tmp_path / 'q.db'}")
     try:
         yield f
     finally:
@@ -134,7 +79,7 @@ async def test_sigkilled_worker_jobs_rerun_elsewhere_after_their_lease(fleet: Fl
 
 
 async def test_a_killed_process_keeps_queued_scheduled_and_retrying_jobs(tmp_path: Path) -> None:
-    fleet = Fleet(tmp_path, extra='[jobs]\nmax_retries = 5\n')
+    fleet = Fleet(tmp_path, f"sqlite:///{tmp_path / 'q.db'}", extra="[jobs]\nmax_retries = 5\n")
     fleet.config.write_text(fleet.config.read_text().replace("base_seconds = 0.2",
                                                              "base_seconds = 3600"))
     try:
