@@ -150,10 +150,10 @@ class Scheduler:
             if n < settings.batch_size:
                 break
         reaped = await self._reap(now)
-        schedules = [s for s in await self.backend.list_schedules() if s.enabled]
+        schedules = await self.backend.list_schedules()
         fired = 0
         next_fires: list[datetime] = []
-        for schedule in schedules:
+        for schedule in (s for s in schedules if s.enabled):
             try:
                 did_fire, upcoming = await self._fire(schedule, now)
             except (ValueError, MonoqValidationError) as exc:
@@ -163,7 +163,7 @@ class Scheduler:
             next_fires.append(upcoming)
         purged = 0
         if self._next_purge is None or now >= self._next_purge:
-            purged = await self._purge(now, [s.id for s in await self.backend.list_schedules()])
+            purged = await self._purge(now, [s.id for s in schedules])
             self._next_purge = now + settings.retention_interval
         if promoted or reaped or fired:
             logger.debug("scheduler: promoted %d, reaped %d, fired %d", promoted, reaped, fired)
