@@ -281,7 +281,7 @@ class MemoryBackend:
                 continue
             job = row.job
             outcome = item.outcome
-            if job.cancel_requested and outcome in (Outcome.RETRY, Outcome.DEAD):
+            if job.cancel_requested and outcome in (Outcome.RETRY, Outcome.DEAD, Outcome.RELEASED):
                 outcome = Outcome.CANCELLED
             error = None if item.error is None else str(item.error)
             common: dict[str, Any] = {"worker_id": None, "lease_expires_at": None}

@@ -794,7 +794,7 @@ class SqliteBackend:
             return False
         queue, cancel_requested = row
         outcome = item.outcome
-        if cancel_requested and outcome in (Outcome.RETRY, Outcome.DEAD):
+        if cancel_requested and outcome in (Outcome.RETRY, Outcome.DEAD, Outcome.RELEASED):
             outcome = Outcome.CANCELLED
         error = None if item.error is None else str(item.error)
         clear = "lease_token = NULL, lease_expires_at = NULL, worker_id = NULL"

@@ -126,7 +126,8 @@ class Backend(Protocol):
         DEAD: state dead, error stored, finished_at = now.
         CANCELLED: state cancelled, finished_at = now.
         RELEASED: state queued with ``attempt -= 1`` (the run is refunded), run_at kept.
-        RETRY and DEAD become CANCELLED when a cancel was requested during the run. The lease is
+        RETRY, DEAD and RELEASED become CANCELLED when a cancel was requested during the run
+        (the attempt record keeps what the worker reported). The lease is
         cleared and the run's attempt record is closed with finished_at, outcome and error.
         Items are applied in one atomic step each (a batch may be one transaction).
         """

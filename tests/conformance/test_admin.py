@@ -72,8 +72,8 @@ async def test_heartbeat_learns_of_the_cancel_and_keeps_the_lease(backend: Backe
     assert stored.finished_at == at(11)
 
 
-@pytest.mark.parametrize("outcome", [Outcome.RETRY, Outcome.DEAD], ids=str)
-async def test_failing_after_a_cancel_request_ends_cancelled(
+@pytest.mark.parametrize("outcome", [Outcome.RETRY, Outcome.DEAD, Outcome.RELEASED], ids=str)
+async def test_failing_or_releasing_after_a_cancel_request_ends_cancelled(
     backend: Backend, outcome: Outcome
 ) -> None:
     [job] = await enqueue(backend)
@@ -86,6 +86,7 @@ async def test_failing_after_a_cancel_request_ends_cancelled(
     assert stored.state is JobState.CANCELLED
     assert stored.finished_at == at(6)
     assert await backend.promote(now=at(7200), limit=10) == 0
+    assert await claim(backend, now=at(7200)) == []  # not back in the queue either
 
 
 async def test_completing_after_a_cancel_request_stays_completed(backend: Backend) -> None:
