@@ -102,15 +102,18 @@ class MemoryBackend:
 
     async def enqueue(self, jobs: Sequence[NewJob], *, now: datetime) -> list[Enqueued]:
         """Store jobs; see ``Backend.enqueue``."""
-        self._check_new_ids(jobs)  # before any write: the batch is all or nothing
         answers: list[Enqueued] = []
         woken: set[str] = set()
         delayed = False
         for new in jobs:
+            existing = self._rows.get(new.id)
+            if existing is not None:  # the same job again (a retried call): answer what is stored
+                answers.append(Enqueued(existing.job, created=False))
+                continue
             if new.idempotency_key is not None:
-                existing = self._keys.get((new.queue, new.idempotency_key))
-                if existing is not None:
-                    answers.append(Enqueued(self._rows[existing].job, created=False))
+                known = self._keys.get((new.queue, new.idempotency_key))
+                if known is not None:
+                    answers.append(Enqueued(self._rows[known].job, created=False))
                     continue
             later = new.run_at is not None and new.run_at > now
             job = Job(
@@ -144,20 +147,6 @@ class MemoryBackend:
         if delayed:
             self._changes.fire()
         return answers
-
-    def _check_new_ids(self, jobs: Sequence[NewJob]) -> None:
-        """Raise ValueError if a job that would be created reuses a stored or batch id."""
-        keys: set[tuple[str, str]] = set()
-        ids: set[str] = set()
-        for new in jobs:
-            if new.idempotency_key is not None:
-                key = (new.queue, new.idempotency_key)
-                if key in self._keys or key in keys:
-                    continue  # answered with the existing job, nothing is written
-                keys.add(key)
-            if new.id in self._rows or new.id in ids:
-                raise ValueError(f"duplicate job id {new.id}")
-            ids.add(new.id)
 
     # -- consumer -------------------------------------------------------------------------------
 

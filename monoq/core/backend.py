@@ -74,7 +74,8 @@ class Backend(Protocol):
         ``created_at = now``, ``attempt = 0``. When ``idempotency_key`` matches a job of the same
         queue that has not been purged, nothing is written for it and the answer carries that
         original job with ``created=False``; two jobs of one batch with the same key yield one
-        job. Idle ``wait_for_jobs`` callers on the job's queue are woken.
+        job. A job whose id is already stored (a caller retrying a call whose answer it lost) is
+        answered with the stored job and ``created=False`` too. Idle ``wait_for_jobs`` callers on the job's queue are woken.
         """
         ...
 

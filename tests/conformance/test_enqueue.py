@@ -162,3 +162,16 @@ async def test_keyed_delayed_job_is_deduplicated_too(backend: Backend) -> None:
     assert not second.created
     assert second.job.id == first.job.id
     assert second.job.state is JobState.SCHEDULED
+
+
+async def test_retrying_an_enqueue_with_the_same_job_answers_the_stored_one(
+    backend: Backend,
+) -> None:
+    new = new_job(payload_json=payload({"n": 7}))
+    [first] = await backend.enqueue([new], now=T0)
+    again, _ = await backend.enqueue([new, new_job()], now=at(1))
+    assert first.created
+    assert not again.created
+    assert again.job == first.job
+    page = await backend.list_jobs(limit=10)
+    assert len(page.jobs) == 2
