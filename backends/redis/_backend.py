@@ -1018,7 +1018,8 @@ class RedisBackend:
     # -- schedules ----------------------------------------------------------------------------
 
     async def put_schedule(self, schedule: Schedule) -> None:
-        """Insert or replace a schedule: its hash is rewritten whole in one MULTI."""
+        """Insert or replace a schedule: its hash is rewritten whole in one MULTI, which also
+        wakes every scheduler's ``wait_for_changes``."""
         k = self._keys
         key = k.schedule(schedule.id)
         with _driver_errors("put_schedule"):
@@ -1026,6 +1027,8 @@ class RedisBackend:
                 pipe.delete(key)
                 pipe.hset(key, mapping=_encode_schedule(schedule))
                 pipe.sadd(k.schedules, schedule.id)
+                pipe.lpush(k.changes, "1")  # wake the schedulers: a fire time may be sooner
+                pipe.ltrim(k.changes, 0, 0)
                 await pipe.execute()
 
     async def get_schedule(self, schedule_id: str) -> Schedule | None:

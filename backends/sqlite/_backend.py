@@ -222,6 +222,17 @@ def _get_job(conn: sqlite3.Connection, job_id: str) -> Job | None:
     return None if row is None else _job(row)
 
 
+def _schedules_stamp(conn: sqlite3.Connection) -> tuple[int, int | None]:
+    """How many schedules there are and their latest ``updated_at``: it changes whenever a
+    schedule is added, edited, enabled, disabled or deleted (the table is small)."""
+    count, latest = conn.execute("SELECT count(*), max(updated_at) FROM schedules").fetchone()
+    return int(count), latest
+
+
+def _due_and_schedules(conn: sqlite3.Connection) -> tuple[int | None, tuple[int, int | None]]:
+    return _earliest_due(conn), _schedules_stamp(conn)
+
+
 def _earliest_due(conn: sqlite3.Connection) -> int | None:
     """The earliest run_at of a waiting job or lease expiry of a running one (index seeks)."""
     found = [
@@ -356,6 +367,7 @@ class SqliteBackend:
         self._change_waiters: set[asyncio.Event] = set()
         # The earliest due time (epoch ms) as the last next_wakeup or poll saw it; None before.
         self._seen_wakeup: tuple[int | None] | None = None
+        self._seen_schedules: tuple[int, int | None] | None = None
         self._last_activity = time.monotonic()
 
     def __repr__(self) -> str:
@@ -881,16 +893,20 @@ class SqliteBackend:
     async def wait_for_changes(self, *, timeout: float) -> None:
         """Return when ``next_wakeup`` may have moved earlier, or after ``timeout`` s.
 
-        Same-process delayed enqueues, retries and claims wake it at once. Other processes'
-        are noticed by polling: every ``poll_interval_ms`` (backing off like ``wait_for_jobs``)
-        it recomputes the earliest due time and returns if it is earlier than what the last
-        ``next_wakeup`` (or poll) saw.
+        Same-process delayed enqueues, retries, claims and schedule changes wake it at once.
+        Other processes' are noticed by polling: every ``poll_interval_ms`` (backing off like
+        ``wait_for_jobs``) it recomputes the earliest due time and returns if it is earlier than
+        what the last ``next_wakeup`` (or poll) saw, or if the schedules changed.
         """
         if timeout <= 0:
             return
 
-        def changed(current: int | None) -> bool:
+        def changed(polled: tuple[int | None, tuple[int, int | None]]) -> bool:
+            current, stamp = polled
             seen, self._seen_wakeup = self._seen_wakeup, (current,)
+            seen_stamp, self._seen_schedules = self._seen_schedules, stamp
+            if seen_stamp is not None and stamp != seen_stamp:
+                return True  # a schedule was added, changed or removed elsewhere
             if seen is None or current is None:
                 return False
             return seen[0] is None or current < seen[0]
@@ -899,7 +915,8 @@ class SqliteBackend:
         self._change_waiters.add(event)
         try:
             await self._wait(
-                event, lambda: self._read(_earliest_due, "wait_for_changes"), changed, timeout
+                event, lambda: self._read(_due_and_schedules, "wait_for_changes"), changed,
+                timeout,
             )
         finally:
             self._change_waiters.discard(event)

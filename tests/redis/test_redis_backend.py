@@ -323,6 +323,24 @@ async def test_wait_for_changes_wakes_on_a_delayed_enqueue_from_another_instance
         await producer.aclose()
 
 
+async def test_wait_for_changes_wakes_on_a_schedule_put_by_another_instance(
+    redis_server: Server, redis_backend: RedisBackend
+) -> None:
+    from monoq.core.models import Schedule
+
+    editor = RedisBackend(redis_server.url)
+    await editor.connect()
+    try:
+        with anyio.fail_after(5):
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: redis_backend.wait_for_changes(timeout=30))
+                await anyio.sleep(0.1)
+                await editor.put_schedule(Schedule(id="s", handler="echo", every=60,
+                                                   created_at=T0, updated_at=T0))
+    finally:
+        await editor.aclose()
+
+
 async def test_a_blocked_waiter_does_not_starve_commands(redis_server: Server) -> None:
     b = RedisBackend(redis_server.url, {"pool_size": 1})
     await b.connect()

@@ -650,3 +650,24 @@ def test_idle_poll_backs_off_within_bounds() -> None:
     assert backend._poll_delay() == pytest.approx(0.2, abs=0.01)
     backend._last_activity = time.monotonic() - 3600
     assert backend._poll_delay() == pytest.approx(0.5)
+
+
+async def test_a_schedule_put_by_another_process_wakes_its_schedulers(db_path: Path) -> None:
+    from monoq.core.models import Schedule
+
+    editor = SqliteBackend(url_of(db_path))
+    scheduler = SqliteBackend(url_of(db_path), {"poll_interval_ms": 10, "poll_max_ms": 50})
+    await editor.connect()
+    await scheduler.connect()
+    try:
+        await scheduler.next_wakeup(now=T0)
+        await scheduler.wait_for_changes(timeout=0.05)  # has seen the (empty) schedules
+        with anyio.fail_after(WAIT):  # far below the 600 s it would otherwise sleep
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(lambda: scheduler.wait_for_changes(timeout=600))
+                await anyio.sleep(0.1)
+                await editor.put_schedule(Schedule(id="s", handler="echo", every=60,
+                                                   created_at=T0, updated_at=T0))
+    finally:
+        await editor.aclose()
+        await scheduler.aclose()
