@@ -452,6 +452,39 @@ class RedisBackend:
         failure after its first write would be a key of the wrong type (a corrupted or foreign
         key under the prefix). Over ``maxmemory`` the script is refused before its first write.
         """
+        if len(jobs) <= self.batch_size:
+            return await self._enqueue_chunk(jobs, now)
+        # Chunks in flight at once travel on different pooled connections, so Redis may run
+        # them in any order. A job that repeats an earlier job's id, or its idempotency key in
+        # the same queue, is therefore answered here from that earlier job instead of being
+        # sent: the first of a batch wins whatever order the chunks run in.
+        first: list[int] = []
+        unique: list[NewJob] = []
+        by_id: dict[str, int] = {}
+        by_key: dict[tuple[str, str], int] = {}
+        for job in jobs:
+            key = None if job.idempotency_key is None else (job.queue, job.idempotency_key)
+            seen = by_id.get(job.id)
+            if seen is None and key is not None:
+                seen = by_key.get(key)
+            if seen is None:
+                seen = len(unique)
+                unique.append(job)
+                by_id[job.id] = seen
+                if key is not None:
+                    by_key[key] = seen
+            first.append(seen)
+        sent = await self._enqueue_chunks(unique, now)
+        out: list[Enqueued] = []
+        answered = [False] * len(sent)
+        for index in first:
+            answer = sent[index]
+            out.append(answer if not answered[index] else Enqueued(answer.job, created=False))
+            answered[index] = True
+        return out
+
+    async def _enqueue_chunks(self, jobs: Sequence[NewJob], now: datetime) -> list[Enqueued]:
+        """Enqueue ``jobs`` (no two sharing an id or a key) in chunks of ``batch_size``."""
         chunks = [jobs[start : start + self.batch_size]
                   for start in range(0, len(jobs), self.batch_size)]
         if len(chunks) <= 1:
