@@ -19,6 +19,7 @@ from monoq.errors import (
     ValidationError,
     WaitTimeout,
 )
+from monoq.plugin import Plugin, PluginOptions
 from monoq.registry import handler
 from monoq.worker import Context
 
@@ -38,6 +39,8 @@ __all__ = [
     "JobNotFound",
     "JobState",
     "MonoqError",
+    "Plugin",
+    "PluginOptions",
     "QueueStats",
     "Retry",
     "SkipRetry",

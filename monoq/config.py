@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
+from urllib.parse import quote
 
 import attrs
 
@@ -40,6 +41,7 @@ __all__ = [
     "CONFIG_ENV",
     "DEFAULT_CONFIG_FILE",
     "ENV_PREFIX",
+    "PLUGINS_SECTION",
     "SOURCE_ENV_NAMES",
     "ApiConfig",
     "ApiToken",
@@ -66,16 +68,25 @@ CONFIG_ENV: Final = "MONOQ_CONFIG"  # the config file's path; not a key
 # Environment names of the systems monoq replaces (DESIGN.md §1), so their deployment files keep
 # working. They sit below MONOQ_* variables: the monoq name wins when both are set. An empty value
 # counts as unset, because compose files often declare these names with nothing after the '='.
-SOURCE_ENV_NAMES: Final[Mapping[str, str]] = MappingProxyType(
+SOURCE_ENV_NAMES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
     {
-        "WORKER_CONCURRENCY": "worker.concurrency",
-        "JOB_TIMEOUT": "jobs.timeout_seconds",  # a duration: "300", "30s", "5m", "1h"
-        "MAX_RETRIES": "jobs.max_retries",
-        "REDIS_URL": "backend.url",
-        "API_PORT": "api.port",
-        "QUEUE_NAME": "api.queue_name",
+        "WORKER_CONCURRENCY": ("worker.concurrency",),
+        "JOB_TIMEOUT": ("jobs.timeout_seconds",),  # a duration: "300", "30s", "5m", "1h"
+        "MAX_RETRIES": ("jobs.max_retries",),
+        "REDIS_URL": ("backend.url",),
+        "PORT": ("api.port",),  # git-analytics and Cronny; API_PORT wins when both are set
+        "API_PORT": ("api.port",),
+        # git-analytics' and phrase1's queue: the API submits to it and the worker consumes it
+        "REDIS_QUEUE_NAME": ("api.queue_name", "jobs.queue", "worker.queues"),
+        "QUEUE_NAME": ("api.queue_name", "jobs.queue", "worker.queues"),
+        "OUTPUT_PATH": ("plugins.log.path",),  # phrase1's output file
+        "GIT_STORAGE_PATH": ("plugins.git.storage_path",),  # git-analytics' clones
     }
 )
+# Also read: REDIS_ADDR (host:port) with REDIS_PASSWORD and REDIS_DB make backend.url when
+# REDIS_URL is not set (git-analytics, phrase1); HTTP_ADDR ("host:port" or ":port") sets
+# api.host and api.port (phrase1).
+PLUGINS_SECTION: Final = "plugins"
 
 ROLES: Final = ("api", "worker", "scheduler")
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -469,7 +480,10 @@ class ApiConfig:
         1048576, "Largest request body accepted; larger ones get 413.", min=1
     )
     default_handler: str = _key(
-        "echo", "Handler of jobs submitted through the compatibility POST /enqueue.", check=_name
+        "log",
+        "Handler of jobs submitted through the compatibility POST /enqueue (log appends each "
+        "body as a line to [plugins.log] path).",
+        check=_name,
     )
     queue_name: str = _key(
         "default", "Queue of jobs submitted through the compatibility POST /enqueue.", check=_name
@@ -604,6 +618,8 @@ class Config:
     retention: RetentionConfig = attrs.field(factory=RetentionConfig)
     api: ApiConfig = attrs.field(factory=ApiConfig)
     schedules: tuple[ScheduleConfig, ...] = ()
+    # [plugins.<name>] tables, checked by each plugin (monoq.Plugin) when a worker builds it
+    plugins: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, hash=False)
     source: str | None = attrs.field(default=None, eq=False)  # the file read; None = defaults
 
     def retry_policy(self) -> RetryPolicy:
@@ -870,12 +886,34 @@ def _dotted(key: str) -> tuple[str, str] | None:
 
 def _source_env_layer(env: Mapping[str, str]) -> _Layer:
     layer: _Layer = {}
-    for var, key in SOURCE_ENV_NAMES.items():
+    for var, keys in SOURCE_ENV_NAMES.items():
         text = env.get(var, "")
         if text.strip():
-            section, name = key.split(".")
             where = f" (from environment variable {var})"
-            layer.setdefault(section, {})[name] = _Value(text, where, text=True)
+            for key in keys:
+                section, name = key.split(".", 1)
+                layer.setdefault(section, {})[name] = _Value(text, where, text=True)
+    addr = env.get("REDIS_ADDR", "").strip()
+    if addr and not env.get("REDIS_URL", "").strip():
+        password = env.get("REDIS_PASSWORD", "")
+        auth = f":{quote(password, safe='')}@" if password else ""
+        db = env.get("REDIS_DB", "").strip() or "0"
+        where = " (from environment variables REDIS_ADDR, REDIS_PASSWORD, REDIS_DB)"
+        if not db.isdigit():
+            raise ConfigError(f"backend.url: REDIS_DB must be a database number, got {db!r}"
+                              + where)
+        layer.setdefault("backend", {})["url"] = _Value(f"redis://{auth}{addr}/{db}", where,
+                                                        text=True)
+    http_addr = env.get("HTTP_ADDR", "").strip()
+    if http_addr:
+        where = " (from environment variable HTTP_ADDR)"
+        host, sep, port = http_addr.rpartition(":")
+        if not sep:
+            raise ConfigError(f"api.port: HTTP_ADDR must be host:port or :port, got "
+                              f"{http_addr!r}{where}")
+        if host:
+            layer.setdefault("api", {})["host"] = _Value(host.strip("[]"), where, text=True)
+        layer.setdefault("api", {})["port"] = _Value(port, where, text=True)
     return layer
 
 
@@ -885,6 +923,8 @@ def _monoq_env_layer(env: Mapping[str, str]) -> _Layer:
         if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV:
             continue
         section, _, name = var[len(ENV_PREFIX) :].lower().partition("_")
+        if section == PLUGINS_SECTION:
+            continue  # read by _plugin_options
         if section not in _SECTIONS:
             continue  # MONOQ_DEBUG and the like are not ours to judge
         where = f" (from environment variable {var})"
@@ -900,6 +940,8 @@ def _override_layer(overrides: Mapping[str, Any]) -> _Layer:
     for key, value in overrides.items():
         if value is None:
             continue  # a CLI flag that was not given
+        if key.startswith(PLUGINS_SECTION + "."):
+            continue  # read by _plugin_options
         found = _dotted(key)
         if found is None:
             section = key.partition(".")[0]
@@ -965,12 +1007,14 @@ def load_config(
     layers: list[_Layer] = []
     source: str | None = None
     schedules: tuple[ScheduleConfig, ...] = ()
+    plugin_tables: dict[str, dict[str, Any]] = {}
     located = _locate(path, env)
     if located is not None:
         file_path, named_by = located
         data = _read_toml(file_path, named_by)
         source = os.fspath(file_path)
         schedules = _schedules(data.pop("schedules", []), f" (in {file_path})")
+        plugin_tables = _plugin_tables(data.pop(PLUGINS_SECTION, {}), f" (in {file_path})")
         layers.append(_file_layer(data, f" (in {file_path})"))
     layers.append(_source_env_layer(env))
     layers.append(_monoq_env_layer(env))
@@ -991,7 +1035,50 @@ def load_config(
             for name, v in merged.get(section, {}).items()
         }
         sections[section] = cls(**kwargs)
-    return Config(**sections, schedules=schedules, source=source)
+    plugins = _plugin_options(plugin_tables, merged.get(PLUGINS_SECTION, {}), env,
+                              overrides or {})
+    return Config(**sections, schedules=schedules, plugins=plugins, source=source)
+
+
+def _plugin_tables(value: object, where: str) -> dict[str, dict[str, Any]]:
+    if not isinstance(value, Mapping):
+        raise _fail(PLUGINS_SECTION, "must be a table of [plugins.<name>] tables", value, where)
+    tables: dict[str, dict[str, Any]] = {}
+    for name, table in value.items():
+        if not isinstance(table, Mapping):
+            raise _fail(f"{PLUGINS_SECTION}.{name}", "must be a table", table, where)
+        tables[name] = dict(table)
+    return tables
+
+
+def _plugin_options(
+    tables: Mapping[str, Mapping[str, Any]],
+    source_env: Mapping[str, _Value],
+    env: Mapping[str, str],
+    overrides: Mapping[str, Any],
+) -> dict[str, dict[str, Any]]:
+    """``[plugins.*]`` from the file, then source-system names, then ``MONOQ_PLUGINS_<NAME>_<KEY>``
+    variables, then ``plugins.<name>.<key>`` overrides. The values stay raw (environment values
+    are strings): each plugin checks its own table."""
+    out = {name: dict(table) for name, table in tables.items()}
+    for dotted, value in source_env.items():
+        name, _, key = dotted.partition(".")
+        out.setdefault(name, {})[key] = value.value
+    prefix = f"{ENV_PREFIX}{PLUGINS_SECTION.upper()}_"
+    for var in sorted(env):
+        if var.startswith(prefix) and env[var].strip():
+            name, _, key = var[len(prefix):].lower().partition("_")
+            if not name or not key:
+                raise ConfigError(f"{var}: expected {prefix}<PLUGIN>_<KEY>, e.g. "
+                                  f"{prefix}LOG_PATH")
+            out.setdefault(name, {})[key] = env[var]
+    for dotted, value in overrides.items():
+        if value is not None and dotted.startswith(PLUGINS_SECTION + "."):
+            _, name, key = [*dotted.split(".", 2), "", ""][:3]
+            if not name or not key:
+                raise ConfigError(f"{dotted}: expected plugins.<name>.<key> (from override)")
+            out.setdefault(name, {})[key] = value
+    return out
 
 
 def _schedule_key(index: int, item: object) -> str:
@@ -1033,6 +1120,8 @@ def config_as_dict(config: Config) -> dict[str, Any]:
     data = {section: _plain(getattr(config, section)) for section in _SECTIONS}
     if config.schedules:
         data["schedules"] = _plain(config.schedules)
+    if config.plugins:
+        data[PLUGINS_SECTION] = _plain(config.plugins)
     return data
 
 
@@ -1059,7 +1148,7 @@ def config_keys() -> list[ConfigKey]:
                     env=f"{ENV_PREFIX}{section.upper()}_{field.name.upper()}",
                     default=_plain(field.default),
                     doc=_spec_of(field).doc,
-                    source_env=tuple(v for v, k in SOURCE_ENV_NAMES.items() if k == dotted),
+                    source_env=tuple(v for v, k in SOURCE_ENV_NAMES.items() if dotted in k),
                 )
             )
     return keys

@@ -22,6 +22,7 @@ import attrs
 from monoq.core.backend import Backend
 from monoq.core.models import validate_name
 from monoq.errors import ConfigError, HandlerNotFound, UnknownBackend
+from monoq.plugin import Plugin, PluginOptions
 
 logger = logging.getLogger(__name__)
 
@@ -99,13 +100,51 @@ def _specs_in(obj: object) -> Iterator[HandlerSpec]:
     yield spec
 
 
+def _plugins_in(obj: object) -> Iterator[type[Plugin]]:
+    """The Plugin classes defined in a module (not those it merely imports)."""
+    if isinstance(obj, types.ModuleType):
+        for value in vars(obj).values():
+            if (isinstance(value, type) and issubclass(value, Plugin) and value is not Plugin
+                    and value.__module__ == obj.__name__):
+                yield value
+
+
 class Registry:
-    """Handlers by name."""
+    """Handlers by name, and the plugin classes of their modules."""
 
     def __init__(self, specs: Iterable[HandlerSpec] = ()) -> None:
         self._specs: dict[str, HandlerSpec] = {}
+        self._plugins: dict[str, type[Plugin]] = {}
         for spec in specs:
             self.add(spec)
+
+    def add_plugin(self, cls: type[Plugin]) -> None:
+        """Register a Plugin class under its ``name``; two classes under one name is an error."""
+        if not cls.name:
+            raise ConfigError(f"plugin class {cls.__qualname__} has no name")
+        current = self._plugins.get(cls.name)
+        if current is not None and current is not cls:
+            raise ConfigError(f"plugin {cls.name!r} is defined twice: by {current.__module__} "
+                              f"and by {cls.__module__}")
+        self._plugins[cls.name] = cls
+
+    @property
+    def plugins(self) -> dict[str, type[Plugin]]:
+        """Plugin classes by name."""
+        return dict(self._plugins)
+
+    def build_plugins(self, options: Mapping[str, Mapping[str, Any]]) -> dict[type[Plugin], Plugin]:
+        """One instance of every plugin, built from its ``[plugins.<name>]`` table.
+
+        Raises ConfigError for a table naming no installed plugin and for bad options.
+        """
+        for name in options:
+            if name not in self._plugins:
+                known = ", ".join(sorted(self._plugins)) or "none"
+                raise ConfigError(f"plugins.{name}: no plugin of that name is installed "
+                                  f"(installed: {known})")
+        return {cls: cls(PluginOptions(name, options.get(name)))
+                for name, cls in sorted(self._plugins.items())}
 
     def add(self, spec: HandlerSpec) -> None:
         """Register ``spec``; a second, different function under the same name is an error."""
@@ -132,6 +171,8 @@ class Registry:
         specs = list(_specs_in(module))
         for spec in specs:
             self.add(attrs.evolve(spec, source=module.__name__))
+        for cls in _plugins_in(module):
+            self.add_plugin(cls)
         return len(specs)
 
     @classmethod
@@ -148,6 +189,8 @@ class Registry:
                     ) from exc
                 for spec in _specs_in(obj):
                     registry.add(attrs.evolve(spec, source=f"entry point {ep.name} ({ep.value})"))
+                for plugin_cls in _plugins_in(obj):
+                    registry.add_plugin(plugin_cls)
         for name in imports:
             registry.add_module(name)
         return registry

@@ -56,6 +56,7 @@ def worker_settings(
         worker_id=worker_id or w.id or default_worker_id(),
         retry=config.retry_policy(),
         roles=roles,
+        plugin_options=config.plugins,
     )
 
 
@@ -120,6 +121,8 @@ class Supervisor:
         self.roles = tuple(r for r in ROLE_ORDER if r in (roles or config.monoq.roles))
         self.registry = registry or (client.registry if client else None) or Registry.discover(
             config.monoq.imports)
+        if "worker" in self.roles:  # bad [plugins.*] options stop the start, with the key named
+            self.registry.build_plugins(config.plugins)
         self._owns_backend = client is None
         self.client = client or client_from_config(config, registry=self.registry)
         self.handle_signals = handle_signals

@@ -17,9 +17,9 @@ import socket
 import threading
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
@@ -39,10 +39,13 @@ from monoq.core.models import (
     WorkerInfo,
 )
 from monoq.core.retry import RetryPolicy
-from monoq.errors import BackendError, Retry, SerializationError, SkipRetry
+from monoq.errors import BackendError, ConfigError, Retry, SerializationError, SkipRetry
+from monoq.plugin import Plugin
 from monoq.registry import Registry
 
 logger = logging.getLogger(__name__)
+
+P = TypeVar("P", bound=Plugin)
 
 
 def default_worker_id() -> str:
@@ -64,6 +67,8 @@ class WorkerSettings:
     idle_wait: float = 5.0  # longest idle wait before claiming again (backends wake us earlier)
     roles: tuple[str, ...] = ("worker",)
     loop_lag_warning: float = 0.5  # seconds the loop may stall before a warning
+    # [plugins.<name>] tables: plugin name -> its options
+    plugin_options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
 
 
 @attrs.define(eq=False)
@@ -77,6 +82,8 @@ class Context:
     job: Job
     lease_token: str
     worker_id: str
+    _plugins: Mapping[type[Plugin], Plugin] = attrs.field(factory=dict, kw_only=True,
+                                                          alias="plugins")
     _logger: logging.LoggerAdapter[logging.Logger] | None = attrs.field(default=None, init=False)
     _cancelled: threading.Event | None = attrs.field(default=None, init=False)
     _stop: bool = attrs.field(default=False, init=False)
@@ -102,6 +109,14 @@ class Context:
             self._logger = logging.LoggerAdapter(
                 logging.getLogger(f"monoq.job.{self.job.handler}"), {"job_id": self.job.id})
         return self._logger
+
+    def plugin(self, cls: type[P]) -> P:
+        """This worker's running instance of the plugin class ``cls``."""
+        found = self._plugins.get(cls)
+        if found is None:
+            raise ConfigError(f"plugin {cls.name or cls.__qualname__!r} is not running in this "
+                              "worker (is its module a registered handler module?)")
+        return found  # type: ignore[return-value]  # keyed by its own class
 
     @property
     def job_id(self) -> str:
@@ -155,6 +170,8 @@ class Worker:
         self._rotation = 0
         self._started_at = self.clock()
         self.processed = 0  # runs finished by this worker, any outcome
+        # Built here so that bad [plugins.*] options fail the start, not the first job.
+        self.plugins = registry.build_plugins(settings.plugin_options)
 
     @property
     def busy(self) -> int:
@@ -170,7 +187,23 @@ class Worker:
 
     async def run(self, *, task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                   ) -> None:
-        """Work until ``stop``; then drain, release what is left, flush acks and return."""
+        """Start the plugins, work until ``stop``; then drain, release what is left, flush acks,
+        stop the plugins and return."""
+        started: list[Plugin] = []
+        try:
+            for plugin in self.plugins.values():
+                await plugin.start()
+                started.append(plugin)
+            await self._work(task_status)
+        finally:
+            with anyio.CancelScope(shield=True):
+                for plugin in reversed(started):
+                    try:
+                        await plugin.stop()
+                    except Exception:  # one plugin's failure must not keep the others open
+                        logger.exception("plugin %s failed to stop", plugin.name)
+
+    async def _work(self, task_status: anyio.abc.TaskStatus[None]) -> None:
         settings = self.settings
         logger.info("worker %s started: queues=%s concurrency=%d", settings.worker_id,
                     ",".join(settings.queues), settings.concurrency)
@@ -231,7 +264,8 @@ class Worker:
             backoff = 0.05
             for lease in leases:
                 run = _Run(lease=lease, ctx=Context(
-                    job=lease.job, lease_token=lease.token, worker_id=settings.worker_id))
+                    job=lease.job, lease_token=lease.token, worker_id=settings.worker_id,
+                    plugins=self.plugins))
                 self._running[lease.job.id] = run
                 jobs.start_soon(self._execute, run)
             if not leases:

@@ -19,7 +19,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
                   "monoq.config", "monoq.api.*", "monoq.metrics"),
     "monoq/client.py": ("monoq.core.*", "monoq.errors", "monoq.registry", "monoq.config"),
     "monoq/worker.py": ("monoq.core.*", "monoq.errors", "monoq.client", "monoq.registry",
-                        "monoq.metrics"),
+                        "monoq.metrics", "monoq.plugin"),
+    "monoq/plugin.py": ("monoq.errors",),
     "monoq/scheduler.py": ("monoq.core.*", "monoq.errors", "monoq.client", "monoq.metrics"),
 }
 

@@ -144,9 +144,12 @@ BATCH_BODY: Final = json_body(BATCH_SCHEMA, {"jobs": [SUBMIT_EXAMPLE]})
 REQUEUE_BODY: Final = json_body(REQUEUE_SCHEMA, {"all": True})
 ENQUEUE_BODY: Final = RequestBody(
     required=False,
-    description="Text (a string payload) or JSON (its value).",
+    description="Text (a string payload; also a form-encoded body, taken as raw text, which "
+    "is what curl -d sends) or JSON (its value).",
     content={
         "text/plain": OpenAPIMediaType(schema=Schema(type=OpenAPIType.STRING), example="hi"),
+        "application/x-www-form-urlencoded": OpenAPIMediaType(
+            schema=Schema(type=OpenAPIType.STRING), example="hello from curl"),
         "application/json": OpenAPIMediaType(schema=Schema(), example={"n": 1}),
     },
 )

@@ -302,11 +302,35 @@ async def test_compat_enqueue_text_and_json(http: Http, client: Client) -> None:
     assert text.status_code == 201
     assert text.json()["enqueued"] is True
     job = await client.get(text.json()["id"])
-    assert (job.handler, job.queue, job.payload) == ("echo", "default", "hello world")
+    assert (job.handler, job.queue, job.payload) == ("log", "default", "hello world")
     as_json = await http.post("/enqueue", json={"line": 1})
     assert (await client.get(as_json.json()["id"])).payload == {"line": 1}
     bare = await http.post("/enqueue", content=b"no content type")
     assert bare.status_code == 201
+    assert (await client.get(bare.json()["id"])).payload == "no content type"
+
+
+async def test_compat_enqueue_takes_curl_d_form_bodies_as_raw_text(
+    http: Http, client: Client
+) -> None:
+    # curl -d 'hello from curl' sends this content type; the body is the message, not a form
+    form = await http.post("/enqueue", content=b"a=1&b=hello from curl",
+                           headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert form.status_code == 201
+    assert (await client.get(form.json()["id"])).payload == "a=1&b=hello from curl"
+
+
+async def test_compat_enqueue_refuses_other_types_listing_the_accepted_ones(
+    http: Http, client: Client
+) -> None:
+    response = await http.post("/enqueue", content=b"<x/>",
+                               headers={"Content-Type": "application/xml"})
+    assert response.status_code == 415
+    accepted = response.headers["Accept-Post"]
+    for kind in ("text/plain", "application/x-www-form-urlencoded", "application/json"):
+        assert kind in accepted
+        assert kind in response.json()["detail"]
+    assert await count_jobs(client) == 0
 
 
 async def test_compat_enqueue_uses_configured_handler_and_queue(

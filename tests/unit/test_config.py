@@ -74,7 +74,7 @@ def test_defaults_without_any_file() -> None:
     assert (config.api.host, config.api.port) == ("127.0.0.1", 8080)
     assert config.api.allow_public_bind is False
     assert config.api.max_body_bytes == 1048576
-    assert (config.api.default_handler, config.api.queue_name) == ("echo", "default")
+    assert (config.api.default_handler, config.api.queue_name) == ("log", "default")
     assert config.api.tokens == ()
     assert config.api.rate_limit_per_minute == 0
 
@@ -426,7 +426,7 @@ def test_other_monoq_variables_are_ignored(tmp_path: Path) -> None:
     ],
 )
 def test_source_system_names(var: str, text: str, key: str, expected: object) -> None:
-    assert SOURCE_ENV_NAMES[var] == key
+    assert key in SOURCE_ENV_NAMES[var]
     section, name = key.split(".")
     config = load_config(env={var: text})
     assert getattr(getattr(config, section), name) == expected
@@ -434,7 +434,8 @@ def test_source_system_names(var: str, text: str, key: str, expected: object) ->
 
 def test_every_source_name_maps_to_a_real_key() -> None:
     keys = {k.key for k in config_keys()}
-    assert set(SOURCE_ENV_NAMES.values()) <= keys
+    named = {key for keys in SOURCE_ENV_NAMES.values() for key in keys}
+    assert {key for key in named if not key.startswith("plugins.")} <= keys
 
 
 def test_monoq_variable_beats_source_name_and_empty_source_name_is_unset() -> None:

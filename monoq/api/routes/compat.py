@@ -1,7 +1,9 @@
 """Compatibility routes of the systems monoq replaces (DESIGN.md §1).
 
-- ``POST /enqueue`` ("phrase1"): a text/plain body (or none given) becomes a string payload, a
-  JSON body becomes its value; the job goes to ``api.default_handler`` on ``api.queue_name``.
+- ``POST /enqueue`` ("phrase1"): a text/plain body, a body with no content type, or an
+  ``application/x-www-form-urlencoded`` one (what ``curl -d`` sends; taken as the raw text, not
+  decoded as a form) becomes a string payload; a JSON body becomes its value. The job goes to
+  ``api.default_handler`` (``log``) on ``api.queue_name``.
   201 ``{"enqueued": true, "id": ...}`` (200 on an ``Idempotency-Key`` replay).
 - ``POST /jobs`` ("Bananas"): ``{"name", "payload", "priority"}`` (any submit field is
   accepted); answers like ``POST /api/v1/jobs``.
@@ -24,7 +26,8 @@ from monoq.api.routes.jobs import submit_body, submitted, with_idempotency_heade
 from monoq.api.routes.system import totals
 from monoq.core.models import JobState
 
-_TEXT_TYPES: Final = frozenset({"", "text/plain"})
+_TEXT_TYPES: Final = frozenset({"", "text/plain", "application/x-www-form-urlencoded"})
+_ACCEPTED: Final = "text/plain, application/x-www-form-urlencoded, application/json"
 _PENDING: Final = (JobState.QUEUED, JobState.SCHEDULED, JobState.RETRYING)
 
 
@@ -44,8 +47,8 @@ async def enqueue(
     if kind not in _TEXT_TYPES and not is_json_type(kind):
         raise Problem(
             415,
-            f"Content-Type must be text/plain or application/json, got {kind!r}",
-            headers={"Accept-Post": "text/plain, application/json"},
+            f"Content-Type must be one of {_ACCEPTED} (or none), got {kind!r}",
+            headers={"Accept-Post": _ACCEPTED},
         )
     raw = await request.body()
     payload: Any
