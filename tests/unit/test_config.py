@@ -445,6 +445,35 @@ def test_monoq_variable_beats_source_name_and_empty_source_name_is_unset() -> No
     assert config.api.port == 8080
 
 
+def test_queue_name_is_the_queue_the_api_submits_to_and_the_worker_consumes() -> None:
+    for var in ("QUEUE_NAME", "REDIS_QUEUE_NAME"):
+        config = load_config(env={var: "git_index_jobs"})
+        assert config.api.queue_name == config.jobs.queue == "git_index_jobs"
+        assert config.worker.queues == ("git_index_jobs",)
+    mine = load_config(env={"QUEUE_NAME": "messages", "MONOQ_WORKER_QUEUES": "a,b"})
+    assert (mine.api.queue_name, mine.worker.queues) == ("messages", ("a", "b"))
+
+
+def test_redis_addr_password_and_db_make_the_backend_url() -> None:
+    env = {"REDIS_ADDR": "cache:6380", "REDIS_PASSWORD": "p@ss/word", "REDIS_DB": "2"}
+    assert load_config(env=env).backend.url == "redis://:p%40ss%2Fword@cache:6380/2"
+    assert load_config(env={"REDIS_ADDR": "redis:6379"}).backend.url == "redis://redis:6379/0"
+    both = load_config(env={"REDIS_ADDR": "redis:6379", "REDIS_URL": "redis://other:1/3"})
+    assert both.backend.url == "redis://other:1/3"
+    assert "REDIS_DB must be a database number" in error(env={"REDIS_ADDR": "r:1",
+                                                               "REDIS_DB": "x"})
+
+
+def test_http_addr_and_port_set_the_listening_address() -> None:
+    assert load_config(env={"HTTP_ADDR": ":9000"}).api.port == 9000
+    both = load_config(env={"HTTP_ADDR": "0.0.0.0:9001"}).api
+    assert (both.host, both.port) == ("0.0.0.0", 9001)
+    assert load_config(env={"PORT": "8009"}).api.port == 8009
+    assert load_config(env={"PORT": "8009", "API_PORT": "8010"}).api.port == 8010
+    assert "HTTP_ADDR" in error(env={"HTTP_ADDR": "8080"})
+    assert error(env={"HTTP_ADDR": ":x"}).startswith("api.port: ")
+
+
 def test_bad_source_name_value_names_the_variable() -> None:
     message = error(env={"JOB_TIMEOUT": "5 minutes"})
     assert message.startswith("jobs.timeout_seconds: ")
