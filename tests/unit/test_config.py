@@ -466,8 +466,8 @@ def test_redis_addr_password_and_db_make_the_backend_url() -> None:
 
 def test_http_addr_and_port_set_the_listening_address() -> None:
     assert load_config(env={"HTTP_ADDR": ":9000"}).api.port == 9000
-    both = load_config(env={"HTTP_ADDR": "0.0.0.0:9001"}).api
-    assert (both.host, both.port) == ("0.0.0.0", 9001)
+    both = load_config(env={"HTTP_ADDR": "10.1.2.3:9001"}).api
+    assert (both.host, both.port) == ("10.1.2.3", 9001)
     assert load_config(env={"PORT": "8009"}).api.port == 8009
     assert load_config(env={"PORT": "8009", "API_PORT": "8010"}).api.port == 8010
     assert "HTTP_ADDR" in error(env={"HTTP_ADDR": "8080"})
