@@ -3,7 +3,8 @@
 ``public`` routes (health, readiness, the OpenAPI document) need nothing. Other routes pass the
 ``authorize`` hook (``require_scope`` as a guard), which runs before the body is read:
 
-- with tokens configured, a missing or unknown bearer token is 401 and a token whose scope
+- with tokens configured (sent as ``Authorization: Bearer <token>`` or ``X-API-Key: <token>``),
+  a missing or unknown token is 401 and a token whose scope
   does not cover the route is 403;
 - with no tokens configured, auth is off (the role then refuses a non-loopback bind);
 - then the per-client rate limit: the key is the token's name, or the client address when auth
@@ -38,9 +39,12 @@ def route_scope(handler: BaseRouteHandler) -> str | None:
 
 
 def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    """The token of ``Authorization: Bearer <token>``, else of ``X-API-Key: <token>`` (the
+    header that API-key clients, such as the cron job system's, send)."""
     header = raw_header(connection, b"authorization")
     if header is None:
-        return None
+        key = raw_header(connection, b"x-api-key")
+        return key.strip() or None if key is not None else None
     kind, _, value = header.strip().partition(" ")
     if kind.lower() != "bearer" or not value.strip():
         return None

@@ -230,6 +230,20 @@ async def test_tokens_file_tokens_authenticate(client: Client, tmp_path: Path) -
         assert (await tc.post("/enqueue", content=b"x")).status_code == 401
 
 
+async def test_an_x_api_key_header_authenticates_like_a_bearer_token(
+    client: Client, tmp_path: Path
+) -> None:
+    token, line = create_token("read", name="api-key")
+    tokens_file = tmp_path / "tokens"
+    tokens_file.write_text(line + "\n")
+    app = create_app(client, ApiConfig(tokens_file=str(tokens_file)))
+    async with AsyncTestClient(app=app) as tc:
+        assert (await tc.get("/queue/stats", headers={"X-API-Key": token})).status_code == 200
+        assert (await tc.get("/queue/stats", headers={"X-API-Key": "mq_wrong"})).status_code == 401
+        assert (await tc.get("/queue/stats", headers={"X-API-Key": ""})).status_code == 401
+        assert (await tc.get("/queue/stats")).status_code == 401
+
+
 async def test_rate_limit_per_token(make_app: AppFactory) -> None:
     async with AsyncTestClient(app=make_app(tokens=True, rate_limit_per_minute=2)) as tc:
         for _ in range(2):
