@@ -565,13 +565,15 @@ def _fire_time(job: Job) -> str | None:
 
 
 def run_to_dict(job: Job) -> dict[str, Any]:
-    """One schedule run for the API and CLI: job id, fire time, state, duration."""
+    """One schedule run for the API and CLI: job id, fire time, state, duration, and the run's
+    result or error (an http run's result holds the status it got)."""
     duration = None
     if job.finished_at is not None and job.started_at is not None:
         duration = (job.finished_at - job.started_at).total_seconds()
     return {"job_id": job.id, "fire_time": _fire_time(job), "state": str(job.state),
             "attempt": job.attempt, "created_at": rfc3339(job.created_at),
-            "finished_at": rfc3339(job.finished_at), "duration": duration, "error": job.error}
+            "finished_at": rfc3339(job.finished_at), "duration": duration,
+            "result": job.result, "error": job.error}
 
 
 def client_from_config(config: Config, *, backend: Backend | None = None,

@@ -41,3 +41,7 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     root.setLevel(level)
     # uvicorn's access log is per request; keep it at WARNING unless debugging.
     logging.getLogger("uvicorn.access").setLevel(level if level == "DEBUG" else "WARNING")
+    # httpx logs every request of the http job kind at INFO with its full URL, query string
+    # included (which may carry credentials): per job, so only when debugging.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(level if level == "DEBUG" else "WARNING")

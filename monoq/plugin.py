@@ -27,6 +27,13 @@ _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
 
+def _fmt(bound: float | None) -> str:
+    """A bound as written: 16777216, not 1.67772e+07; 0.5 stays 0.5."""
+    if bound is None:
+        return ""
+    return str(int(bound)) if float(bound).is_integer() else repr(float(bound))
+
+
 class PluginOptions:
     """The ``[plugins.<name>]`` table of one plugin, read key by key with type checks.
 
@@ -85,8 +92,9 @@ class PluginOptions:
                 value):
             raise self._fail(key, "must be a number", value)
         if (min is not None and value < min) or (max is not None and value > max):
-            bounds = f"between {min:g} and {max:g}" if min is not None and max is not None else (
-                f">= {min:g}" if min is not None else f"<= {max:g}")
+            low, high = _fmt(min), _fmt(max)
+            bounds = f"between {low} and {high}" if min is not None and max is not None else (
+                f">= {low}" if min is not None else f"<= {high}")
             raise self._fail(key, f"must be {bounds}", value)
         return float(value)
 

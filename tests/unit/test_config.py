@@ -23,6 +23,7 @@ from monoq.config import (
     parse_duration,
 )
 from monoq.errors import ConfigError
+from monoq.registry import Registry
 
 ROOT_CONFIG = Path(__file__).resolve().parents[2] / "config.toml"
 SHA = "ab" * 32
@@ -87,6 +88,18 @@ def test_default_retry_policy_waits_2_4_8_seconds() -> None:
 
 def test_root_config_toml_loads_to_exactly_the_defaults() -> None:
     config = load_config(ROOT_CONFIG, env={})
+    # The [plugins.*] tables spell out the plugins' defaults: built from them or from nothing,
+    # every plugin ends up the same.
+    registry = Registry.discover()
+    from_file = registry.build_plugins(config.plugins)
+    from_nothing = registry.build_plugins({})
+    assert set(config.plugins) <= set(registry.plugins)
+    def settings(plugin: object) -> dict[str, Any]:  # locks are unequal by identity
+        return {k: v for k, v in vars(plugin).items() if "lock" not in type(v).__name__}
+
+    for cls, plugin in from_file.items():
+        assert settings(plugin) == settings(from_nothing[cls]), cls.name
+    config = attrs.evolve(config, plugins={})
     assert config == Config()
     assert config_as_dict(config) == config_as_dict(Config())
     assert config.source == str(ROOT_CONFIG)
@@ -671,8 +684,9 @@ def test_direct_construction_is_validated_too() -> None:
 
 
 def test_equal_configs_hash_equal_and_ignore_source() -> None:
-    assert load_config(ROOT_CONFIG, env={}) == Config()
-    assert hash(load_config(ROOT_CONFIG, env={})) == hash(Config())
+    loaded = attrs.evolve(load_config(ROOT_CONFIG, env={}), plugins={})
+    assert loaded == Config()
+    assert hash(loaded) == hash(Config())
 
 
 def test_config_as_dict_round_trips_through_overrides(tmp_path: Path) -> None:
@@ -708,6 +722,7 @@ def test_config_as_dict_matches_the_root_file_for_defaults() -> None:
     with ROOT_CONFIG.open("rb") as fh:
         document = tomllib.load(fh)
     shown = config_as_dict(Config())
+    document.pop("plugins")  # the plugins' own defaults: see the test above
     for section, table in document.items():
         for key, value in table.items():
             assert shown[section][key] == value, f"{section}.{key}"
