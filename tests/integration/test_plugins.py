@@ -3,6 +3,7 @@ started before the first job and stopped after the last."""
 
 from __future__ import annotations
 
+import os
 import types
 from pathlib import Path
 from typing import Any
@@ -87,11 +88,11 @@ def test_options_come_from_file_then_env_then_overrides(tmp_path: Path) -> None:
 
 
 def test_source_system_names_reach_the_plugins() -> None:
-    config = load_config(env={"OUTPUT_PATH": "/data/processed.log",
+    config = load_config(os.devnull, env={"OUTPUT_PATH": "/data/processed.log",
                               "GIT_STORAGE_PATH": "/var/lib/repos"})
     assert config.plugins["log"]["path"] == "/data/processed.log"
     assert config.plugins["git"]["storage_path"] == "/var/lib/repos"
-    mine = load_config(env={"OUTPUT_PATH": "/a", "MONOQ_PLUGINS_LOG_PATH": "/b"})
+    mine = load_config(os.devnull, env={"OUTPUT_PATH": "/a", "MONOQ_PLUGINS_LOG_PATH": "/b"})
     assert mine.plugins["log"]["path"] == "/b"  # the monoq name wins
 
 
@@ -115,7 +116,7 @@ def test_bad_options_are_config_errors_naming_the_key(
 
 
 def test_supervisor_refuses_to_start_a_worker_with_bad_options() -> None:
-    config = load_config(env={}, overrides={"backend.url": "memory://",
+    config = load_config(os.devnull, env={}, overrides={"backend.url": "memory://",
                                             "plugins.greeter.times": 0})
     with pytest.raises(ConfigError, match=r"plugins\.greeter\.times"):
         Supervisor(config, roles=("worker",), client=Client(MemoryBackend()),
@@ -124,7 +125,7 @@ def test_supervisor_refuses_to_start_a_worker_with_bad_options() -> None:
 
 async def test_worker_starts_plugins_before_jobs_and_stops_them_after() -> None:
     events.clear()
-    config = load_config(env={}, overrides={"backend.url": "memory://",
+    config = load_config(os.devnull, env={}, overrides={"backend.url": "memory://",
                                             "plugins.greeter.greeting": "hey",
                                             "worker.grace_seconds": 2})
     registry = _registry()

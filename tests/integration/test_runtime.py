@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from datetime import UTC, datetime, timedelta
@@ -70,7 +71,7 @@ def registry() -> Registry:
 
 
 def fast_config(**worker: Any) -> Config:
-    return load_config(env={}, overrides={
+    return load_config(os.devnull, env={}, overrides={
         "backend.url": "memory://",
         "worker.heartbeat_seconds": 0.05,
         "worker.lease_seconds": 2,

@@ -7,6 +7,7 @@ from __future__ import annotations
 import email.utils
 import json
 import logging
+import os
 import shutil
 import socket
 import ssl
@@ -838,7 +839,7 @@ def test_bad_options_are_config_errors_naming_the_key(options: dict[str, Any],
 
 
 def test_options_come_from_the_environment_too() -> None:
-    config = load_config(env={
+    config = load_config(os.devnull, env={
         "MONOQ_PLUGINS_HTTP_ALLOW": "127.0.0.1, 10.0.0.0/8, internal.example",
         "MONOQ_PLUGINS_HTTP_RETRY_STATUSES": "408,425",
         "MONOQ_PLUGINS_HTTP_MAX_BODY_BYTES": "1024",
@@ -848,7 +849,7 @@ def test_options_come_from_the_environment_too() -> None:
     })
     registry = Registry()
     registry.add_module("monoq.plugins.http")
-    [plugin] = registry.build_plugins(config.plugins).values()
+    [plugin] = registry.build_plugins({"http": config.plugins["http"]}).values()
     assert isinstance(plugin, HttpPlugin)
     assert plugin.allow.allows_name("internal.example")
     assert plugin.allow.allows_address(ip_address("10.1.1.1"))
@@ -894,7 +895,7 @@ async def test_tls_checks_the_certificate_against_the_host_name(tls_server: Test
 
 def worker_config(**plugin: Any) -> Config:
     """A fast in-memory configuration with these [plugins.http] options."""
-    return load_config(env={}, overrides={
+    return load_config(os.devnull, env={}, overrides={
         "backend.url": "memory://",
         "worker.heartbeat_seconds": 0.05,
         "worker.lease_seconds": 5,

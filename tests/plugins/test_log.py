@@ -56,7 +56,7 @@ def make_config(path: Path | None, *, env: dict[str, str] | None = None,
     }
     if path is not None:
         overrides["plugins.log.path"] = str(path)
-    return load_config(env=env or {}, overrides=overrides)
+    return load_config(os.devnull, env=env or {}, overrides=overrides)
 
 
 @asynccontextmanager
@@ -359,6 +359,7 @@ async def test_rotation_and_removal_move_the_next_line_to_a_new_file(tmp_path: P
 # Each child runs a real worker (memory backend, concurrency 5) whose log jobs append to the
 # shared file. Children say "ready" and wait for "go" so that all of them write at once.
 CHILD = textwrap.dedent("""
+    import os
     import sys
     import anyio
     import anyio.lowlevel
@@ -374,7 +375,7 @@ CHILD = textwrap.dedent("""
     async def main() -> None:
         registry = Registry()
         registry.add_module("monoq.plugins.log")
-        config = load_config(env={}, overrides={
+        config = load_config(os.devnull, env={}, overrides={
             "backend.url": "memory://", "worker.concurrency": 5, "worker.grace_seconds": 5,
             "plugins.log.path": path, "plugins.log.prefix": "<{attempt}> "})
         client = Client(MemoryBackend(), registry=registry)
