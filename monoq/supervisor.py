@@ -188,9 +188,12 @@ class Supervisor:
                     tg.start_soon(self._watch_signals, tg.cancel_scope)
                 if server_now is not None:
                     await tg.start(self._sync_clock, server_now)
+                # The api role is built before any role starts: importing litestar and building
+                # the app holds the loop for most of a second, which would stall running jobs.
+                first = {name: self._factory(name)() for name in self.roles if name == "api"}
                 async with anyio.create_task_group() as roles:
                     for name in self.roles:
-                        await roles.start(self._supervise, name)
+                        await roles.start(self._supervise, name, first.get(name))
                 tg.cancel_scope.cancel()
         finally:
             if self._owns_backend:
@@ -253,14 +256,14 @@ class Supervisor:
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 10.0)
 
-    async def _supervise(self, name: str, *,
+    async def _supervise(self, name: str, first: Role | None = None, *,
                          task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                          ) -> None:
         make = self._factory(name)
         started = False
         backoff = self.restart_backoff
         while not self._stopping:
-            role = make()
+            role, first = first or make(), None
             self.active[name] = role
             began = anyio.current_time()
             try:
