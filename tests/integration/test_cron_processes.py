@@ -42,6 +42,13 @@ async def _three_schedulers(tmp_path: Path, url: str) -> None:
                 procs.append(subprocess.Popen(
                     [sys.executable, "-m", "monoq", "run", "--roles", "scheduler", "--config",
                      str(config)], stdout=log, stderr=subprocess.STDOUT, env=env))
+        # Count from when all three are running: starting Python processes on a loaded
+        # machine can take seconds, and those seconds fire nothing.
+        log_files = [tmp_path / f"scheduler{n}.log" for n in range(3)]
+        with anyio.fail_after(60):
+            while not all("scheduler started" in f.read_text() for f in log_files):
+                assert all(proc.poll() is None for proc in procs), "a scheduler died"
+                await anyio.sleep(0.05)
         started = time.monotonic()
         await anyio.sleep(RUN_FOR)
         for proc in procs:
