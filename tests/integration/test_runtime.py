@@ -20,6 +20,7 @@ from monoq.config import Config, load_config
 from monoq.core.models import AttemptOutcome, JobState
 from monoq.registry import Registry
 from monoq.supervisor import Supervisor
+from tests.integration._inprocess import supervised
 
 pytestmark = pytest.mark.anyio
 
@@ -86,18 +87,8 @@ def fast_config(**worker: Any) -> Config:
 @asynccontextmanager
 async def running(config: Config | None = None, roles: tuple[str, ...] = ("worker", "scheduler")
                   ) -> AsyncIterator[tuple[Client, Supervisor]]:
-    config = config or fast_config()
-    reg = registry()
-    client = Client(MemoryBackend(), registry=reg)
-    supervisor = Supervisor(config, roles=roles, client=client, registry=reg,
-                            handle_signals=False)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(supervisor.run)
-        await anyio.lowlevel.checkpoint()
-        try:
-            yield client, supervisor
-        finally:
-            supervisor.stop()
+    async with supervised(config or fast_config(), registry(), roles) as running_roles:
+        yield running_roles
 
 
 async def test_thousand_jobs_all_complete_once() -> None:

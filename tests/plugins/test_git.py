@@ -26,14 +26,13 @@ import pytest
 
 import monoq
 import monoq.plugins.git as gitjobs
-from monoq.backends.memory import MemoryBackend
 from monoq.client import Client
 from monoq.config import load_config
 from monoq.core.models import AttemptOutcome, JobState
 from monoq.errors import ConfigError
 from monoq.plugins.git import GitCommandError, GitPlugin, storage_key
 from monoq.registry import Registry
-from monoq.supervisor import Supervisor
+from tests.integration._inprocess import supervised
 
 pytestmark = pytest.mark.anyio
 
@@ -598,16 +597,8 @@ async def running(storage: Path, **options: Any) -> AsyncIterator[Client]:
         **{f"plugins.git.{k}": v for k, v in options.items()},
     }
     config = load_config(empty_config(storage.parent), env={}, overrides=overrides)
-    client = Client(MemoryBackend(), registry=registry)
-    supervisor = Supervisor(config, roles=("worker", "scheduler"), client=client,
-                            registry=registry, handle_signals=False)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(supervisor.run)
-        await anyio.lowlevel.checkpoint()
-        try:
-            yield client
-        finally:
-            supervisor.stop()
+    async with supervised(config, registry) as (client, _):
+        yield client
 
 
 async def test_index_update_delete_through_the_worker(origin: Origin, tmp_path: Path) -> None:

@@ -30,7 +30,6 @@ import anyio.lowlevel
 import pytest
 
 import monoq
-from monoq.backends.memory import MemoryBackend
 from monoq.client import Client
 from monoq.config import Config, load_config
 from monoq.core.models import AttemptOutcome, JobState
@@ -51,7 +50,7 @@ from monoq.plugins.http import (
     http_request,
 )
 from monoq.registry import Registry
-from monoq.supervisor import Supervisor
+from tests.integration._inprocess import supervised
 
 pytestmark = pytest.mark.anyio
 
@@ -912,16 +911,8 @@ async def worker(**plugin: Any) -> AsyncIterator[Client]:
     """A worker and a scheduler in this process, with the http plugin and these options."""
     registry = Registry()
     registry.add_module("monoq.plugins.http")
-    client = Client(MemoryBackend(), registry=registry)
-    supervisor = Supervisor(worker_config(**plugin), roles=("worker", "scheduler"),
-                            client=client, registry=registry, handle_signals=False)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(supervisor.run)
-        await anyio.lowlevel.checkpoint()
-        try:
-            yield client
-        finally:
-            supervisor.stop()
+    async with supervised(worker_config(**plugin), registry) as (client, _):
+        yield client
 
 
 async def run_job(client: Client, payload: Any, **options: Any) -> tuple[monoq.Job,

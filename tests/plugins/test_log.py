@@ -30,6 +30,7 @@ from monoq.plugin import PluginOptions
 from monoq.plugins.log import LogPlugin
 from monoq.registry import Registry
 from monoq.supervisor import Supervisor
+from tests.integration._inprocess import supervised
 
 pytestmark = pytest.mark.anyio
 
@@ -62,17 +63,8 @@ def make_config(path: Path | None, *, env: dict[str, str] | None = None,
 @asynccontextmanager
 async def running(config: Config) -> AsyncIterator[Client]:
     """A worker and a scheduler in this process over a fresh memory backend."""
-    registry = log_registry()
-    client = Client(MemoryBackend(), registry=registry)
-    supervisor = Supervisor(config, roles=("worker", "scheduler"), client=client,
-                            registry=registry, handle_signals=False)
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(supervisor.run)
-        await anyio.lowlevel.checkpoint()
-        try:
-            yield client
-        finally:
-            supervisor.stop()
+    async with supervised(config, log_registry()) as (client, _):
+        yield client
 
 
 async def run_one(client: Client, payload: Any, **options: Any) -> dict[str, Any]:
@@ -170,7 +162,8 @@ async def test_custom_prefix_shows_a_re_run_and_errors_are_retried(tmp_path: Pat
     path = tmp_path / "out.log"
     path.mkdir()  # a directory in the way: the first attempt cannot open the file
     config = make_config(path, prefix="{queue}/{handler} #{attempt} [{job_id}] ",
-                         env={"MONOQ_RETRY_BASE_SECONDS": "1", "MONOQ_RETRY_MAX_SECONDS": "1"})
+                         # the fix below lands long before the retry, even on a busy machine
+                         env={"MONOQ_RETRY_BASE_SECONDS": "3", "MONOQ_RETRY_MAX_SECONDS": "3"})
     async with running(config) as client:
         job = await client.enqueue("log", "hello", queue="default")
         with anyio.fail_after(10):
@@ -179,7 +172,7 @@ async def test_custom_prefix_shows_a_re_run_and_errors_are_retried(tmp_path: Pat
         [first] = await client.attempts(job.id)
         assert first.error_type == "LogFileError"
         assert first.error_message == f"cannot open log file {path}: Is a directory"
-        path.rmdir()  # fixed before the retry (1 s later)
+        path.rmdir()  # fixed before the retry (3 s later)
         with anyio.fail_after(10):
             done = await client.wait(job.id)
     assert done.state is JobState.COMPLETED
