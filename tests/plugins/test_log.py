@@ -17,6 +17,7 @@ from typing import Any
 
 import anyio
 import anyio.lowlevel
+import attrs
 import pytest
 from litestar.testing import AsyncTestClient
 
@@ -161,9 +162,11 @@ async def test_text_and_json_payloads_become_one_line_each(tmp_path: Path) -> No
 async def test_custom_prefix_shows_a_re_run_and_errors_are_retried(tmp_path: Path) -> None:
     path = tmp_path / "out.log"
     path.mkdir()  # a directory in the way: the first attempt cannot open the file
-    config = make_config(path, prefix="{queue}/{handler} #{attempt} [{job_id}] ",
-                         # the fix below lands long before the retry, even on a busy machine
-                         env={"MONOQ_RETRY_BASE_SECONDS": "3", "MONOQ_RETRY_MAX_SECONDS": "3"})
+    config = make_config(path, prefix="{queue}/{handler} #{attempt} [{job_id}] ")
+    # The fix below must land before the retry, even on a busy machine: 3 s (make_config's own
+    # retry settings are 10 ms, which the fix could miss).
+    config = attrs.evolve(config, retry=attrs.evolve(config.retry, base_seconds=3,
+                                                     max_seconds=3))
     async with running(config) as client:
         job = await client.enqueue("log", "hello", queue="default")
         with anyio.fail_after(10):
