@@ -9,7 +9,7 @@ Each method runs without awaiting in the middle, so on one event loop it is atom
 from __future__ import annotations
 
 import heapq
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -18,6 +18,17 @@ import anyio
 import attrs
 
 from monoq.core.backend import Capabilities
+from monoq.core.counters import (
+    BEAT_HORIZON,
+    COUNTER_RETENTION_MINUTES,
+    WAITS_KEPT,
+    Counts,
+    bucket_plan,
+    finish_counts,
+    first_wait_ms,
+    fold_minutes,
+    minute_of,
+)
 from monoq.core.ids import new_token
 from monoq.core.models import (
     OUTCOME_TO_ATTEMPT,
@@ -36,7 +47,11 @@ from monoq.core.models import (
     Page,
     QueueStats,
     Schedule,
+    ThroughputBucket,
     WorkerInfo,
+    error_type_of,
+    to_ms,
+    utcnow,
 )
 from monoq.errors import ConfigError
 
@@ -86,6 +101,10 @@ class MemoryBackend:
         self._wake: dict[str, _Signal] = defaultdict(_Signal)
         self._changes = _Signal()
         self._schedules: dict[str, Schedule] = {}
+        # throughput: epoch minute -> queue -> [completed, failed, dead]
+        self._minutes: dict[int, dict[str, list[int]]] = {}
+        self._waits: dict[str, deque[int]] = defaultdict(lambda: deque(maxlen=WAITS_KEPT))
+        self._beats: dict[str, datetime] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -182,6 +201,8 @@ class MemoryBackend:
                     lease_expires_at=expires,
                 )
                 row.token = token
+                if row.job.attempt == 1:
+                    self._waits[queue].appendleft(first_wait_ms(to_ms(row.job.run_at), to_ms(now)))
                 self._attempts[job_id].append(
                     Attempt(
                         job_id=job_id, attempt=row.job.attempt, worker_id=worker_id, started_at=now
@@ -306,12 +327,28 @@ class MemoryBackend:
             row.job = job
             row.token = None
             self._close_attempt(job.id, item, now)
+            self._count(job.queue, now, finish_counts(item.outcome, outcome))
             answers.append(True)
         for queue in woken:
             self._wake[queue].fire()
         if changed:
             self._changes.fire()
         return answers
+
+    def _count(self, queue: str, now: datetime, counts: Counts) -> None:
+        if not any(counts):
+            return
+        minute = minute_of(now)
+        per_queue = self._minutes.get(minute)
+        if per_queue is None:
+            # A new minute: drop the minutes past retention, so the dict stays bounded.
+            horizon = minute - COUNTER_RETENTION_MINUTES
+            for old in [m for m in self._minutes if m < horizon]:
+                del self._minutes[old]
+            per_queue = self._minutes[minute] = {}
+        row = per_queue.setdefault(queue, [0, 0, 0])
+        for i, n in enumerate(counts):
+            row[i] += n
 
     def _close_attempt(self, job_id: str, item: Finish, now: datetime) -> None:
         records = self._attempts[job_id]
@@ -432,8 +469,11 @@ class MemoryBackend:
         limit: int = 50,
         cursor: str | None = None,
         schedule_id: str | None = None,
+        error_type: str | None = None,
+        finished_after: datetime | None = None,
+        finished_before: datetime | None = None,
     ) -> Page:
-        """Newest first with cursor; see ``Backend.list_jobs``."""
+        """Newest first with cursor (always full pages); see ``Backend.list_jobs``."""
         wanted = None if states is None else set(states)
         matches: list[Job] = []
         for job_id in sorted(self._rows, reverse=True):
@@ -448,6 +488,16 @@ class MemoryBackend:
                 continue
             if schedule_id is not None and job.schedule_id != schedule_id:
                 continue
+            if error_type is not None and error_type_of(job.error) != error_type:
+                continue
+            if finished_after is not None or finished_before is not None:
+                done = job.finished_at
+                if done is None:
+                    continue
+                if finished_after is not None and done < finished_after:
+                    continue
+                if finished_before is not None and done >= finished_before:
+                    continue
             matches.append(job)
             if len(matches) > limit:
                 break
@@ -461,14 +511,87 @@ class MemoryBackend:
         counts: dict[str, dict[JobState, int]] = {
             name: dict.fromkeys(JobState, 0) for name in names
         }
+        oldest: dict[str, datetime] = {}
         for row in self._rows.values():
-            per_queue = counts.get(row.job.queue)
+            job = row.job
+            per_queue = counts.get(job.queue)
             if per_queue is not None:
-                per_queue[row.job.state] += 1
+                per_queue[job.state] += 1
+                if job.state is JobState.QUEUED:
+                    seen = oldest.get(job.queue)
+                    if seen is None or job.run_at < seen:
+                        oldest[job.queue] = job.run_at
         return [
-            QueueStats(queue=name, counts=counts[name], paused=name in self._paused)
+            QueueStats(
+                queue=name,
+                counts=counts[name],
+                paused=name in self._paused,
+                oldest_queued_at=oldest.get(name),
+            )
             for name in names
         ]
+
+    async def count_jobs(
+        self,
+        *,
+        states: Collection[JobState],
+        queue: str | None = None,
+        finished_before: datetime | None = None,
+    ) -> int:
+        """Jobs in ``states`` (a walk of every job: memory has no indexes to keep); see
+        ``Backend.count_jobs``."""
+        wanted = set(states)
+        return sum(
+            1
+            for row in self._rows.values()
+            if row.job.state in wanted
+            and (queue is None or row.job.queue == queue)
+            and (
+                finished_before is None
+                or (row.job.finished_at is not None and row.job.finished_at < finished_before)
+            )
+        )
+
+    async def throughput(
+        self,
+        *,
+        since: datetime,
+        until: datetime,
+        bucket: timedelta,
+        queue: str | None = None,
+    ) -> list[ThroughputBucket]:
+        """Sums of the per-minute counters; see ``Backend.throughput``."""
+        first, count, per = bucket_plan(since, until, bucket)
+        minutes: dict[int, Counts] = {}
+        for minute, per_queue in self._minutes.items():
+            rows = per_queue.values() if queue is None else [per_queue.get(queue, [0, 0, 0])]
+            minutes[minute] = (
+                sum(r[0] for r in rows),
+                sum(r[1] for r in rows),
+                sum(r[2] for r in rows),
+            )
+        return fold_minutes(first, count, per, minutes)
+
+    async def recent_waits(self, queue: str, *, limit: int = 500) -> list[float]:
+        """The queue's first-attempt waits, newest first; see ``Backend.recent_waits``."""
+        ring = self._waits.get(queue)
+        if ring is None or limit <= 0:
+            return []
+        return [ms / 1000 for ms in list(ring)[:limit]]
+
+    async def beat(self, name: str, *, now: datetime) -> None:
+        """Record a component's beat (the latest time wins); see ``Backend.beat``."""
+        seen = self._beats.get(name)
+        if seen is None or now > seen:
+            self._beats[name] = now
+        horizon = now - BEAT_HORIZON
+        for old in [n for n, at in self._beats.items() if at < horizon]:
+            del self._beats[old]
+
+    async def beats(self, *, now: datetime | None = None) -> dict[str, datetime]:
+        """Components that beat within 24 h of ``now``, by name; see ``Backend.beats``."""
+        horizon = (utcnow() if now is None else now) - BEAT_HORIZON
+        return {name: at for name, at in sorted(self._beats.items()) if at >= horizon}
 
     async def count_finished(
         self, *, since: datetime, queue: str | None = None

@@ -20,6 +20,7 @@ import attrs
 from monoq.core.backend import Backend
 from monoq.core.coalesce import EnqueueCoalescer
 from monoq.core.codec import json_encode
+from monoq.core.counters import WAITS_KEPT, bucket_plan
 from monoq.core.ids import new_id
 from monoq.core.models import (
     DEFAULT_PRIORITY,
@@ -35,6 +36,7 @@ from monoq.core.models import (
     Page,
     QueueStats,
     Schedule,
+    ThroughputBucket,
     WorkerInfo,
     parse_priority,
     rfc3339,
@@ -294,14 +296,84 @@ class Client:
         handler: str | None = None,
         limit: int = 50,
         cursor: str | None = None,
+        error_type: str | None = None,
+        finished_after: datetime | None = None,
+        finished_before: datetime | None = None,
     ) -> Page:
-        """Jobs newest first, filtered, one page at a time."""
+        """Jobs newest first, filtered, one page at a time.
+
+        ``error_type`` keeps the jobs whose last error has that type (the text before ": " in
+        ``job.error``); ``finished_after`` (inclusive) and ``finished_before`` (exclusive)
+        bound ``finished_at``, so they keep finished jobs only. A page may hold fewer than
+        ``limit`` jobs and still carry a ``next_cursor`` when the filters match rarely (see
+        ``Backend.list_jobs``): page on until ``next_cursor`` is None.
+        """
         wanted = None if states is None else {self._state(s) for s in states}
         if not 1 <= limit <= 1000:
             raise ValidationError("limit", f"{limit} is outside 1..1000")
-        return await self.backend.list_jobs(
-            queue=queue, states=wanted, handler=handler, limit=limit, cursor=cursor
+        if error_type is not None and (not isinstance(error_type, str) or not error_type):
+            raise ValidationError("error_type", f"{error_type!r} is not a non-empty string")
+        after = None if finished_after is None else _parse_time("finished_after", finished_after)
+        before = (
+            None if finished_before is None else _parse_time("finished_before", finished_before)
         )
+        return await self.backend.list_jobs(
+            queue=queue,
+            states=wanted,
+            handler=handler,
+            limit=limit,
+            cursor=cursor,
+            error_type=error_type,
+            finished_after=after,
+            finished_before=before,
+        )
+
+    async def count_jobs(
+        self,
+        *,
+        states: Iterable[JobState | str],
+        queue: str | None = None,
+        finished_before: datetime | None = None,
+    ) -> int:
+        """How many jobs are in ``states`` (of ``queue``; finished before the time when given),
+        read from the backend's indexes, not by visiting every job."""
+        wanted = {self._state(s) for s in states}
+        before = (
+            None if finished_before is None else _parse_time("finished_before", finished_before)
+        )
+        return await self.backend.count_jobs(states=wanted, queue=queue, finished_before=before)
+
+    async def throughput(
+        self,
+        *,
+        since: datetime,
+        until: datetime,
+        bucket: timedelta,
+        queue: str | None = None,
+    ) -> list[ThroughputBucket]:
+        """Completed, failed and dead runs per bucket of ``bucket`` (whole minutes dividing a
+        day) from ``since`` (floored to the bucket) until ``until``, oldest first, zeros
+        included, of ``queue`` or of every queue. Counters are kept at least 24 h.
+        ValidationError for a bad bucket, naive times or too many buckets."""
+        start = _parse_time("since", since)
+        end = _parse_time("until", until)
+        bucket_plan(start, end, bucket)  # refuse bad input before touching the backend
+        if queue is not None:
+            validate_name("queue", queue)
+        return await self.backend.throughput(since=start, until=end, bucket=bucket, queue=queue)
+
+    async def recent_waits(self, queue: str, *, limit: int = 500) -> list[float]:
+        """Seconds each of the queue's most recent first attempts waited from its due time to
+        its claim, newest first, at most ``limit`` (1..1000)."""
+        validate_name("queue", queue)
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= WAITS_KEPT:
+            raise ValidationError("limit", f"{limit!r} is outside 1..{WAITS_KEPT}")
+        return await self.backend.recent_waits(queue, limit=limit)
+
+    async def beats(self) -> dict[str, datetime]:
+        """The last beat of every component (``scheduler:<id>``, ...) that beat within the last
+        24 h by this client's clock, by name."""
+        return await self.backend.beats(now=self.clock())
 
     @staticmethod
     def _state(value: JobState | str) -> JobState:

@@ -9,6 +9,8 @@ with its own token, so exactly one scheduler wins.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 
@@ -86,11 +88,28 @@ def _definition(schedule: Schedule) -> Schedule:
     return attrs.evolve(schedule, created_at=None, updated_at=None, last_fire_at=None)
 
 
-class Scheduler:
-    """Keeps time-based transitions happening for every queue of the backend."""
+def default_scheduler_id() -> str:
+    """``<hostname>-<pid>``: what a scheduler calls itself unless told otherwise."""
+    return f"{socket.gethostname()}-{os.getpid()}"
 
-    def __init__(self, client: Client, settings: SchedulerSettings | None = None) -> None:
+
+class Scheduler:
+    """Keeps time-based transitions happening for every queue of the backend.
+
+    Each pass also records a beat named ``scheduler:<scheduler_id>`` (``Backend.beat``), so a
+    dashboard can tell which schedulers are alive; ``scheduler_id`` defaults to
+    ``<hostname>-<pid>``.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        settings: SchedulerSettings | None = None,
+        *,
+        scheduler_id: str | None = None,
+    ) -> None:
         self.client = client
+        self.id = scheduler_id or default_scheduler_id()
         self.backend = client.backend
         self.settings = settings or SchedulerSettings()
         self.clock = client.clock
@@ -141,8 +160,10 @@ class Scheduler:
         logger.info("scheduler stopped")
 
     async def tick(self, now: datetime) -> TickReport:
-        """One pass at ``now``: promote, reap, maybe purge; answers when the next is due."""
+        """One pass at ``now``: beat, promote, reap, fire schedules, maybe purge; answers when
+        the next pass is due."""
         settings = self.settings
+        await self._beat(now)
         promoted = 0
         while True:
             n = await self.backend.promote(now=now, limit=settings.batch_size)
@@ -169,6 +190,14 @@ class Scheduler:
             logger.debug("scheduler: promoted %d, reaped %d, fired %d", promoted, reaped, fired)
         next_at = await self._next_at(now)
         return TickReport(promoted, reaped, purged, min([next_at, *next_fires]), fired)
+
+    async def _beat(self, now: datetime) -> None:
+        """Tell the backend this scheduler is alive. A failure is logged and the pass goes on:
+        a missing beat only shows on a dashboard, while the pass keeps jobs moving."""
+        try:
+            await self.backend.beat(f"scheduler:{self.id}", now=now)
+        except BackendError as exc:
+            logger.warning("scheduler %s: recording its beat failed: %s", self.id, exc)
 
     # -- schedules ------------------------------------------------------------------------------
 

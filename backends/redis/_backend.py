@@ -14,6 +14,7 @@ from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
+import attrs
 import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions as rex
@@ -24,6 +25,15 @@ from redis.typing import EncodableT, FieldT
 
 from monoq.backends.redis._keys import STATE_INDEX, Keys
 from monoq.core.backend import Capabilities
+from monoq.core.counters import (
+    BEAT_HORIZON,
+    COUNTER_RETENTION_MINUTES,
+    WAITS_KEPT,
+    Counts,
+    bucket_plan,
+    fold_minutes,
+    minute_of,
+)
 from monoq.core.models import (
     EPOCH,
     ONE_MS,
@@ -43,9 +53,13 @@ from monoq.core.models import (
     Page,
     QueueStats,
     Schedule,
+    ThroughputBucket,
     WorkerInfo,
+    error_type_of,
     from_ms,
     to_ms,
+    to_ms_ceil,
+    utcnow,
 )
 from monoq.errors import BackendError, BackendUnavailable, ConfigError
 
@@ -61,6 +75,14 @@ _WAKE_CAP: Final = 64
 # list_jobs scans at most this many ids per script call, so a filter that matches rarely never
 # blocks the server for long; Python carries on from where the script stopped.
 _LIST_SCAN: Final = 2000
+# One list_jobs page walks at most this many ids of each queue's id index; a page that runs
+# out of it ends early with a cursor (the protocol allows short pages).
+_PAGE_SCAN: Final = 10 * _LIST_SCAN
+# The throughput hash of a queue may hold this many minutes before the finish script prunes
+# those past retention (an hour of slack, so pruning runs about once an hour).
+_TPUT_PRUNE_AT: Final = COUNTER_RETENTION_MINUTES + 60
+# Ready-queue scores are priority * 10**13 + run_at_ms (see _keys.py).
+_BAND: Final = 10**13
 _MIN_VERSION: Final = (6, 2)
 
 _SCRIPTS: Final = (
@@ -78,6 +100,7 @@ _SCRIPTS: Final = (
     "worker",
     "advance",
     "purge_runs",
+    "beat",
 )
 
 _UNAVAILABLE: Final = (
@@ -260,6 +283,42 @@ def _decode_attempt(job_id: str, raw: bytes) -> Attempt:
         error_message=rec.get("em"),
         traceback=rec.get("tb"),
     )
+
+
+@attrs.frozen
+class _Filter:
+    """The per-job filters of one list_jobs call, as Python applies them to a job's hash
+    (list.lua applies the same ones server side). ``lo``/``hi`` bound finished_at ms,
+    inclusive and exclusive; an empty ``states`` or ``handler`` filters nothing."""
+
+    states: tuple[str, ...]
+    handler: str
+    error_type: str | None
+    lo: int | None
+    hi: int | None
+
+    def matches(self, h: Mapping[bytes, bytes]) -> bool:
+        """Whether a job hash (HGETALL; empty when the job is gone) passes every filter."""
+        if not h:
+            return False
+        if self.states and _text(h[b"st"]) not in self.states:
+            return False
+        if self.handler and _text(h[b"h"]) != self.handler:
+            return False
+        if self.error_type is not None:
+            error = h.get(b"e")
+            if error is None or error_type_of(_text(error)) != self.error_type:
+                return False
+        if self.lo is not None or self.hi is not None:
+            raw = h.get(b"fa")
+            if raw is None:
+                return False
+            finished = int(raw)
+            if (self.lo is not None and finished < self.lo) or (
+                self.hi is not None and finished >= self.hi
+            ):
+                return False
+        return True
 
 
 def _float_option(key: str, value: object) -> float:
@@ -597,9 +656,12 @@ class RedisBackend:
                 k.q(q, "wake"),
                 k.job_prefix(q),
                 k.att_prefix(q),
+                k.q(q, "waits"),
             ]
             tokens = [secrets.token_hex(12) for _ in range(want)]
-            claimed = await self._run("claim", keys, [now_ms, lease_ms, worker_id, *tokens])
+            claimed = await self._run(
+                "claim", keys, [now_ms, lease_ms, worker_id, WAITS_KEPT, *tokens]
+            )
             leases.extend(_decode_lease(_unpack(raw)) for raw in claimed)
         return leases
 
@@ -645,8 +707,10 @@ class RedisBackend:
         return out
 
     async def finish(self, items: Sequence[Finish], *, now: datetime) -> list[bool]:
-        """End runs, fenced by token; one script for all the items of one queue."""
+        """End runs, fenced by token; one script for all the items of one queue, which also
+        adds them to the queue's throughput counters for the minute of ``now``."""
         k = self._keys
+        minute = minute_of(now)
         out = [False] * len(items)
         for q, idx in _group(items, lambda item: item.lease.job.queue).items():
             keys = [
@@ -658,6 +722,7 @@ class RedisBackend:
                 k.q(q, "cancelled"),
                 k.q(q, "wake"),
                 k.q(q, "changes"),
+                k.q(q, "tput"),
             ]
             fields: list[str] = []
             for i in idx:
@@ -677,7 +742,9 @@ class RedisBackend:
                     str(OUTCOME_TO_ATTEMPT[item.outcome]),
                     "",
                 ]
-            answers = await self._run("finish", keys, [_ms(now), _WAKE_CAP, _pack(fields)])
+            args = [_ms(now), _WAKE_CAP, _pack(fields), minute, minute - COUNTER_RETENTION_MINUTES,
+                    _TPUT_PRUNE_AT]
+            answers = await self._run("finish", keys, args)
             for i, answer in zip(idx, answers, strict=True):
                 out[i] = bool(answer)
         return out
@@ -825,52 +892,94 @@ class RedisBackend:
         limit: int = 50,
         cursor: str | None = None,
         schedule_id: str | None = None,
+        error_type: str | None = None,
+        finished_after: datetime | None = None,
+        finished_before: datetime | None = None,
     ) -> Page:
         """Jobs matching every filter, newest first; pages end at a cursor (the last id).
 
-        Each queue's id index is walked newest first by a read-only script that applies the
-        filters server side; without ``queue``, every known queue yields its best ``limit + 1``
-        and the results are merged by id. With ``schedule_id``, the schedule's run index is
-        walked instead (whatever queues the runs are in).
+        Per queue, when the state indexes asked for are small (or, with a finish window, their
+        terminal sorted sets hold few jobs in the window by score), those ids are read whole
+        and filtered; otherwise the queue's id index is walked newest first by a read-only
+        script that applies the filters server side, at most ``_PAGE_SCAN`` ids per page.
+        Without ``queue``, every known queue yields its best ``limit + 1`` and the results are
+        merged by id; when a queue's walk ran out of budget, the page stops at the highest id
+        where a walk stopped and carries it as the cursor (possibly a short page). With
+        ``schedule_id``, the schedule's run index is walked instead (whatever queues the runs
+        are in).
         """
         if limit <= 0:
             return Page(jobs=[], next_cursor=None)
-        state_args = [] if states is None else [str(JobState(s)) for s in states]
-        if states is not None and not state_args:
+        wanted = None if states is None else list(dict.fromkeys(str(JobState(s)) for s in states))
+        if wanted is not None and not wanted:
             return Page(jobs=[], next_cursor=None)
+        lo = None if finished_after is None else to_ms_ceil(finished_after)
+        hi = None if finished_before is None else to_ms_ceil(finished_before)
+        if lo is not None or hi is not None:
+            # Only terminal jobs have a finish time.
+            terminal = [str(s) for s in JobState if s in TERMINAL_STATES]
+            wanted = [s for s in (terminal if wanted is None else wanted) if s in terminal]
+            if not wanted:
+                return Page(jobs=[], next_cursor=None)
+        filt = _Filter(
+            states=tuple(wanted or ()), handler=handler or "", error_type=error_type, lo=lo, hi=hi
+        )
         found: list[Job] = []
+        short_at: str | None = None
         if schedule_id is not None:
-            found = await self._scan_runs(
-                schedule_id, queue, cursor, limit + 1, handler or "", state_args
-            )
+            found = await self._scan_runs(schedule_id, queue, cursor, limit + 1, filt)
         else:
             queues = [queue] if queue is not None else await self._known_queues()
             for q in queues:
-                found.extend(await self._scan(q, cursor, limit + 1, handler or "", state_args))
+                jobs, stopped = await self._scan(q, cursor, limit + 1, filt)
+                found.extend(jobs)
+                if stopped is not None and (short_at is None or stopped > short_at):
+                    short_at = stopped
+            if short_at is not None:
+                # Below the highest point where a walk stopped, other queues' matches are not
+                # all known yet: the next page finds them.
+                found = [job for job in found if job.id >= short_at]
         found.sort(key=lambda job: job.id, reverse=True)
         page = found[:limit]
-        more = len(found) > limit
-        return Page(jobs=page, next_cursor=page[-1].id if more else None)
+        if len(found) > limit:
+            return Page(jobs=page, next_cursor=page[-1].id)
+        return Page(jobs=page, next_cursor=short_at)
 
     async def _scan(
-        self, queue: str, cursor: str | None, want: int, handler: str, states: list[str]
-    ) -> list[Job]:
-        if states:
-            by_state = await self._scan_states(queue, cursor, want, handler, states)
+        self, queue: str, cursor: str | None, want: int, filt: _Filter
+    ) -> tuple[list[Job], str | None]:
+        """Up to ``want`` matches of one queue below ``cursor``, newest first, and the last
+        id walked when the page budget ran out before ``want`` were found (else None)."""
+        if filt.states:
+            by_state = await self._scan_states(queue, cursor, want, filt)
             if by_state is not None:
-                return by_state
+                return by_state, None
         keys = [self._keys.q(queue, "ids"), self._keys.job_prefix(queue)]
         start = "+" if cursor is None else "(" + cursor
+        args = [
+            filt.handler,
+            "" if filt.error_type is None else "=" + filt.error_type,
+            "" if filt.lo is None else filt.lo,
+            "" if filt.hi is None else filt.hi,
+            *filt.states,
+        ]
         out: list[Job] = []
+        budget = _PAGE_SCAN
+        last = ""
         while len(out) < want:
-            last, exhausted, raw = await self._run(
-                "list", keys, [start, want - len(out), _LIST_SCAN, handler, *states]
+            if budget <= 0:
+                return out, last
+            step = min(_LIST_SCAN, budget)
+            raw_last, exhausted, raw = await self._run(
+                "list", keys, [start, want - len(out), step, *args]
             )
+            budget -= step
             out.extend(_decode_job(_unpack(h)) for h in raw)
-            if exhausted or not last:
+            if exhausted or not raw_last:
                 break
-            start = "(" + last.decode()
-        return out
+            last = _text(raw_last)
+            start = "(" + last
+        return out, None
 
     async def _scan_runs(
         self,
@@ -878,8 +987,7 @@ class RedisBackend:
         queue: str | None,
         cursor: str | None,
         want: int,
-        handler: str,
-        states: list[str],
+        filt: _Filter,
     ) -> list[Job]:
         """Walk a schedule's run index newest first, 256 ids per round of two round trips
         (their queues, then their hashes), filtering in Python. Ids whose job is gone (an
@@ -906,36 +1014,40 @@ class RedisBackend:
                         for job_id, q in targets:
                             pipe.hgetall(k.job(q, job_id))
                         hashes = await pipe.execute()
-                    for h in hashes:
-                        if not h:
-                            continue
-                        if states and _text(h[b"st"]) not in states:
-                            continue
-                        if handler and _text(h[b"h"]) != handler:
-                            continue
-                        out.append(_decode_job(_from_hash(h)))
+                    out.extend(_decode_job(_from_hash(h)) for h in hashes if filt.matches(h))
                 if len(ids) < chunk:
                     break
                 start = "(" + ids[-1]
         return out[:want]
 
     async def _scan_states(
-        self, queue: str, cursor: str | None, want: int, handler: str, states: list[str]
+        self, queue: str, cursor: str | None, want: int, filt: _Filter
     ) -> list[Job] | None:
         """The state filter through the state indexes, when they are small (say a dead-letter
-        view beside a million completed jobs); None when they are too big to read whole."""
+        view beside a million completed jobs), or with a finish window when the terminal
+        sets hold few jobs in it by score (ZCOUNT, then ZRANGEBYSCORE); None when there are
+        too many to read whole."""
         k = self._keys
-        indexes = [k.q(queue, STATE_INDEX[s]) for s in dict.fromkeys(states)]
+        indexes = [k.q(queue, STATE_INDEX[s]) for s in filt.states]
+        windowed = filt.lo is not None or filt.hi is not None
+        low = "-inf" if filt.lo is None else str(filt.lo)
+        high = "+inf" if filt.hi is None else f"({filt.hi}"
         with _driver_errors("list_jobs"):
             async with self._r().pipeline(transaction=False) as pipe:
                 for index in indexes:
-                    pipe.zcard(index)
+                    if windowed:
+                        pipe.zcount(index, low, high)
+                    else:
+                        pipe.zcard(index)
                 sizes = await pipe.execute()
             if sum(sizes) > _LIST_SCAN:
                 return None
             async with self._r().pipeline(transaction=False) as pipe:
                 for index in indexes:
-                    pipe.zrange(index, 0, -1)
+                    if windowed:
+                        pipe.zrangebyscore(index, low, high)
+                    else:
+                        pipe.zrange(index, 0, -1)
                 members = await pipe.execute()
             ids = sorted({_text(m) for group in members for m in group}, reverse=True)
             if cursor is not None:
@@ -948,17 +1060,20 @@ class RedisBackend:
                     hashes = await pipe.execute()
                 for h in hashes:
                     # the job may have moved on between the two reads: check it again
-                    if not h or _text(h[b"st"]) not in states:
-                        continue
-                    if handler and _text(h[b"h"]) != handler:
-                        continue
-                    out.append(_decode_job(_from_hash(h)))
-                    if len(out) >= want:
-                        return out
+                    if filt.matches(h):
+                        out.append(_decode_job(_from_hash(h)))
+                        if len(out) >= want:
+                            return out
         return out
 
     async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
-        """Counts by state (ZCARD of each state's index) and the paused flag, by queue name."""
+        """Counts by state (ZCARD of each state's index), the paused flag and the oldest
+        queued run_at, by queue name, in one pipeline.
+
+        ``oldest_queued_at``: the ready set is scored ``priority * 10**13 + run_at_ms``, so the
+        first member of each priority band (ZRANGEBYSCORE ... LIMIT 0 1, ten per queue) holds
+        that band's smallest run_at, and the smallest of those is the queue's.
+        """
         names = sorted(set(queues)) if queues is not None else await self._known_queues()
         if not names:
             return []
@@ -969,14 +1084,127 @@ class RedisBackend:
                     for state in JobState:
                         pipe.zcard(k.q(q, STATE_INDEX[str(state)]))
                     pipe.exists(k.q(q, "paused"))
+                    for band in range(10):
+                        pipe.zrangebyscore(
+                            k.q(q, "ready"), band * _BAND, f"({(band + 1) * _BAND}",
+                            start=0, num=1, withscores=True,
+                        )
                 results = await pipe.execute()
-        width = len(JobState) + 1
+        states = len(JobState)
+        width = states + 1 + 10
         out: list[QueueStats] = []
         for n, q in enumerate(names):
             row = results[n * width : (n + 1) * width]
             counts = {state: int(c) for state, c in zip(JobState, row, strict=False)}
-            out.append(QueueStats(queue=q, counts=counts, paused=bool(row[-1])))
+            firsts = [
+                int(score) - band * _BAND
+                for band, first in enumerate(row[states + 1 :])
+                for _member, score in first
+            ]
+            out.append(
+                QueueStats(
+                    queue=q,
+                    counts=counts,
+                    paused=bool(row[states]),
+                    oldest_queued_at=_dt(min(firsts)) if firsts else None,
+                )
+            )
         return out
+
+    async def count_jobs(
+        self,
+        *,
+        states: Collection[JobState],
+        queue: str | None = None,
+        finished_before: datetime | None = None,
+    ) -> int:
+        """ZCARD of each state index (ZCOUNT of the terminal ones, scored by finished_at,
+        with ``finished_before``), summed over the queues, in one pipeline."""
+        wanted = [s for s in JobState if s in set(states)]
+        if finished_before is not None:
+            wanted = [s for s in wanted if s in TERMINAL_STATES]  # the others have no finish
+        if not wanted:
+            return 0
+        queues = [queue] if queue is not None else await self._known_queues()
+        if not queues:
+            return 0
+        k = self._keys
+        before = None if finished_before is None else f"({to_ms_ceil(finished_before)}"
+        with _driver_errors("count_jobs"):
+            async with self._r().pipeline(transaction=False) as pipe:
+                for q in queues:
+                    for state in wanted:
+                        index = k.q(q, STATE_INDEX[str(state)])
+                        if before is None:
+                            pipe.zcard(index)
+                        else:
+                            pipe.zcount(index, "-inf", before)
+                results = await pipe.execute()
+        return sum(int(r) for r in results)
+
+    async def throughput(
+        self,
+        *,
+        since: datetime,
+        until: datetime,
+        bucket: timedelta,
+        queue: str | None = None,
+    ) -> list[ThroughputBucket]:
+        """Sums of the queues' per-minute counter hashes; see ``Backend.throughput``.
+
+        One command per queue in one pipeline: HMGET of the minutes asked for, or HGETALL when
+        they are more than a hash holds (it is pruned to about 26 h of minutes).
+        """
+        first, count, per = bucket_plan(since, until, bucket)
+        if count == 0:
+            return []
+        queues = [queue] if queue is not None else await self._known_queues()
+        fields = [str(m) for m in range(first, first + count * per)]
+        whole = len(fields) > _TPUT_PRUNE_AT
+        k = self._keys
+        with _driver_errors("throughput"):
+            async with self._r().pipeline(transaction=False) as pipe:
+                for q in queues:
+                    if whole:
+                        pipe.hgetall(k.q(q, "tput"))
+                    else:
+                        pipe.hmget(k.q(q, "tput"), fields)
+                results = await pipe.execute()
+        minutes: dict[int, Counts] = {}
+        for result in results:
+            pairs = (
+                result.items()
+                if whole
+                else ((f, v) for f, v in zip(fields, result, strict=True) if v is not None)
+            )
+            for field, value in pairs:
+                completed, failed, dead = (int(x) for x in _text(value).split(":"))
+                minute = int(_text(field))
+                c0, f0, d0 = minutes.get(minute, (0, 0, 0))
+                minutes[minute] = (c0 + completed, f0 + failed, d0 + dead)
+        return fold_minutes(first, count, per, minutes)
+
+    async def recent_waits(self, queue: str, *, limit: int = 500) -> list[float]:
+        """The head of the queue's waits list (newest first); see ``Backend.recent_waits``."""
+        if limit <= 0:
+            return []
+        with _driver_errors("recent_waits"):
+            raw = await self._r().lrange(
+                self._keys.q(queue, "waits"), 0, min(limit, WAITS_KEPT) - 1
+            )
+        return [int(ms) / 1000 for ms in raw]
+
+    async def beat(self, name: str, *, now: datetime) -> None:
+        """Record a component's beat in one script; see ``Backend.beat``."""
+        await self._run("beat", [self._keys.beats], [name, _ms(now), _ms(now - BEAT_HORIZON)])
+
+    async def beats(self, *, now: datetime | None = None) -> dict[str, datetime]:
+        """Components that beat within 24 h of ``now``, by name; see ``Backend.beats``."""
+        horizon = to_ms_ceil((utcnow() if now is None else now) - BEAT_HORIZON)
+        with _driver_errors("beats"):
+            raw = await self._r().hgetall(self._keys.beats)
+        found = {_text(name): int(at) for name, at in raw.items()}
+        return {name: _dt(at) for name, at in sorted(found.items()) if at >= horizon}
 
     async def count_finished(
         self, *, since: datetime, queue: str | None = None

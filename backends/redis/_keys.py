@@ -24,6 +24,13 @@ Per queue ``q`` (``P`` is the ``key_prefix`` option, default ``monoq``):
 ``P:{q}:paused``        STRING present while the queue is paused
 ``P:{q}:wake``          LIST   wake tokens for workers (BLPOP), capped with LTRIM
 ``P:{q}:changes``       LIST   wake token for schedulers (next_wakeup may have moved), cap 1
+``P:{q}:tput``          HASH   throughput counters: epoch minute (``epoch_ms // 60000``, in
+                               decimal) -> ``"<completed>:<failed>:<dead>"``, written by the
+                               finish script in the same step as the state change. When a new
+                               minute makes the hash hold more than 1560 minutes, the script
+                               deletes those older than 25 h, so it stays bounded.
+``P:{q}:waits``         LIST   the waits (ms from run_at to the claim) of the queue's last 1000
+                               first attempts, newest first: LPUSH + LTRIM in the claim script
 
 Global keys (no queue tag):
 
@@ -37,6 +44,8 @@ Global keys (no queue tag):
 ``P:changes``           LIST   scheduler wake token for a queue the scheduler does not yet know
 ``P:workers``           ZSET   worker id -> expiry ms (last_seen + ttl)
 ``P:workerinfo``        HASH   worker id -> JSON of WorkerInfo
+``P:beats``             HASH   component name (``scheduler:<id>``) -> epoch ms of its latest
+                               beat; the beat script deletes entries older than 24 h
 
 Schedules (global keys: a schedule is not tied to one queue, and its runs may span queues when
 its ``queue`` is edited; schedules are few and small, so slot locality buys nothing here):
@@ -54,7 +63,8 @@ its ``queue`` is edited; schedules are few and small, so slot locality buys noth
                                purge_schedule_runs drops such an entry when it meets one.
 
 Cluster: the scripts that act on one queue (claim, extend, finish, promote, cancel, requeue,
-list, expired) use only keys of that queue's slot; purge does too, except that it removes a
+list, expired) use only keys of that queue's slot (the throughput hash and the waits list
+included); purge does too, except that it removes a
 deleted run from its schedule's global ``schedruns`` index. Where a script picks jobs by score it
 cannot know their ids in advance, so it derives ``job:<id>`` keys from the queue's job-key
 prefix, which is passed in KEYS and carries the same hash tag (the BullMQ approach): every
@@ -165,6 +175,11 @@ class Keys:
     def workerinfo(self) -> str:
         """HASH worker id -> WorkerInfo JSON."""
         return f"{self.prefix}:workerinfo"
+
+    @property
+    def beats(self) -> str:
+        """HASH component name -> epoch ms of its latest beat."""
+        return f"{self.prefix}:beats"
 
     @property
     def schedules(self) -> str:

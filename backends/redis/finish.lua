@@ -1,20 +1,25 @@
 -- End runs of one queue, each fenced by its token.
 -- KEYS: 1 ready, 2 running, 3 retrying, 4 completed, 5 dead, 6 cancelled, 7 wake, 8 changes,
+--       9 throughput (HASH epoch minute -> "completed:failed:dead"),
 --       then per item: job hash, attempt list
 -- ARGV: 1 now_ms, 2 wake cap, 3 one MessagePack array holding per item 10 strings: token,
 --       outcome, result (''), error (''), error type (''), error message (''), traceback (''),
---       retry_at_ms (''), attempt outcome, unused
+--       retry_at_ms (''), attempt outcome, unused;
+--       4 the epoch minute of now, 5 the oldest minute to keep, 6 how many minutes the
+--       throughput hash may hold before minutes older than ARGV 5 are deleted
 -- Answers 1 (applied) or 0 (stale token) per item.
 local now = ARGV[1]
 local cap = tonumber(ARGV[2])
 local F = cmsgpack.unpack(ARGV[3])
-local n = (#KEYS - 8) / 2
+local K = 9  -- the per-item keys follow this many queue keys
+local n = (#KEYS - K) / 2
 local out = {}
 local woken = 0
 local changed = false
+local done, failed, dead = 0, 0, 0
 for i = 1, n do
-  local jk = KEYS[8 + 2 * i - 1]
-  local ak = KEYS[8 + 2 * i]
+  local jk = KEYS[K + 2 * i - 1]
+  local ak = KEYS[K + 2 * i]
   local a = (i - 1) * 10
   local v = redis.call('HMGET', jk, 'st', 'tk', 'cr', 'id', 'pr', 'ra', 'a')
   if v[1] ~= 'running' or v[2] ~= F[a + 1] then
@@ -51,6 +56,11 @@ for i = 1, n do
       redis.call('ZADD', KEYS[1], ready_score(v[5], v[6]), id)
       woken = woken + 1
     end
+    -- finish_counts of monoq.core.counters: the run by how it ended (the attempt outcome the
+    -- worker reported), dead by what the job became
+    if outcome == 'completed' then done = done + 1 end
+    if F[a + 9] == 'failed' then failed = failed + 1 end
+    if outcome == 'dead' then dead = dead + 1 end
     local last = redis.call('LINDEX', ak, -1)
     if last then
       local rec = cjson.decode(last)
@@ -62,6 +72,29 @@ for i = 1, n do
       redis.call('LSET', ak, -1, cjson.encode(rec))
     end
     out[i] = 1
+  end
+end
+if done + failed + dead > 0 then
+  local minute = ARGV[4]
+  local prev = redis.call('HGET', KEYS[9], minute)
+  if prev then
+    local c, f, d = string.match(prev, '^(%d+):(%d+):(%d+)$')
+    done, failed, dead = done + tonumber(c), failed + tonumber(f), dead + tonumber(d)
+  end
+  redis.call('HSET', KEYS[9], minute, done .. ':' .. failed .. ':' .. dead)
+  -- A new minute: once the hash holds more minutes than retention needs, drop the old ones
+  -- (HKEYS of a bounded hash, about once an hour per busy queue).
+  if not prev and redis.call('HLEN', KEYS[9]) > tonumber(ARGV[6]) then
+    local horizon = tonumber(ARGV[5])
+    local drop = {}
+    for _, field in ipairs(redis.call('HKEYS', KEYS[9])) do
+      if tonumber(field) < horizon then drop[#drop + 1] = field end
+      if #drop >= 500 then
+        redis.call('HDEL', KEYS[9], unpack(drop))
+        drop = {}
+      end
+    end
+    if #drop > 0 then redis.call('HDEL', KEYS[9], unpack(drop)) end
   end
 end
 push_tokens(KEYS[7], woken, cap)

@@ -27,6 +27,17 @@ from monoq.backends.sqlite._conn import (
 )
 from monoq.backends.sqlite._fs import create_private_file, refuse_network_fs
 from monoq.core.backend import Capabilities
+from monoq.core.counters import (
+    BEAT_HORIZON,
+    COUNTER_RETENTION_MINUTES,
+    MINUTE_MS,
+    WAITS_KEPT,
+    Counts,
+    bucket_plan,
+    finish_counts,
+    first_wait_ms,
+    fold_minutes,
+)
 from monoq.core.models import (
     EPOCH,
     ONE_MS,
@@ -47,9 +58,12 @@ from monoq.core.models import (
     Page,
     QueueStats,
     Schedule,
+    ThroughputBucket,
     WorkerInfo,
     from_ms,
     to_ms,
+    to_ms_ceil,
+    utcnow,
 )
 from monoq.errors import BackendError, BackendUnavailable, ConfigError
 
@@ -60,7 +74,7 @@ T = TypeVar("T")
 # The schema version this code reads and writes, kept in PRAGMA user_version. When the schema
 # changes: bump it, update schema.sql (the full latest schema, for new files) and add
 # MIGRATIONS[old_version] with the statements that take a file from old_version to old + 1.
-SCHEMA_VERSION: Final = 2
+SCHEMA_VERSION: Final = 3
 MIGRATIONS: dict[int, str] = {
     # 1 -> 2: schedules, and the index that finds a schedule's runs.
     1: """
@@ -84,6 +98,30 @@ CREATE TABLE schedules (
     last_fire_at INTEGER
 );
 CREATE INDEX jobs_schedule ON jobs (schedule_id, id) WHERE schedule_id IS NOT NULL;
+""",
+    # 2 -> 3: dashboard data (throughput counters, first-attempt waits, beats) and the index
+    # that counts and lists one queue's jobs by finish time.
+    2: """
+CREATE INDEX jobs_queue_finished ON jobs (queue, state, finished_at)
+    WHERE finished_at IS NOT NULL;
+CREATE TABLE throughput (
+    minute    INTEGER NOT NULL,
+    queue     TEXT NOT NULL,
+    completed INTEGER NOT NULL DEFAULT 0,
+    failed    INTEGER NOT NULL DEFAULT 0,
+    dead      INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (minute, queue)
+) WITHOUT ROWID;
+CREATE TABLE waits (
+    queue   TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    wait_ms INTEGER NOT NULL,
+    PRIMARY KEY (queue, seq)
+) WITHOUT ROWID;
+CREATE TABLE beats (
+    name TEXT PRIMARY KEY,
+    at   INTEGER NOT NULL
+) WITHOUT ROWID;
 """,
 }
 
@@ -213,6 +251,175 @@ def count_finished_sql(*, by_queue: bool) -> str:
     )
 
 
+# list_jobs with the dashboard filters: how many jobs of the states asked for may be read
+# through their state index at most, and how many ids a page walks at most otherwise.
+_LIST_CANDIDATES: Final = 2000
+_LIST_BUDGET: Final = 10_000
+# The type of a stored error ("Type: message" or "Type"): the text before the first ": ", as
+# core.models.error_type_of has it.
+_ERROR_TYPE_SQL: Final = (
+    "(CASE WHEN instr(error, ': ') > 0 THEN substr(error, 1, instr(error, ': ') - 1) "
+    "ELSE error END)"
+)
+
+
+@attrs.frozen
+class _JobQuery:
+    """One list_jobs call's filters, and the reads that answer it (run on a reader thread).
+
+    ``states`` are state values (already narrowed to the terminal ones when a finish window
+    is given); the window bounds are whole milliseconds, ``after_ms`` inclusive and
+    ``before_ms`` exclusive.
+    """
+
+    queue: str | None
+    states: list[str] | None
+    handler: str | None
+    schedule_id: str | None
+    error_type: str | None
+    after_ms: int | None
+    before_ms: int | None
+    cursor: str | None
+    limit: int
+
+    def _where(self, *, indexed: bool, residual: bool = True) -> tuple[list[str], list[Any]]:
+        """The filters as SQL terms and their parameters. ``indexed=False`` writes ``+col``,
+        which keeps the planner off the indexes of those columns (it walks the id index
+        instead); ``residual=False`` leaves out the filters no index serves."""
+        plus = "" if indexed else "+"
+        clauses: list[str] = []
+        params: list[Any] = []
+        if self.queue is not None:
+            clauses.append(f"{plus}queue = ?")
+            params.append(self.queue)
+        if self.states is not None:
+            clauses.append(f"{plus}state IN ({', '.join('?' for _ in self.states)})")
+            params.extend(self.states)
+        if self.after_ms is not None:
+            clauses.append(f"{plus}finished_at >= ?")
+            params.append(self.after_ms)
+        if self.before_ms is not None:
+            clauses.append(f"{plus}finished_at < ?")
+            params.append(self.before_ms)
+        if residual:
+            if self.handler is not None:
+                clauses.append("handler = ?")
+                params.append(self.handler)
+            if self.schedule_id is not None:
+                # served by jobs_schedule, already in id order
+                clauses.append(f"{plus}schedule_id = ?")
+                params.append(self.schedule_id)
+            if self.error_type is not None:
+                clauses.append(f"{_ERROR_TYPE_SQL} = ?")
+                params.append(self.error_type)
+        return clauses, params
+
+    def _page(self, jobs: list[Job], short_at: str | None) -> tuple[list[Job], str | None]:
+        """At most ``limit`` of ``jobs`` (newest first, ``limit + 1`` asked for) and the
+        cursor: the last job's id when there are more, else ``short_at``."""
+        if len(jobs) > self.limit:
+            jobs = jobs[: self.limit]
+            return jobs, jobs[-1].id
+        return jobs, short_at
+
+    def whole_page(self, conn: sqlite3.Connection) -> tuple[list[Job], str | None]:
+        """One query in id order (the path without the dashboard filters)."""
+        clauses, params = self._where(indexed=True)
+        if self.cursor is not None:
+            clauses.append("id < ?")
+            params.append(self.cursor)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        sql = f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY id DESC LIMIT ?"  # noqa: S608
+        rows = conn.execute(sql, [*params, self.limit + 1]).fetchall()
+        return self._page([_job(r) for r in rows], None)
+
+    def bounded_page(self, conn: sqlite3.Connection) -> tuple[list[Job], str | None]:
+        """The dashboard-filter path: the few jobs of the states asked for through their
+        index, else a walk of at most ``_LIST_BUDGET`` ids (see ``SqliteBackend.list_jobs``)."""
+        if self.states is not None:
+            terms, params = self._where(indexed=True, residual=False)
+            (found,) = conn.execute(
+                f"SELECT count(*) FROM (SELECT 1 FROM jobs WHERE {' AND '.join(terms)} "  # noqa: S608
+                "LIMIT ?)",
+                [*params, _LIST_CANDIDATES + 1],
+            ).fetchone()
+            if found <= _LIST_CANDIDATES:
+                terms, params = self._where(indexed=True)
+                if self.cursor is not None:
+                    terms.append("+id < ?")  # ``+``: the state index, not the id index
+                    params.append(self.cursor)
+                ids = sorted(
+                    (r[0] for r in conn.execute(
+                        f"SELECT id FROM jobs WHERE {' AND '.join(terms)}", params  # noqa: S608
+                    )),
+                    reverse=True,
+                )[: self.limit + 1]
+                rows = conn.execute(
+                    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id IN {_IDS_PARAM}",  # noqa: S608
+                    (_json.encode(ids),),
+                ).fetchall()
+                jobs = sorted((_job(r) for r in rows), key=lambda j: j.id, reverse=True)
+                return self._page(jobs, None)
+        # Too many (or no state filter): walk the id index newest first, at most the budget.
+        bound = "" if self.cursor is None else "WHERE id < ?"
+        start = [] if self.cursor is None else [self.cursor]
+        floor_row = conn.execute(
+            f"SELECT id FROM jobs {bound} ORDER BY id DESC LIMIT 1 OFFSET ?",  # noqa: S608
+            [*start, _LIST_BUDGET - 1],
+        ).fetchone()
+        floor: str | None = None if floor_row is None else floor_row[0]
+        terms, params = self._where(indexed=False)
+        if self.cursor is not None:
+            terms.append("id < ?")
+            params.append(self.cursor)
+        if floor is not None:
+            terms.append("id >= ?")
+            params.append(floor)
+        where = f"WHERE {' AND '.join(terms)}" if terms else ""
+        rows = conn.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY id DESC LIMIT ?",  # noqa: S608
+            [*params, self.limit + 1],
+        ).fetchall()
+        # More ids below the walked range: the next page starts below the last one walked.
+        return self._page([_job(r) for r in rows], floor)
+
+
+# The smallest run_at of a queue's QUEUED jobs: per priority band, the first jobs_claim entry
+# of (queue, 'queued', priority) is its smallest run_at, so ten seeks answer it.
+_OLDEST_QUEUED: Final = (
+    "SELECT min((SELECT run_at FROM jobs WHERE queue = ?1 AND state = 'queued' "
+    "AND priority = p.value ORDER BY run_at LIMIT 1)) FROM json_each('[0,1,2,3,4,5,6,7,8,9]') p"
+)
+
+
+# throughput: the minute rows of a range (a primary-key range), summed over the queues.
+_THROUGHPUT_ALL: Final = (
+    "SELECT minute, sum(completed), sum(failed), sum(dead) FROM throughput "
+    "WHERE minute >= ? AND minute < ? GROUP BY minute"
+)
+_THROUGHPUT_ONE: Final = (
+    "SELECT minute, completed, failed, dead FROM throughput "
+    "WHERE minute >= ? AND minute < ? AND queue = ?"
+)
+
+
+def count_jobs_sql(
+    *, states: Sequence[str], queue: str | None, before_ms: int | None
+) -> tuple[str | None, list[Any]]:
+    """count_jobs' query and parameters (None when ``states`` is empty)."""
+    if not states:
+        return None, []
+    clauses = [f"state IN ({', '.join('?' for _ in states)})"]
+    params: list[Any] = list(states)
+    if queue is not None:
+        clauses.append("queue = ?")
+        params.append(queue)
+    if before_ms is not None:
+        clauses.append("finished_at < ?")
+        params.append(before_ms)
+    return f"SELECT count(*) FROM jobs WHERE {' AND '.join(clauses)}", params  # noqa: S608
+
+
 def _unique(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
 
@@ -248,6 +455,43 @@ def _earliest_due(conn: sqlite3.Connection) -> int | None:
     ]
     present = [ms for ms in found if ms is not None]
     return min(present) if present else None
+
+
+def _record_waits(conn: sqlite3.Connection, queue: str, waits: list[int]) -> None:
+    """Append first-attempt waits to the queue's ring (oldest of them first) and drop what
+    falls 1000 or more behind the newest: one index seek, the inserts, one range delete."""
+    if not waits:
+        return
+    (top,) = conn.execute(
+        "SELECT coalesce(max(seq), 0) FROM waits WHERE queue = ?", (queue,)
+    ).fetchone()
+    conn.executemany(
+        "INSERT INTO waits (queue, seq, wait_ms) VALUES (?, ?, ?)",
+        [(queue, top + i, wait) for i, wait in enumerate(waits, start=1)],
+    )
+    conn.execute(
+        "DELETE FROM waits WHERE queue = ? AND seq <= ?", (queue, top + len(waits) - WAITS_KEPT)
+    )
+
+
+def _count(conn: sqlite3.Connection, queue: str, now_ms: int, counts: Counts) -> None:
+    """Add one ended run to its minute's throughput row. The first run of a queue in a new
+    minute also deletes every row past retention (a range delete on the primary key), so the
+    table stays bounded without a separate sweep."""
+    if not any(counts):
+        return
+    minute = now_ms // MINUTE_MS
+    (total,) = conn.execute(
+        "INSERT INTO throughput (minute, queue, completed, failed, dead) VALUES (?, ?, ?, ?, ?) "
+        "ON CONFLICT (minute, queue) DO UPDATE SET completed = completed + excluded.completed, "
+        "failed = failed + excluded.failed, dead = dead + excluded.dead "
+        "RETURNING completed + failed + dead",
+        (minute, queue, *counts),
+    ).fetchone()
+    if total == sum(counts):  # the row is new
+        conn.execute(
+            "DELETE FROM throughput WHERE minute < ?", (minute - COUNTER_RETENTION_MINUTES,)
+        )
 
 
 def _schema_statements(script: str) -> list[str]:
@@ -686,6 +930,8 @@ class SqliteBackend:
                 ).fetchall()
                 claimed.sort(key=lambda r: (r[4], r[9], r[0]))
                 leases.extend(Lease(_job(r), r[_TOKEN], _dt(expires_ms)) for r in claimed)
+                _record_waits(conn, name, [first_wait_ms(r[9], now_ms)
+                                           for r in claimed if r[6] == 1])
             if leases:
                 conn.executemany(
                     "INSERT INTO attempts (job_id, attempt, worker_id, token, started_at, "
@@ -843,6 +1089,7 @@ class SqliteBackend:
                 (job_id,),
             )
             fx.ready.add(queue)
+        _count(conn, queue, now_ms, finish_counts(item.outcome, outcome))
         info = item.error
         conn.execute(
             "UPDATE attempts SET finished_at = ?, outcome = ?, error_type = ?, "
@@ -1028,51 +1275,64 @@ class SqliteBackend:
         limit: int = 50,
         cursor: str | None = None,
         schedule_id: str | None = None,
+        error_type: str | None = None,
+        finished_after: datetime | None = None,
+        finished_before: datetime | None = None,
     ) -> Page:
-        """Matching jobs, newest first, keyset-paginated by id; see ``Backend.list_jobs``."""
+        """Matching jobs, newest first, keyset-paginated by id; see ``Backend.list_jobs``.
+
+        Without the dashboard filters (``error_type``, ``finished_*``), or for one schedule's
+        runs (which jobs_schedule yields in id order), one query answers a full page. With
+        them, in one read snapshot:
+
+        - when at most ``_LIST_CANDIDATES`` jobs are in the states asked for (the terminal ones
+          in the finish window, when one is given), an index on state (jobs_claim, jobs_due,
+          jobs_finished or jobs_queue_finished) yields them, and the rest of the filters and
+          the order apply to them alone: a full page;
+        - otherwise the id index is walked newest first for at most ``_LIST_BUDGET`` ids, so
+          the page may end early, with ``next_cursor`` the last id walked.
+        """
         if limit <= 0 or (states is not None and not states):
             return Page(jobs=[], next_cursor=None)
-        clauses: list[str] = []
-        params: list[Any] = []
-        if queue is not None:
-            clauses.append("queue = ?")
-            params.append(queue)
-        if states is not None:
-            values = sorted({JobState(s).value for s in states})
-            clauses.append(f"state IN ({', '.join('?' for _ in values)})")
-            params.extend(values)
-        if handler is not None:
-            clauses.append("handler = ?")
-            params.append(handler)
-        if schedule_id is not None:
-            clauses.append("schedule_id = ?")  # served by jobs_schedule, already in id order
-            params.append(schedule_id)
-        if cursor is not None:
-            clauses.append("id < ?")
-            params.append(cursor)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY id DESC LIMIT ?"  # noqa: S608
-        params.append(limit + 1)
-
-        def fn(conn: sqlite3.Connection) -> list[Job]:
-            return [_job(r) for r in conn.execute(sql, params).fetchall()]
-
-        jobs = await self._read(fn, "list_jobs")
-        if len(jobs) > limit:
-            jobs = jobs[:limit]
-            return Page(jobs=jobs, next_cursor=jobs[-1].id)
-        return Page(jobs=jobs, next_cursor=None)
+        wanted = None if states is None else sorted({JobState(s).value for s in states})
+        window = finished_after is not None or finished_before is not None
+        if window:
+            # Only terminal jobs have a finish time.
+            wanted = [s for s in (_TERMINAL if wanted is None else wanted) if s in _TERMINAL]
+            if not wanted:
+                return Page(jobs=[], next_cursor=None)
+        query = _JobQuery(
+            queue=queue,
+            states=wanted,
+            handler=handler,
+            schedule_id=schedule_id,
+            error_type=error_type,
+            after_ms=None if finished_after is None else to_ms_ceil(finished_after),
+            before_ms=None if finished_before is None else to_ms_ceil(finished_before),
+            cursor=cursor,
+            limit=limit,
+        )
+        if schedule_id is not None or (error_type is None and not window):
+            jobs, next_cursor = await self._read(query.whole_page, "list_jobs")
+        else:
+            jobs, next_cursor = await self._read(query.bounded_page, "list_jobs")
+        return Page(jobs=jobs, next_cursor=next_cursor)
 
     async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         """Counts by state per queue; see ``Backend.stats``.
 
         Every known queue sorted by name when ``queues`` is None, else the queues asked for, in
-        that order; one that is not known answers zero counts.
+        that order; one that is not known answers zero counts. ``oldest_queued_at`` takes one
+        seek on jobs_claim per priority of each queue that has queued jobs (the first entry of
+        each (queue, 'queued', priority) range is its smallest run_at).
         """
         names = None if queues is None else _unique(queues)
         names_json = None if names is None else _json.encode(names)
 
-        def fn(conn: sqlite3.Connection) -> tuple[dict[str, bool], list[tuple[str, str, int]]]:
+        def fn(
+            conn: sqlite3.Connection,
+        ) -> tuple[dict[str, bool], list[tuple[str, str, int]], dict[str, int]]:
+            counts: list[tuple[str, str, int]]
             if names_json is None:
                 flags = conn.execute("SELECT name, paused FROM queues").fetchall()
                 counts = conn.execute(
@@ -1088,9 +1348,15 @@ class SqliteBackend:
                     "GROUP BY queue, state",
                     (names_json,),
                 ).fetchall()
-            return {n: bool(p) for n, p in flags}, counts
+            oldest: dict[str, int] = {}
+            for name, state, _count in counts:
+                if state == JobState.QUEUED.value:
+                    (first,) = conn.execute(_OLDEST_QUEUED, (name,)).fetchone()
+                    if first is not None:
+                        oldest[name] = first
+            return {n: bool(p) for n, p in flags}, counts, oldest
 
-        paused, counts = await self._read(fn, "stats")
+        paused, counts, oldest = await self._read(fn, "stats")
         by_queue: dict[str, dict[JobState, int]] = {}
         for name in names if names is not None else paused:
             by_queue[name] = dict.fromkeys(JobState, 0)
@@ -1098,9 +1364,105 @@ class SqliteBackend:
             by_queue.setdefault(name, dict.fromkeys(JobState, 0))[_STATES[state]] = count
         order = sorted(by_queue) if names is None else names
         return [
-            QueueStats(queue=name, counts=by_queue[name], paused=paused.get(name, False))
+            QueueStats(
+                queue=name,
+                counts=by_queue[name],
+                paused=paused.get(name, False),
+                oldest_queued_at=_odt(oldest.get(name)),
+            )
             for name in order
         ]
+
+    async def count_jobs(
+        self,
+        *,
+        states: Collection[JobState],
+        queue: str | None = None,
+        finished_before: datetime | None = None,
+    ) -> int:
+        """Jobs in ``states``, one indexed COUNT; see ``Backend.count_jobs``.
+
+        The planner counts over jobs_claim (queue, state, ...) for a queue, jobs_due (state,
+        ...) for every queue, and jobs_queue_finished / jobs_finished when ``finished_before``
+        is given: index entries of the matching jobs only, never the table.
+        """
+        sql, params = count_jobs_sql(
+            states=sorted({JobState(s).value for s in states}),
+            queue=queue,
+            before_ms=None if finished_before is None else to_ms_ceil(finished_before),
+        )
+        if sql is None:
+            return 0
+
+        def fn(conn: sqlite3.Connection) -> int:
+            (count,) = conn.execute(sql, params).fetchone()
+            return int(count)
+
+        return await self._read(fn, "count_jobs")
+
+    async def throughput(
+        self,
+        *,
+        since: datetime,
+        until: datetime,
+        bucket: timedelta,
+        queue: str | None = None,
+    ) -> list[ThroughputBucket]:
+        """Sums of the per-minute counter rows in the range (a primary-key range read); see
+        ``Backend.throughput``."""
+        first, count, per = bucket_plan(since, until, bucket)
+        if count == 0:
+            return []
+        sql = _THROUGHPUT_ALL if queue is None else _THROUGHPUT_ONE
+        params: list[Any] = [first, first + count * per]
+        if queue is not None:
+            params.append(queue)
+
+        def fn(conn: sqlite3.Connection) -> dict[int, Counts]:
+            return {r[0]: (r[1], r[2], r[3]) for r in conn.execute(sql, params)}
+
+        return fold_minutes(first, count, per, await self._read(fn, "throughput"))
+
+    async def recent_waits(self, queue: str, *, limit: int = 500) -> list[float]:
+        """The newest waits of the queue's ring, newest first; see ``Backend.recent_waits``."""
+        if limit <= 0:
+            return []
+
+        def fn(conn: sqlite3.Connection) -> list[float]:
+            rows = conn.execute(
+                "SELECT wait_ms FROM waits WHERE queue = ? ORDER BY seq DESC LIMIT ?",
+                (queue, min(limit, WAITS_KEPT)),
+            )
+            return [r[0] / 1000 for r in rows]
+
+        return await self._read(fn, "recent_waits")
+
+    async def beat(self, name: str, *, now: datetime) -> None:
+        """Upsert a component's beat (the later time wins) and forget beats older than 24 h;
+        see ``Backend.beat``."""
+        now_ms = _ms(now)
+        horizon_ms = _ms(now - BEAT_HORIZON)
+
+        def fn(conn: sqlite3.Connection, fx: Effects) -> None:
+            conn.execute(
+                "INSERT INTO beats (name, at) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET at = max(at, excluded.at)",
+                (name, now_ms),
+            )
+            conn.execute("DELETE FROM beats WHERE at < ?", (horizon_ms,))
+
+        await self._write(fn, "beat")
+
+    async def beats(self, *, now: datetime | None = None) -> dict[str, datetime]:
+        """Components that beat within 24 h of ``now``, by name; see ``Backend.beats``."""
+        horizon_ms = to_ms_ceil((utcnow() if now is None else now) - BEAT_HORIZON)
+
+        def fn(conn: sqlite3.Connection) -> list[tuple[str, int]]:
+            return conn.execute(
+                "SELECT name, at FROM beats WHERE at >= ? ORDER BY name", (horizon_ms,)
+            ).fetchall()
+
+        return {name: _dt(at) for name, at in await self._read(fn, "beats")}
 
     async def count_finished(
         self, *, since: datetime, queue: str | None = None

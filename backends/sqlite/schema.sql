@@ -45,6 +45,10 @@ CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency ON jobs (queue, idempotency_k
 -- enqueued by hand cost no index entry, and `schedule_id = ?` implies the index's condition.
 CREATE INDEX IF NOT EXISTS jobs_schedule ON jobs (schedule_id, id)
     WHERE schedule_id IS NOT NULL;
+-- count_jobs and list_jobs of one queue by finish time (schema version 3): jobs_finished
+-- serves every queue at once, this one a single queue without visiting the others' jobs.
+CREATE INDEX IF NOT EXISTS jobs_queue_finished ON jobs (queue, state, finished_at)
+    WHERE finished_at IS NOT NULL;
 
 -- One row per attempt. A released attempt keeps its row although its number is reused by the
 -- next run, so the key is a sequence, not (job_id, attempt).
@@ -104,3 +108,31 @@ CREATE TABLE IF NOT EXISTS schedules (
     updated_at   INTEGER,
     last_fire_at INTEGER                -- newest fire time handled; only ever moves forward
 );
+
+-- Dashboard data (schema version 3).
+-- Throughput counters per epoch minute (epoch ms // 60000) and queue, upserted by finish in
+-- its own transaction. Rows older than 25 h are deleted when a new row is made, so the table
+-- holds about 1500 minutes per active queue. Keyed by minute first: reads are minute ranges.
+CREATE TABLE IF NOT EXISTS throughput (
+    minute    INTEGER NOT NULL,
+    queue     TEXT NOT NULL,
+    completed INTEGER NOT NULL DEFAULT 0,
+    failed    INTEGER NOT NULL DEFAULT 0,
+    dead      INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (minute, queue)
+) WITHOUT ROWID;
+
+-- The ring of first-attempt waits of each queue: seq counts up per queue, claim inserts the
+-- next ones and deletes those 1000 or more behind the newest.
+CREATE TABLE IF NOT EXISTS waits (
+    queue   TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    wait_ms INTEGER NOT NULL,
+    PRIMARY KEY (queue, seq)
+) WITHOUT ROWID;
+
+-- The last beat of each component (a scheduler, ...); beats older than 24 h are deleted.
+CREATE TABLE IF NOT EXISTS beats (
+    name TEXT PRIMARY KEY,
+    at   INTEGER NOT NULL
+) WITHOUT ROWID;

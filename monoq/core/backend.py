@@ -31,6 +31,7 @@ from monoq.core.models import (
     Page,
     QueueStats,
     Schedule,
+    ThroughputBucket,
     WorkerInfo,
 )
 
@@ -97,6 +98,10 @@ class Backend(Protocol):
         RUNNING with ``attempt += 1`` (counted here, so a job that kills its worker still uses up
         its retries), ``started_at = now``, ``worker_id``, a fresh token and
         ``expires_at = now + lease_for``; an attempt record is opened. Never blocks.
+
+        A claim that makes a job's first attempt (``attempt`` becomes 1) also records, in the
+        same step, its wait ``now - run_at`` (never negative) in the queue's ring of waits (see
+        ``recent_waits``).
         """
         ...
 
@@ -130,6 +135,9 @@ class Backend(Protocol):
         RETRY, DEAD and RELEASED become CANCELLED when a cancel was requested during the run
         (the attempt record keeps what the worker reported). The lease is
         cleared and the run's attempt record is closed with finished_at, outcome and error.
+        In the same step the throughput counters of the job's queue for the minute of ``now``
+        grow as ``core.counters.finish_counts`` says: completed for a COMPLETED run, failed for
+        a run the worker (or reaper) reported as RETRY or DEAD, dead when the job becomes DEAD.
         Items are applied in one atomic step each (a batch may be one transaction).
         """
         ...
@@ -201,21 +209,92 @@ class Backend(Protocol):
         limit: int = 50,
         cursor: str | None = None,
         schedule_id: str | None = None,
+        error_type: str | None = None,
+        finished_after: datetime | None = None,
+        finished_before: datetime | None = None,
     ) -> Page:
         """Jobs matching every given filter, newest first (descending id).
 
-        ``schedule_id`` selects the runs of one schedule.
+        ``schedule_id`` selects the runs of one schedule. ``error_type`` selects the jobs whose
+        last error's type is that text (``core.models.error_type_of(job.error)``: the text
+        before the first ": "). ``finished_after`` (inclusive) and ``finished_before``
+        (exclusive) bound ``finished_at``; a job that has not finished matches neither.
 
         ``cursor`` is the ``next_cursor`` of the previous page; the next page holds the jobs
-        with ids below it. ``next_cursor`` is None on the last page.
+        with ids below it. ``next_cursor`` is None on the last page. A backend may end a page
+        early, holding fewer than ``limit`` jobs (even none) with a ``next_cursor``, when the
+        filters match rarely: a page costs a bounded amount of work, never a scan of every
+        job, and paging on until ``next_cursor`` is None visits every matching job once.
         """
         ...
 
     async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         """Counts by state for the given queues (every known queue when None), by queue name.
 
-        A queue is known once a job was enqueued into it or it was paused.
+        A queue is known once a job was enqueued into it or it was paused. ``oldest_queued_at``
+        is the smallest ``run_at`` of the queue's QUEUED jobs (None when none is queued), read
+        from the claim order index, not by visiting the queued jobs.
         """
+        ...
+
+    async def count_jobs(
+        self,
+        *,
+        states: Collection[JobState],
+        queue: str | None = None,
+        finished_before: datetime | None = None,
+    ) -> int:
+        """How many jobs are in ``states`` (in ``queue``, or in every queue when None).
+
+        With ``finished_before``, only jobs whose ``finished_at`` is before it count (so only
+        terminal ones). Read from indexes (a sorted-set ZCOUNT, an indexed COUNT), never by
+        visiting every job. An empty ``states`` counts nothing.
+        """
+        ...
+
+    async def throughput(
+        self,
+        *,
+        since: datetime,
+        until: datetime,
+        bucket: timedelta,
+        queue: str | None = None,
+    ) -> list[ThroughputBucket]:
+        """Every bucket whose start lies in ``[floor(since), until)``, oldest first, zeros
+        included; ``floor`` aligns to a multiple of ``bucket`` since the epoch.
+
+        ``bucket`` is a whole number of minutes (60 s at least) dividing a day; anything else,
+        naive times or more than ``core.counters.MAX_BUCKETS`` buckets raise
+        ``ValidationError``. Counts are those of ``ThroughputBucket``, for ``queue`` or summed
+        over every queue. They are counters written by ``finish``, per queue and minute, so the
+        cost grows with the buckets asked for, never with the jobs stored, and purging jobs
+        leaves them alone. Counters are kept at least 24 h (older buckets may read as zero).
+        """
+        ...
+
+    async def recent_waits(self, queue: str, *, limit: int = 500) -> list[float]:
+        """Seconds from each job's due time (``run_at``) to the start of its first attempt, for
+        the most recent first attempts claimed in ``queue``, newest first, at most ``limit``
+        (at most ``core.counters.WAITS_KEPT``: storage is a ring of the last 1000 per queue).
+
+        Only claims that made ``attempt`` 1 are recorded: retries are not waits for a worker.
+        A job requeued from the dead-letter queue starts over at attempt 1 and is recorded
+        again, and so is a first run released at shutdown (its attempt is refunded) when it is
+        claimed anew. Within one claim, the job claimed last is the newest.
+        """
+        ...
+
+    async def beat(self, name: str, *, now: datetime) -> None:
+        """Record that the component ``name`` (e.g. ``"scheduler:<id>"``) was alive at ``now``.
+
+        The latest time wins (a beat older than the stored one changes nothing). Beats older
+        than 24 h before ``now`` are forgotten, so storage stays bounded.
+        """
+        ...
+
+    async def beats(self, *, now: datetime | None = None) -> dict[str, datetime]:
+        """The last beat of every component that beat within the 24 h before ``now`` (the
+        current time when None), by name; a beat exactly 24 h old is still answered."""
         ...
 
     async def count_finished(

@@ -87,6 +87,12 @@ def to_ms(dt: datetime) -> int:
     return (dt - EPOCH) // ONE_MS
 
 
+def to_ms_ceil(dt: datetime) -> int:
+    """Epoch milliseconds of ``dt`` rounded up: for whole-millisecond stored times ``t``,
+    ``t >= dt`` is ``t >= to_ms_ceil(dt)`` and ``t < dt`` is ``t < to_ms_ceil(dt)``."""
+    return -((EPOCH - dt) // ONE_MS)
+
+
 def from_ms(ms: int) -> datetime:
     """The aware UTC datetime of epoch milliseconds, exactly."""
     return EPOCH + timedelta(milliseconds=ms)
@@ -251,6 +257,16 @@ class ErrorInfo:
         return f"{self.type}: {self.message}" if self.message else self.type
 
 
+def error_type_of(error: str | None) -> str | None:
+    """The type part of a stored ``Job.error`` (``str(ErrorInfo)``: "Type: message", or just
+    "Type" when the message is empty): the text before the first ": ". None for None.
+
+    What ``list_jobs(error_type=...)`` compares on every backend."""
+    if error is None:
+        return None
+    return error.partition(": ")[0]
+
+
 @attrs.frozen
 class Finish:
     """One fenced end of a run, for ``Backend.finish``."""
@@ -325,11 +341,17 @@ class Attempt:
 
 @attrs.frozen
 class QueueStats:
-    """Counts by state of one queue, and whether it is paused."""
+    """Counts by state of one queue, whether it is paused, and how old its oldest ready job is.
+
+    ``oldest_queued_at`` is the smallest ``run_at`` among the queue's QUEUED jobs (None when
+    none is queued): how long the head of the line has been waiting. SCHEDULED and RETRYING
+    jobs do not count until they are promoted.
+    """
 
     queue: str
     counts: Mapping[JobState, int]
     paused: bool = False
+    oldest_queued_at: datetime | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form for the API and ``--json`` output."""
@@ -337,6 +359,33 @@ class QueueStats:
             "queue": self.queue,
             "paused": self.paused,
             "counts": {str(s): self.counts.get(s, 0) for s in JobState},
+            "oldest_queued_at": rfc3339(self.oldest_queued_at),
+        }
+
+
+@attrs.frozen
+class ThroughputBucket:
+    """Runs that ended in ``[start, start + bucket)``, as ``Backend.throughput`` answers them.
+
+    ``completed`` counts attempts that ended COMPLETED, ``failed`` attempts that ended FAILED
+    (whether the job was retried later or went dead; an expired lease reaped by a scheduler is
+    a failed attempt too), ``dead`` jobs that became DEAD (each such job also counts once in
+    ``failed``, since its last attempt failed). ``start`` is aware UTC and aligned to a
+    multiple of the bucket size since the epoch.
+    """
+
+    start: datetime
+    completed: int = 0
+    failed: int = 0
+    dead: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form for the API."""
+        return {
+            "start": rfc3339(self.start),
+            "completed": self.completed,
+            "failed": self.failed,
+            "dead": self.dead,
         }
 
 

@@ -24,7 +24,7 @@ pytestmark = pytest.mark.redis
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
-GLOBAL_KEYS = {"queues", "jobq", "changes", "workers", "workerinfo"}
+GLOBAL_KEYS = {"queues", "jobq", "changes", "workers", "workerinfo", "beats"}
 
 
 class Server(Protocol):
@@ -132,6 +132,7 @@ async def test_every_queue_key_is_hash_tagged_with_its_queue(
         now=T0,
     )
     await b.set_paused("gamma", True)
+    await b.beat("scheduler:s1", now=T0)
     keys = await _all_keys(redis_client)
     slots: dict[str, set[int]] = {}
     for key in keys:
@@ -147,6 +148,9 @@ async def test_every_queue_key_is_hash_tagged_with_its_queue(
     # job hashes and attempt lists sit under their queue's tag too
     assert any(k.startswith("monoq:{alpha}:job:") for k in keys)
     assert any(k.startswith("monoq:{alpha}:att:") for k in keys)
+    # so do the dashboard's counters and waits, written by the finish and claim scripts
+    assert {"monoq:{alpha}:tput", "monoq:{alpha}:waits", "monoq:{beta}:waits"} <= set(keys)
+    assert "monoq:beats" in keys
 
 
 async def test_key_prefix_isolates_deployments(
