@@ -54,6 +54,7 @@ __all__ = [
     "RetryConfig",
     "ScheduleConfig",
     "SchedulerConfig",
+    "UiConfig",
     "WorkerConfig",
     "config_as_dict",
     "config_keys",
@@ -92,6 +93,8 @@ ROLES: Final = ("api", "worker", "scheduler")
 LOG_LEVELS: Final = ("DEBUG", "INFO", "WARNING", "ERROR")
 LOG_FORMATS: Final = ("text", "json")
 TOKEN_SCOPES: Final = ("enqueue", "read", "admin")
+SHOW_PAYLOADS: Final = ("admin", "read", "never")
+SECRET_KEY_NAMES: Final = ("password", "secret", "token", "authorization", "api_key")
 
 _T = TypeVar("_T")
 _META: Final = "monoq"  # attrs metadata key holding a field's _Spec
@@ -504,6 +507,69 @@ class ApiConfig:
             seen.add(token.name)
 
 
+def _secret_key_name(value: str) -> str:
+    if value.strip():
+        return value.strip()
+    raise ValueError("must be a non-empty part of a key name such as 'password'")
+
+
+def _session_key(value: str) -> str:
+    if len(value) >= 32:
+        return value
+    raise ValueError("must be at least 32 characters (e.g. python -c 'import secrets; "
+                     "print(secrets.token_urlsafe(32))')")
+
+
+@attrs.frozen
+class UiConfig:
+    """``[ui]``: the web dashboard the api role serves under /ui."""
+
+    enabled: bool = _key(True, "Serve the web dashboard under /ui (and redirect / there).")
+    show_payloads: str = _key(
+        "admin",
+        "Who sees job payloads and results in the dashboard: admin (admin tokens only), read "
+        "(every dashboard user) or never.",
+        check=_one_of(*SHOW_PAYLOADS),
+    )
+    secret_keys: tuple[str, ...] = _key(
+        SECRET_KEY_NAMES,
+        "Keys whose values the dashboard masks in payloads, results and schedules, at any "
+        "depth: a key is masked when its name, lower-cased without _ and -, contains one of "
+        "these, lower-cased without _ and -.",
+        check=_secret_key_name,
+    )
+    session_seconds: int = _key(
+        28800, "How long a dashboard login lasts, in seconds.", min=60, max=30 * 86400
+    )
+    session_keys: tuple[str, ...] = _key(
+        (),
+        "Keys (32 characters or more) that sign dashboard session cookies: the first signs, "
+        "all verify. None = a random key per process (logins end when it restarts, and several "
+        "api processes behind one address need shared keys).",
+        check=_session_key,
+    )
+    cookie_secure: bool = _key(
+        False,
+        "Mark the dashboard's cookies Secure (sent over HTTPS only); set it when a TLS proxy "
+        "serves the dashboard. A login that arrives over HTTPS gets a Secure session cookie "
+        "anyway.",
+    )
+    overdue_seconds: float = _key(
+        60.0,
+        "The overview flags a queue whose oldest queued job has waited longer than this.",
+        min=0,
+        exclusive_min=True,
+        duration=True,
+    )
+    scheduler_silent_seconds: float = _key(
+        180.0,
+        "The overview flags the scheduler as silent when none has run for this long.",
+        min=0,
+        exclusive_min=True,
+        duration=True,
+    )
+
+
 def _every(value: object) -> float | None:
     if value is None:
         return None
@@ -617,6 +683,7 @@ class Config:
     scheduler: SchedulerConfig = attrs.field(factory=SchedulerConfig)
     retention: RetentionConfig = attrs.field(factory=RetentionConfig)
     api: ApiConfig = attrs.field(factory=ApiConfig)
+    ui: UiConfig = attrs.field(factory=UiConfig)
     schedules: tuple[ScheduleConfig, ...] = ()
     # [plugins.<name>] tables, checked by each plugin (monoq.Plugin) when a worker builds it
     plugins: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, hash=False)
@@ -642,6 +709,7 @@ for _cls in (
     RetentionConfig,
     ApiToken,
     ApiConfig,
+    UiConfig,
     ScheduleConfig,
     Config,
 ):

@@ -158,7 +158,8 @@ class Supervisor:
             from monoq.api.role import ApiRole  # litestar loads only when serving
 
             def make_api() -> Role:
-                return ApiRole(self.client, config.api, registry=self.registry)
+                return ApiRole(self.client, config.api, registry=self.registry,
+                               ui_config=config.ui)
 
             return make_api
         raise ValueError(f"unknown role {name!r}")

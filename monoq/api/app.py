@@ -7,17 +7,24 @@ no lifespan hooks of its own, and the CLI owns logging (``logging_config=None``)
 Layout: ``/api/v1/...`` (routes.jobs, routes.queues, routes.dlq, workers and stats), and at the
 root ``/healthz``, ``/readyz``, ``/metrics``, the compatibility routes and the OpenAPI document
 with its browsable UI under ``/schema`` (``/schema/openapi.json``).
+
+The web dashboard (``monoq.ui``, unless ``[ui] enabled = false``) is a litestar app of its own
+mounted under ``/ui``, and ``/`` redirects there. Its sessions, CSRF checks, HTML errors and
+security headers stay inside it; both are ASGI routes, outside the API's token scopes (the
+dashboard checks its own sessions).
 """
 
-from typing import Final
+from typing import Any, Final
 
-from litestar import Litestar, Router
+from litestar import Litestar, Router, asgi
 from litestar.datastructures import State
 from litestar.di import Provide
+from litestar.exceptions import NotFoundException
 from litestar.handlers.http_handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
-from litestar.types import Message, Scope
+from litestar.response.base import ASGIResponse
+from litestar.types import Message, Receive, Scope, Send
 from prometheus_client import CollectorRegistry
 
 from monoq.api.auth import ROUTE_SCOPES, authorize, route_scope
@@ -28,11 +35,50 @@ from monoq.api.routes import compat, dlq, jobs, queues, schedules, system
 from monoq.api.state import STATE_KEY, ApiState, RateLimiter
 from monoq.api.tokens import TokenTable, load_tokens
 from monoq.client import Client
-from monoq.config import ApiConfig
+from monoq.config import ApiConfig, UiConfig
 from monoq.registry import Registry
 
 API_PREFIX: Final = "/api/v1"
 SCHEMA_PATH: Final = "/schema"
+UI_PATH: Final = "/ui"
+# Scope keys the API's router set for itself; the dashboard app routes the request afresh.
+_ROUTER_KEYS: Final = ("route_handler", "path_template", "path_params", "state")
+
+
+def _ui_routes(state: ApiState, ui_config: UiConfig, api_config: ApiConfig) -> list[Any]:
+    """The dashboard mounted under ``/ui`` and the ``/`` redirect to it (ASGI routes).
+
+    The dashboard app is built on its first request: an API that nobody browses (and every
+    test app) does not pay for it.
+    """
+    from monoq.api.role import is_loopback  # role imports this module
+
+    host_check = is_loopback(api_config.host) and not api_config.allow_public_bind
+    built: list[Litestar] = []
+
+    def dashboard() -> Litestar:
+        if not built:  # no await in between: one app even under concurrent first requests
+            from monoq.ui import create_ui
+
+            built.append(create_ui(state, ui_config, prefix=UI_PATH, host_check=host_check))
+        return built[0]
+
+    @asgi(UI_PATH, is_mount=True, copy_scope=False, name="ui")
+    async def ui_mount(scope: Scope, receive: Receive, send: Send) -> None:
+        if not scope["path"].startswith("/"):  # litestar's mount matched a prefix: /uix
+            raise NotFoundException()
+        inner: dict[str, Any] = {k: v for k, v in scope.items() if k not in _ROUTER_KEYS}
+        inner["state"] = {}
+        scope["path_template"] = UI_PATH  # the request metrics count dashboard pages as /ui
+        await dashboard()(inner, receive, send)  # type: ignore[arg-type]
+
+    @asgi("/", copy_scope=True, name="ui-root")
+    async def root_redirect(scope: Scope, receive: Receive, send: Send) -> None:
+        redirect = ASGIResponse(status_code=302, headers={"location": f"{UI_PATH}/",
+                                                           "cache-control": "no-store"})
+        await redirect(scope, receive, send)
+
+    return [ui_mount, root_redirect]
 
 
 def _check_scopes(handlers: list[HTTPRouteHandler]) -> None:
@@ -48,6 +94,7 @@ def create_app(
     *,
     registry: Registry | None = None,
     metrics_registry: CollectorRegistry | None = None,
+    ui_config: UiConfig | None = None,
 ) -> Litestar:
     """The api role's litestar app over ``client``.
 
@@ -55,7 +102,8 @@ def create_app(
     (422): routes then use a client with ``known_handlers_only``. ``metrics_registry`` is the
     Prometheus registry ``/metrics`` serves (a fresh one by default); the api's families and
     ``monoq.metrics``' worker families are registered in it. Reads ``api.tokens_file``
-    now: a missing or malformed file is a ConfigError.
+    now: a missing or malformed file is a ConfigError. ``ui_config`` configures the dashboard
+    (``[ui]``; the defaults when None): mounted under ``/ui`` unless disabled.
     """
     if registry is not None:
         client = Client(
@@ -81,6 +129,8 @@ def create_app(
         path=API_PREFIX, route_handlers=v1_handlers, before_request=authorize, tags=["v1"]
     )
     root = Router(path="/", route_handlers=root_handlers, before_request=authorize)
+    ui_config = UiConfig() if ui_config is None else ui_config
+    ui_routes = _ui_routes(state, ui_config, api_config) if ui_config.enabled else []
     count = state.metrics.count_request
 
     async def count_request(message: Message, scope: Scope) -> None:
@@ -112,7 +162,7 @@ def create_app(
         security=[{"bearer": []}],
     )
     return Litestar(
-        route_handlers=[v1, root],
+        route_handlers=[v1, root, *ui_routes],
         dependencies={
             "client": Provide(provide_client, sync_to_thread=False),
             "api": Provide(provide_state, sync_to_thread=False),

@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry
 from monoq.api.app import create_app
 from monoq.api.state import STATE_KEY, ApiState
 from monoq.client import Client
-from monoq.config import ApiConfig
+from monoq.config import ApiConfig, UiConfig
 from monoq.errors import ConfigError
 from monoq.registry import Registry
 
@@ -112,10 +112,12 @@ class ApiRole:
         registry: Registry | None = None,
         metrics_registry: CollectorRegistry | None = None,
         shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT,
+        ui_config: UiConfig | None = None,
     ) -> None:
         self.config = api_config
         self.app: Litestar = create_app(
-            client, api_config, registry=registry, metrics_registry=metrics_registry
+            client, api_config, registry=registry, metrics_registry=metrics_registry,
+            ui_config=ui_config,
         )
         state = self.app.state[STATE_KEY]
         assert isinstance(state, ApiState)  # noqa: S101
