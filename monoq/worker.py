@@ -410,6 +410,7 @@ class Worker:
             id=settings.worker_id, host=socket.gethostname(), pid=os.getpid(),
             roles=settings.roles, queues=settings.queues, concurrency=settings.concurrency,
             busy=len(self._running), started_at=self._started_at, last_seen=now,
+            processed=self.processed,
         )
 
     async def _ack_loop(self) -> None:

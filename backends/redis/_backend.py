@@ -1362,6 +1362,7 @@ class RedisBackend:
             "busy": info.busy,
             "started_at": _ms(info.started_at),
             "last_seen": _ms(info.last_seen),
+            "processed": info.processed,
         }
         expires = _ms(info.last_seen + ttl)
         keys = [self._keys.workers, self._keys.workerinfo]
@@ -1397,6 +1398,8 @@ class RedisBackend:
                     busy=d["busy"],
                     started_at=_dt(d["started_at"]),
                     last_seen=_dt(d["last_seen"]),
+                    # absent from heartbeats written before workers reported it
+                    processed=d.get("processed", 0),
                 )
             )
         out.sort(key=lambda w: w.id)

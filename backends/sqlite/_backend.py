@@ -74,7 +74,7 @@ T = TypeVar("T")
 # The schema version this code reads and writes, kept in PRAGMA user_version. When the schema
 # changes: bump it, update schema.sql (the full latest schema, for new files) and add
 # MIGRATIONS[old_version] with the statements that take a file from old_version to old + 1.
-SCHEMA_VERSION: Final = 3
+SCHEMA_VERSION: Final = 4
 MIGRATIONS: dict[int, str] = {
     # 1 -> 2: schedules, and the index that finds a schedule's runs.
     1: """
@@ -122,6 +122,12 @@ CREATE TABLE beats (
     name TEXT PRIMARY KEY,
     at   INTEGER NOT NULL
 ) WITHOUT ROWID;
+""",
+    # 3 -> 4: dashboard scale. The index whose (queue, state) ranges give list_jobs pages by
+    # queue, by state and by both in id order; the jobs each worker has processed.
+    3: """
+CREATE INDEX jobs_queue_state_id ON jobs (queue, state, id);
+ALTER TABLE workers ADD COLUMN processed INTEGER NOT NULL DEFAULT 0;
 """,
 }
 
@@ -323,7 +329,28 @@ class _JobQuery:
         return jobs, short_at
 
     def whole_page(self, conn: sqlite3.Connection) -> tuple[list[Job], str | None]:
-        """One query in id order (the path without the dashboard filters)."""
+        """A full page in id order (the path without the dashboard filters).
+
+        With a queue or states filter (and no schedule), one query per (queue, state) pair
+        (the known queues, or the one asked for, times the states asked for, or all), each a
+        range of jobs_queue_state_id already in id order, merged here: so one index serves
+        pages by queue, by state and by both, and a page reads about ``limit + 1`` entries
+        per pair whatever the table holds (an empty pair is one index seek).
+        """
+        if self.schedule_id is None and (self.queue is not None or self.states is not None):
+            queues = ([self.queue] if self.queue is not None else
+                      [q for (q,) in conn.execute("SELECT name FROM queues")])
+            states = list(self.states) if self.states is not None else [str(s) for s in JobState]
+            pairs = [(q, st) for q in queues for st in states]
+            merged: list[Job] = []
+            for q, st in pairs:
+                merged.extend(attrs.evolve(self, queue=q, states=[st]).whole_page_rows(conn))
+            merged.sort(key=lambda j: j.id, reverse=True)
+            return self._page(merged[: self.limit + 1], None)
+        return self._page(self.whole_page_rows(conn), None)
+
+    def whole_page_rows(self, conn: sqlite3.Connection) -> list[Job]:
+        """The first ``limit + 1`` matching jobs, newest first, in one query."""
         clauses, params = self._where(indexed=True)
         if self.cursor is not None:
             clauses.append("id < ?")
@@ -331,7 +358,7 @@ class _JobQuery:
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
         sql = f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY id DESC LIMIT ?"  # noqa: S608
         rows = conn.execute(sql, [*params, self.limit + 1]).fetchall()
-        return self._page([_job(r) for r in rows], None)
+        return [_job(r) for r in rows]
 
     def bounded_page(self, conn: sqlite3.Connection) -> tuple[list[Job], str | None]:
         """The dashboard-filter path: the few jobs of the states asked for through their
@@ -1282,8 +1309,9 @@ class SqliteBackend:
         """Matching jobs, newest first, keyset-paginated by id; see ``Backend.list_jobs``.
 
         Without the dashboard filters (``error_type``, ``finished_*``), or for one schedule's
-        runs (which jobs_schedule yields in id order), one query answers a full page. With
-        them, in one read snapshot:
+        runs (which jobs_schedule yields in id order), a full page is read from an index range
+        in id order: one range of jobs_queue_state_id per (queue, state) pair that has jobs,
+        merged, or the id index itself. With those filters, in one read snapshot:
 
         - when at most ``_LIST_CANDIDATES`` jobs are in the states asked for (the terminal ones
           in the finish window, when one is given), an index on state (jobs_claim, jobs_due,
@@ -1382,7 +1410,7 @@ class SqliteBackend:
     ) -> int:
         """Jobs in ``states``, one indexed COUNT; see ``Backend.count_jobs``.
 
-        The planner counts over jobs_claim (queue, state, ...) for a queue, jobs_due (state,
+        The planner counts over jobs_queue_state_id for a queue, jobs_due (state,
         ...) for every queue, and jobs_queue_finished / jobs_finished when ``finished_before``
         is given: index entries of the matching jobs only, never the table.
         """
@@ -1656,12 +1684,14 @@ class SqliteBackend:
             _ms(info.started_at),
             seen_ms,
             seen_ms + ttl // _ONE_MS,
+            info.processed,
         )
 
         def fn(conn: sqlite3.Connection, fx: Effects) -> None:
             conn.execute(
                 "INSERT OR REPLACE INTO workers (id, host, pid, roles, queues, concurrency, "
-                "busy, started_at, last_seen, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "busy, started_at, last_seen, expires_at, processed) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
             # Workers that died without remove_worker would otherwise stay forever.
@@ -1684,8 +1714,8 @@ class SqliteBackend:
 
         def fn(conn: sqlite3.Connection) -> list[WorkerInfo]:
             rows = conn.execute(
-                "SELECT id, host, pid, roles, queues, concurrency, busy, started_at, last_seen "
-                "FROM workers WHERE expires_at >= ? ORDER BY id",
+                "SELECT id, host, pid, roles, queues, concurrency, busy, started_at, last_seen, "
+                "processed FROM workers WHERE expires_at >= ? ORDER BY id",
                 (now_ms,),
             ).fetchall()
             return [
@@ -1699,6 +1729,7 @@ class SqliteBackend:
                     busy=r[6],
                     started_at=_dt(r[7]),
                     last_seen=_dt(r[8]),
+                    processed=r[9],
                 )
                 for r in rows
             ]

@@ -27,7 +27,7 @@ CREATE TABLE IF NOT EXISTS jobs (
 );
 
 -- claim: one range scan per queue in (priority, run_at, id) order; also serves stats'
--- GROUP BY queue, state as a covering index.
+-- GROUP BY queue, state as a covering index, and the oldest queued job of a queue.
 CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (queue, state, priority, run_at, id);
 -- promote and next_wakeup: due SCHEDULED / RETRYING jobs by run_at.
 CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, run_at);
@@ -49,6 +49,10 @@ CREATE INDEX IF NOT EXISTS jobs_schedule ON jobs (schedule_id, id)
 -- serves every queue at once, this one a single queue without visiting the others' jobs.
 CREATE INDEX IF NOT EXISTS jobs_queue_finished ON jobs (queue, state, finished_at)
     WHERE finished_at IS NOT NULL;
+-- list_jobs pages newest first of one queue, one state, or both (schema version 4): one
+-- range per (queue, state) pair in id order, merged, so a page reads about as many entries
+-- per pair as it shows. One index for all three keeps enqueue cheap.
+CREATE INDEX IF NOT EXISTS jobs_queue_state_id ON jobs (queue, state, id);
 
 -- One row per attempt. A released attempt keeps its row although its number is reused by the
 -- next run, so the key is a sequence, not (job_id, attempt).
@@ -85,7 +89,8 @@ CREATE TABLE IF NOT EXISTS workers (
     busy        INTEGER NOT NULL,
     started_at  INTEGER NOT NULL,
     last_seen   INTEGER NOT NULL,
-    expires_at  INTEGER NOT NULL
+    expires_at  INTEGER NOT NULL,
+    processed   INTEGER NOT NULL DEFAULT 0  -- jobs the worker has run (schema version 4)
 );
 
 -- Recurring jobs (schema version 2). Enums as their text values; exactly one of cron / every.

@@ -410,6 +410,8 @@ class WorkerInfo:
     busy: int
     started_at: datetime
     last_seen: datetime
+    # Jobs this worker process has run to an outcome since it started.
+    processed: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON form for the API and ``--json`` output."""
@@ -423,6 +425,7 @@ class WorkerInfo:
             "busy": self.busy,
             "started_at": rfc3339(self.started_at),
             "last_seen": rfc3339(self.last_seen),
+            "processed": self.processed,
         }
 
 

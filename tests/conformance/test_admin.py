@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from datetime import timedelta
 
+import attrs
 import pytest
 
 from monoq.core.backend import Backend
@@ -315,6 +316,17 @@ async def test_workers_expire_after_their_ttl(backend: Backend) -> None:
     assert [w.id for w in await backend.list_workers(now=at(5))] == ["long", "short"]
     assert [w.id for w in await backend.list_workers(now=at(11))] == ["long"]
     assert await backend.list_workers(now=at(61)) == []
+
+
+async def test_the_processed_count_of_the_latest_heartbeat_is_listed(backend: Backend) -> None:
+    ttl = timedelta(seconds=30)
+    await backend.report_worker(attrs.evolve(worker("w1"), processed=7), ttl=ttl)
+    [listed] = await backend.list_workers(now=at(1))
+    assert listed.processed == 7
+    await backend.report_worker(attrs.evolve(worker("w1", last_seen=2), processed=1234), ttl=ttl)
+    [listed] = await backend.list_workers(now=at(3))
+    assert listed == attrs.evolve(worker("w1", last_seen=2), processed=1234)
+    assert listed.to_dict()["processed"] == 1234
 
 
 async def test_a_new_heartbeat_renews_the_worker(backend: Backend) -> None:

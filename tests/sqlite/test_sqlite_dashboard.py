@@ -73,7 +73,7 @@ async def finished_jobs(backend: SqliteBackend, outcomes: list[Outcome], *,
     ("queue", "before", "index"),
     [
         (None, None, "jobs_due"),
-        ("q", None, "jobs_claim"),
+        ("q", None, "jobs_queue_state_id"),
         (None, 1000, "jobs_finished"),
         ("q", 1000, "jobs_queue_finished"),
     ],
@@ -177,3 +177,132 @@ async def test_counter_tables_stay_bounded(backend: SqliteBackend, db_path: Path
     await backend.beat("scheduler:a", now=T0)
     await backend.beat("scheduler:b", now=T0 + timedelta(days=2))
     assert rows("beats") == 1
+
+
+# -- stats and schema version 4 ---------------------------------------------------------------
+
+
+def counted(path: Path) -> dict[tuple[str, str], int]:
+    """The counts of the jobs themselves, by (queue, state)."""
+    with sqlite3.connect(path) as conn:
+        return {(q, s): n for q, s, n in conn.execute(
+            "SELECT queue, state, count(*) FROM jobs GROUP BY queue, state")}
+
+
+async def test_stats_counts_stay_right_through_every_change_of_state(
+    backend: SqliteBackend, db_path: Path
+) -> None:
+    async def check(expected: dict[tuple[str, str], int]) -> None:
+        assert counted(db_path) == expected
+        by_queue = {s.queue: s.counts for s in await backend.stats()}
+        for (queue, state), n in expected.items():
+            assert by_queue[queue][JobState(state)] == n
+
+    later = T0 + timedelta(hours=1)
+    jobs = [new_job("a") for _ in range(4)] + [new_job("b") for _ in range(2)]
+    jobs.append(NewJob(id=new_id(), queue="b", handler="echo", payload_json=b"1", run_at=later))
+    await backend.enqueue(jobs, now=T0)
+    await check({("a", "queued"): 4, ("b", "queued"): 2, ("b", "scheduled"): 1})
+
+    leases = await backend.claim(["a"], limit=3, lease_for=LEASE, worker_id="w", now=T0)
+    await check({("a", "queued"): 1, ("a", "running"): 3, ("b", "queued"): 2,
+                 ("b", "scheduled"): 1})
+
+    done, dead, retried = leases
+    await backend.finish(
+        [Finish(done, Outcome.COMPLETED),
+         Finish(dead, Outcome.DEAD, error=ErrorInfo("Boom", "x")),
+         Finish(retried, Outcome.RETRY, error=ErrorInfo("Boom", "x"), retry_at=later)],
+        now=T0,
+    )
+    await check({("a", "queued"): 1, ("a", "completed"): 1, ("a", "dead"): 1,
+                 ("a", "retrying"): 1, ("b", "queued"): 2, ("b", "scheduled"): 1})
+
+    assert await backend.requeue([dead.job.id], now=T0) == [dead.job.id]
+    await check({("a", "queued"): 2, ("a", "completed"): 1, ("a", "retrying"): 1,
+                 ("b", "queued"): 2, ("b", "scheduled"): 1})
+
+    cancelled = await backend.cancel(jobs[4].id, now=T0)
+    assert cancelled is not None and cancelled.state is JobState.CANCELLED
+    await check({("a", "queued"): 2, ("a", "completed"): 1, ("a", "retrying"): 1,
+                 ("b", "queued"): 1, ("b", "cancelled"): 1, ("b", "scheduled"): 1})
+
+    purged = await backend.purge(states=[JobState.COMPLETED, JobState.CANCELLED],
+                                 finished_before=T0 + timedelta(seconds=1))
+    assert purged == 2
+    await check({("a", "queued"): 2, ("a", "retrying"): 1, ("b", "queued"): 1,
+                 ("b", "scheduled"): 1})
+    assert {s.queue: s.counts[JobState.COMPLETED] for s in await backend.stats()} == {
+        "a": 0, "b": 0}
+
+
+async def test_a_version_3_file_gains_the_list_index_and_processed_counts(
+    db_path: Path,
+) -> None:
+    backend = SqliteBackend(f"sqlite:///{db_path}")
+    await backend.connect()
+    try:
+        await backend.enqueue([new_job("a"), new_job("a"), new_job("b")], now=T0)
+        await backend.claim(["a"], limit=1, lease_for=LEASE, worker_id="w", now=T0)
+    finally:
+        await backend.aclose()
+    # Make it look like a version 3 file: no list index, no processed column.
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("DROP INDEX jobs_queue_state_id")
+        conn.execute("ALTER TABLE workers DROP COLUMN processed")
+        conn.execute("PRAGMA user_version = 3")
+    backend = SqliteBackend(f"sqlite:///{db_path}")
+    await backend.connect()
+    try:
+        with sqlite3.connect(db_path) as conn:
+            names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
+            columns = {r[1] for r in conn.execute("PRAGMA table_info(workers)")}
+        assert "jobs_queue_state_id" in names and "processed" in columns
+        page = await backend.list_jobs(queue="a", states=[JobState.QUEUED])
+        assert len(page.jobs) == 1
+        assert {s.queue: s.counts[JobState.QUEUED] for s in await backend.stats()} == {
+            "a": 1, "b": 1}
+    finally:
+        await backend.aclose()
+
+
+@pytest.mark.parametrize(
+    ("queue", "states", "ranges"),
+    [
+        ("q", None, len(JobState)),  # every state of the queue: empty ones are one seek
+        (None, ["dead"], 2),
+        (None, ["completed", "dead"], 4),
+        ("q", ["dead"], 1),
+        ("q", ["completed", "dead"], 2),
+    ],
+    ids=["queue", "state", "states", "queue-state", "queue-states"],
+)
+async def test_list_pages_by_queue_and_state_are_index_ranges_in_id_order(
+    backend: SqliteBackend, db_path: Path, queue: str | None, states: list[str] | None,
+    ranges: int,
+) -> None:
+    q_jobs = await finished_jobs(backend, [Outcome.COMPLETED, Outcome.DEAD], queue="q")
+    r_jobs = await finished_jobs(backend, [Outcome.DEAD, Outcome.COMPLETED], queue="r")
+    query = sqlite_backend_module._JobQuery(
+        queue=queue, states=states, handler=None, schedule_id=None, error_type=None,
+        after_ms=None, before_ms=None, cursor="zzz", limit=50,
+    )
+    statements: list[str] = []
+    with sqlite3.connect(db_path) as conn:
+        conn.set_trace_callback(statements.append)
+        jobs, _ = query.whole_page(conn)
+        conn.set_trace_callback(None)
+        expected = sorted(
+            (j.id for j in [*q_jobs, *r_jobs]
+             if (queue is None or j.queue == queue)
+             and (states is None or j.state.value in states)),
+            reverse=True,
+        )
+        assert [j.id for j in jobs] == expected
+        plans = [" | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}"))
+                 for sql in statements if sql.startswith("SELECT") and "FROM jobs" in sql]
+    assert len(plans) == ranges
+    for plan in plans:
+        assert plan.startswith("SEARCH jobs USING INDEX jobs_queue_state_id (queue=? AND state=?"), (
+            plan)
+        assert "TEMP B-TREE" not in plan, plan
