@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import importlib.resources
 import json
 import logging
@@ -74,7 +75,7 @@ T = TypeVar("T")
 # The schema version this code reads and writes, kept in PRAGMA user_version. When the schema
 # changes: bump it, update schema.sql (the full latest schema, for new files) and add
 # MIGRATIONS[old_version] with the statements that take a file from old_version to old + 1.
-SCHEMA_VERSION: Final = 4
+SCHEMA_VERSION: Final = 5
 MIGRATIONS: dict[int, str] = {
     # 1 -> 2: schedules, and the index that finds a schedule's runs.
     1: """
@@ -129,6 +130,18 @@ CREATE TABLE beats (
 CREATE INDEX jobs_queue_state_id ON jobs (queue, state, id);
 ALTER TABLE workers ADD COLUMN processed INTEGER NOT NULL DEFAULT 0;
 """,
+    # 4 -> 5: the per-(queue, state) job counts, filled once from the jobs themselves (one
+    # pass over the claim index) and kept by every write from then on.
+    4: """
+CREATE TABLE job_counts (
+    queue TEXT NOT NULL,
+    state TEXT NOT NULL,
+    n     INTEGER NOT NULL,
+    PRIMARY KEY (queue, state)
+) WITHOUT ROWID;
+INSERT INTO job_counts (queue, state, n) SELECT queue, state, count(*) FROM jobs
+    GROUP BY queue, state;
+""",
 }
 
 _ONE_MS: Final = ONE_MS
@@ -163,6 +176,14 @@ _SCHEDULE_COLUMNS: Final = (
     "enabled, overlap, misfire, origin, created_at, updated_at, last_fire_at"
 )
 _TERMINAL: Final = tuple(sorted(s.value for s in TERMINAL_STATES))
+# The state a finished run leaves its job in, by the outcome finish applies.
+_FINISH_STATE: Final = {
+    Outcome.COMPLETED: "completed",
+    Outcome.RETRY: "retrying",
+    Outcome.DEAD: "dead",
+    Outcome.CANCELLED: "cancelled",
+    Outcome.RELEASED: "queued",
+}
 
 
 _ms = to_ms
@@ -257,10 +278,13 @@ def count_finished_sql(*, by_queue: bool) -> str:
     )
 
 
-# list_jobs with the dashboard filters: how many jobs of the states asked for may be read
-# through their state index at most, and how many ids a page walks at most otherwise.
+# list_jobs with filters no index range serves (handler, error type, finish window): how many
+# jobs of the states asked for may be read through their state index at most, how many
+# entries one page walks at most otherwise (shared by its (queue, state) ranges), and the
+# least a range walks however many ranges share the budget.
 _LIST_CANDIDATES: Final = 2000
-_LIST_BUDGET: Final = 10_000
+_LIST_BUDGET: Final = 8000
+_LIST_MIN_RANGE: Final = 256
 # The type of a stored error ("Type: message" or "Type"): the text before the first ": ", as
 # core.models.error_type_of has it.
 _ERROR_TYPE_SQL: Final = (
@@ -287,6 +311,7 @@ class _JobQuery:
     before_ms: int | None
     cursor: str | None
     limit: int
+    floor: str | None = None  # the lowest id a walk may reach (inclusive)
 
     def _where(self, *, indexed: bool, residual: bool = True) -> tuple[list[str], list[Any]]:
         """The filters as SQL terms and their parameters. ``indexed=False`` writes ``+col``,
@@ -328,26 +353,119 @@ class _JobQuery:
             return jobs, jobs[-1].id
         return jobs, short_at
 
-    def whole_page(self, conn: sqlite3.Connection) -> tuple[list[Job], str | None]:
-        """A full page in id order (the path without the dashboard filters).
+    @property
+    def residual(self) -> bool:
+        """Whether a filter no (queue, state, id) range serves is given."""
+        return (self.handler is not None or self.error_type is not None
+                or self.after_ms is not None or self.before_ms is not None)
 
-        With a queue or states filter (and no schedule), one query per (queue, state) pair
-        (the known queues, or the one asked for, times the states asked for, or all), each a
-        range of jobs_queue_state_id already in id order, merged here: so one index serves
-        pages by queue, by state and by both, and a page reads about ``limit + 1`` entries
-        per pair whatever the table holds (an empty pair is one index seek).
+    def page(self, conn: sqlite3.Connection) -> tuple[list[Job], str | None]:
+        """The page, by the cheapest read that answers it (see ``SqliteBackend.list_jobs``)."""
+        if self.schedule_id is not None:
+            return self.runs_page(conn)
+        if self.queue is None and self.states is None:
+            if not self.residual:
+                return self._page(self.whole_page_rows(conn), None)
+            return self.walked_page(conn)
+        if self.states is not None and (self.error_type is not None
+                                        or self.after_ms is not None
+                                        or self.before_ms is not None):
+            few = self.few_candidates(conn)
+            if few is not None:
+                return few
+        return self.pairs_page(conn)
+
+    def runs_page(self, conn: sqlite3.Connection) -> tuple[list[Job], str | None]:
+        """One schedule's runs: jobs_schedule in id order. Filtered (by state, say the last
+        failed run), the walk stops after ``_LIST_BUDGET`` runs, and the page may end early
+        with the last run walked as the cursor."""
+        if self.queue is None and self.states is None and not self.residual:
+            return self._page(self.whole_page_rows(conn), None)
+        bound = "" if self.cursor is None else " AND id < ?"
+        start = [] if self.cursor is None else [self.cursor]
+        row = conn.execute(
+            f"SELECT id FROM jobs WHERE schedule_id = ?{bound} "  # noqa: S608
+            "ORDER BY id DESC LIMIT 1 OFFSET ?",
+            [self.schedule_id, *start, _LIST_BUDGET - 1],
+        ).fetchone()
+        if row is None:
+            return self._page(self.whole_page_rows(conn), None)
+        floor: str = row[0]
+        jobs = attrs.evolve(self, floor=floor).whole_page_rows(conn)
+        return self._page(jobs, floor)
+
+    def pairs_page(self, conn: sqlite3.Connection) -> tuple[list[Job], str | None]:
+        """A page by queue, by state or by both: one range of jobs_queue_state_id per
+        (queue, state) pair that holds jobs (job_counts says which), each already in id
+        order, merged here. Without residual filters each range reads ``limit + 1`` entries,
+        so the page is whole. With them, each range walks at most its share of
+        ``_LIST_BUDGET`` entries; a range that ran out stops the page at the point where it
+        stopped (the matches below it are not all known yet), which is then the cursor.
         """
-        if self.schedule_id is None and (self.queue is not None or self.states is not None):
-            queues = ([self.queue] if self.queue is not None else
-                      [q for (q,) in conn.execute("SELECT name FROM queues")])
-            states = list(self.states) if self.states is not None else [str(s) for s in JobState]
-            pairs = [(q, st) for q in queues for st in states]
-            merged: list[Job] = []
-            for q, st in pairs:
-                merged.extend(attrs.evolve(self, queue=q, states=[st]).whole_page_rows(conn))
-            merged.sort(key=lambda j: j.id, reverse=True)
-            return self._page(merged[: self.limit + 1], None)
-        return self._page(self.whole_page_rows(conn), None)
+        marks = "" if self.queue is None else " AND queue = ?"
+        params: list[Any] = [] if self.queue is None else [self.queue]
+        if self.states is not None:
+            marks += f" AND state IN ({', '.join('?' for _ in self.states)})"
+            params += self.states
+        pairs = [(q, st) for q, st in conn.execute(
+            f"SELECT queue, state FROM job_counts WHERE n > 0{marks}", params)]  # noqa: S608
+        budget = max(_LIST_MIN_RANGE, _LIST_BUDGET // max(1, len(pairs)))
+        merged: list[Job] = []
+        short_at: str | None = None
+        for q, st in pairs:
+            jobs, stopped = self._range(conn, q, st, budget)
+            merged += jobs
+            if stopped is not None and (short_at is None or stopped > short_at):
+                short_at = stopped
+        if short_at is not None:
+            merged = [job for job in merged if job.id >= short_at]
+        merged.sort(key=lambda j: j.id, reverse=True)
+        return self._page(merged[: self.limit + 1], short_at)
+
+    def _range(self, conn: sqlite3.Connection, queue: str, state: str, budget: int
+               ) -> tuple[list[Job], str | None]:
+        """Up to ``limit + 1`` matches of one (queue, state) range below the cursor, newest
+        first, and the lowest id walked when the walk stopped at ``budget`` entries with
+        fewer matches (else None)."""
+        terms = ["queue = ?", "state = ?"]
+        params: list[Any] = [queue, state]
+        if self.cursor is not None:
+            terms.append("id < ?")
+            params.append(self.cursor)
+        floor: str | None = None
+        if self.residual:
+            # An index-only walk finds where ``budget`` entries end.
+            row = conn.execute(
+                f"SELECT id FROM jobs WHERE {' AND '.join(terms)} "  # noqa: S608
+                "ORDER BY id DESC LIMIT 1 OFFSET ?",
+                [*params, budget - 1],
+            ).fetchone()
+            if row is not None:
+                floor = row[0]
+                terms.append("id >= ?")
+                params.append(floor)
+            # ``+``: finished_at bounds are checked on the rows, never an index to walk.
+            if self.after_ms is not None:
+                terms.append("+finished_at >= ?")
+                params.append(self.after_ms)
+            if self.before_ms is not None:
+                terms.append("+finished_at < ?")
+                params.append(self.before_ms)
+            if self.handler is not None:
+                terms.append("handler = ?")
+                params.append(self.handler)
+            if self.error_type is not None:
+                terms.append(f"{_ERROR_TYPE_SQL} = ?")
+                params.append(self.error_type)
+        rows = conn.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs INDEXED BY jobs_queue_state_id "  # noqa: S608
+            f"WHERE {' AND '.join(terms)} ORDER BY id DESC LIMIT ?",
+            [*params, self.limit + 1],
+        ).fetchall()
+        jobs = [_job(r) for r in rows]
+        if floor is not None and len(jobs) <= self.limit:
+            return jobs, floor
+        return jobs, None
 
     def whole_page_rows(self, conn: sqlite3.Connection) -> list[Job]:
         """The first ``limit + 1`` matching jobs, newest first, in one query."""
@@ -355,38 +473,50 @@ class _JobQuery:
         if self.cursor is not None:
             clauses.append("id < ?")
             params.append(self.cursor)
+        if self.floor is not None:
+            clauses.append("id >= ?")
+            params.append(self.floor)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        sql = f"SELECT {_JOB_COLUMNS} FROM jobs {where} ORDER BY id DESC LIMIT ?"  # noqa: S608
+        # A schedule's runs are few beside the other jobs: walk them, whatever else is asked.
+        table = "jobs" if self.schedule_id is None else "jobs INDEXED BY jobs_schedule"
+        sql = f"SELECT {_JOB_COLUMNS} FROM {table} {where} ORDER BY id DESC LIMIT ?"  # noqa: S608
         rows = conn.execute(sql, [*params, self.limit + 1]).fetchall()
         return [_job(r) for r in rows]
 
-    def bounded_page(self, conn: sqlite3.Connection) -> tuple[list[Job], str | None]:
-        """The dashboard-filter path: the few jobs of the states asked for through their
-        index, else a walk of at most ``_LIST_BUDGET`` ids (see ``SqliteBackend.list_jobs``)."""
-        if self.states is not None:
-            terms, params = self._where(indexed=True, residual=False)
-            (found,) = conn.execute(
-                f"SELECT count(*) FROM (SELECT 1 FROM jobs WHERE {' AND '.join(terms)} "  # noqa: S608
-                "LIMIT ?)",
-                [*params, _LIST_CANDIDATES + 1],
-            ).fetchone()
-            if found <= _LIST_CANDIDATES:
-                terms, params = self._where(indexed=True)
-                if self.cursor is not None:
-                    terms.append("+id < ?")  # ``+``: the state index, not the id index
-                    params.append(self.cursor)
-                ids = sorted(
-                    (r[0] for r in conn.execute(
-                        f"SELECT id FROM jobs WHERE {' AND '.join(terms)}", params  # noqa: S608
-                    )),
-                    reverse=True,
-                )[: self.limit + 1]
-                rows = conn.execute(
-                    f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id IN {_IDS_PARAM}",  # noqa: S608
-                    (_json.encode(ids),),
-                ).fetchall()
-                jobs = sorted((_job(r) for r in rows), key=lambda j: j.id, reverse=True)
-                return self._page(jobs, None)
+    def few_candidates(self, conn: sqlite3.Connection) -> tuple[list[Job], str | None] | None:
+        """With error type or finish window filters: when at most ``_LIST_CANDIDATES`` jobs
+        are in the states asked for (those finished in the window, when one is given), read
+        them all through a state index and filter them: a whole page. None when there are
+        more."""
+        assert self.states is not None  # noqa: S101 - the caller checks
+        terms, params = self._where(indexed=True, residual=False)
+        (found,) = conn.execute(
+            f"SELECT count(*) FROM (SELECT 1 FROM jobs WHERE {' AND '.join(terms)} "  # noqa: S608
+            "LIMIT ?)",
+            [*params, _LIST_CANDIDATES + 1],
+        ).fetchone()
+        if found > _LIST_CANDIDATES:
+            return None
+        terms, params = self._where(indexed=True)
+        if self.cursor is not None:
+            terms.append("+id < ?")  # ``+``: the state index, not the id index
+            params.append(self.cursor)
+        ids = sorted(
+            (r[0] for r in conn.execute(
+                f"SELECT id FROM jobs WHERE {' AND '.join(terms)}", params  # noqa: S608
+            )),
+            reverse=True,
+        )[: self.limit + 1]
+        rows = conn.execute(
+            f"SELECT {_JOB_COLUMNS} FROM jobs WHERE id IN {_IDS_PARAM}",  # noqa: S608
+            (_json.encode(ids),),
+        ).fetchall()
+        jobs = sorted((_job(r) for r in rows), key=lambda j: j.id, reverse=True)
+        return self._page(jobs, None)
+
+    def walked_page(self, conn: sqlite3.Connection) -> tuple[list[Job], str | None]:
+        """No queue or state filter, but a residual one: the id index walked newest first,
+        at most ``_LIST_BUDGET`` ids; the cursor is the last id walked when more remain."""
         # Too many (or no state filter): walk the id index newest first, at most the budget.
         bound = "" if self.cursor is None else "WHERE id < ?"
         start = [] if self.cursor is None else [self.cursor]
@@ -518,6 +648,27 @@ def _count(conn: sqlite3.Connection, queue: str, now_ms: int, counts: Counts) ->
     if total == sum(counts):  # the row is new
         conn.execute(
             "DELETE FROM throughput WHERE minute < ?", (minute - COUNTER_RETENTION_MINUTES,)
+        )
+
+
+def _deleted(conn: sqlite3.Connection, fx: Effects, rows: list[tuple[str, str, str]]) -> int:
+    """After a DELETE of jobs ``RETURNING id, queue, state``: delete their attempts and count
+    them out of their states; answers how many were deleted."""
+    conn.executemany("DELETE FROM attempts WHERE job_id = ?", [(r[0],) for r in rows])
+    for (queue, state), n in collections.Counter((r[1], r[2]) for r in rows).items():
+        fx.move(queue, state, None, n)
+    return len(rows)
+
+
+def _write_moves(conn: sqlite3.Connection, done: Effects) -> None:
+    """Add a transaction's net (queue, state) changes to job_counts: one upsert per pair that
+    changed, however many jobs the transaction's requests wrote."""
+    rows = [(queue, state, n) for (queue, state), n in done.moved.items() if n]
+    if rows:
+        conn.executemany(
+            "INSERT INTO job_counts (queue, state, n) VALUES (?, ?, ?) "
+            "ON CONFLICT (queue, state) DO UPDATE SET n = n + excluded.n",
+            rows,
         )
 
 
@@ -678,7 +829,8 @@ class SqliteBackend:
             raise
         self._writer_thread = writer_thread
         self._readers = ReaderPool(readers, busy_timeout_ms=busy)
-        self._writer = GroupWriter(writer_thread, busy_timeout_ms=busy, on_commit=self._on_commit)
+        self._writer = GroupWriter(writer_thread, busy_timeout_ms=busy, on_commit=self._on_commit,
+                                   before_commit=_write_moves)
         self._writer.start()
         self._connected = True
         logger.info(
@@ -870,6 +1022,7 @@ class SqliteBackend:
                 else:
                     state, run_ms = JobState.QUEUED, now_ms
                     fx.ready.add(nj.queue)
+                fx.move(nj.queue, None, state.value)
                 rows.append((nj.id, nj.queue, nj.handler, nj.payload_json, nj.priority,
                              state.value, nj.max_retries, nj.timeout, run_ms, now_ms,
                              nj.idempotency_key, nj.schedule_id))
@@ -956,6 +1109,7 @@ class SqliteBackend:
                     _CLAIM, (now_ms, worker_id, expires_ms, name, remaining)
                 ).fetchall()
                 claimed.sort(key=lambda r: (r[4], r[9], r[0]))
+                fx.move(name, "queued", "running", len(claimed))
                 leases.extend(Lease(_job(r), r[_TOKEN], _dt(expires_ms)) for r in claimed)
                 _record_waits(conn, name, [first_wait_ms(r[9], now_ms)
                                            for r in claimed if r[6] == 1])
@@ -1116,6 +1270,7 @@ class SqliteBackend:
                 (job_id,),
             )
             fx.ready.add(queue)
+        fx.move(queue, "running", _FINISH_STATE[outcome])
         _count(conn, queue, now_ms, finish_counts(item.outcome, outcome))
         info = item.error
         conn.execute(
@@ -1147,14 +1302,21 @@ class SqliteBackend:
             # No ORDER BY: jobs_due yields each state's due jobs by run_at and the LIMIT stops
             # the walk, where a global order would sort the whole due backlog every call. The
             # caller repeats until fewer than ``limit`` move, so every due job moves.
-            rows = conn.execute(
-                "UPDATE jobs SET state = 'queued' WHERE id IN (SELECT id FROM jobs "
-                "WHERE state IN ('scheduled', 'retrying') AND run_at <= ? LIMIT ?) "
-                "RETURNING queue",
-                (now_ms, limit),
-            ).fetchall()
-            fx.ready.update(r[0] for r in rows)
-            return len(rows)
+            # One UPDATE per state, so the counts know what each job left.
+            moved = 0
+            for state in ("scheduled", "retrying"):
+                if moved >= limit:
+                    break
+                rows = conn.execute(
+                    "UPDATE jobs SET state = 'queued' WHERE id IN (SELECT id FROM jobs "
+                    "WHERE state = ? AND run_at <= ? LIMIT ?) RETURNING queue",
+                    (state, now_ms, limit - moved),
+                ).fetchall()
+                for queue, n in collections.Counter(r[0] for r in rows).items():
+                    fx.move(queue, state, "queued", n)
+                    fx.ready.add(queue)
+                moved += len(rows)
+            return moved
 
         return await self._write(fn, "promote", limit)
 
@@ -1233,14 +1395,12 @@ class SqliteBackend:
         # No ORDER BY, for the reason given in promote: every row found is past the horizon.
         sql = (
             f"DELETE FROM jobs WHERE id IN (SELECT id FROM jobs WHERE {where} "  # noqa: S608
-            "LIMIT ?) RETURNING id"
+            "LIMIT ?) RETURNING id, queue, state"
         )
         params.append(limit)
 
         def fn(conn: sqlite3.Connection, fx: Effects) -> int:
-            ids = conn.execute(sql, params).fetchall()
-            conn.executemany("DELETE FROM attempts WHERE job_id = ?", ids)
-            return len(ids)
+            return _deleted(conn, fx, conn.execute(sql, params).fetchall())
 
         return await self._write(fn, "purge", limit)
 
@@ -1308,17 +1468,18 @@ class SqliteBackend:
     ) -> Page:
         """Matching jobs, newest first, keyset-paginated by id; see ``Backend.list_jobs``.
 
-        Without the dashboard filters (``error_type``, ``finished_*``), or for one schedule's
-        runs (which jobs_schedule yields in id order), a full page is read from an index range
-        in id order: one range of jobs_queue_state_id per (queue, state) pair that has jobs,
-        merged, or the id index itself. With those filters, in one read snapshot:
+        One read snapshot, by the cheapest of these (``_JobQuery.page``):
 
-        - when at most ``_LIST_CANDIDATES`` jobs are in the states asked for (the terminal ones
-          in the finish window, when one is given), an index on state (jobs_claim, jobs_due,
-          jobs_finished or jobs_queue_finished) yields them, and the rest of the filters and
-          the order apply to them alone: a full page;
-        - otherwise the id index is walked newest first for at most ``_LIST_BUDGET`` ids, so
-          the page may end early, with ``next_cursor`` the last id walked.
+        - one schedule's runs: jobs_schedule, already in id order;
+        - no filter, or only filters no index serves (handler, error type, finish window):
+          the id index itself, walked newest first, at most ``_LIST_BUDGET`` ids when
+          filtered (the page may then end early, with ``next_cursor`` the last id walked);
+        - an error type or finish window with states, when at most ``_LIST_CANDIDATES`` jobs
+          are in those states (finished in the window, when one is given): they are read
+          whole through a state index and filtered, a full page;
+        - otherwise by queue, state or both: one range of jobs_queue_state_id per (queue,
+          state) pair that holds jobs, merged; with the other filters each range walks at most
+          its share of ``_LIST_BUDGET`` entries, so a page that ran out ends early.
         """
         if limit <= 0 or (states is not None and not states):
             return Page(jobs=[], next_cursor=None)
@@ -1340,19 +1501,17 @@ class SqliteBackend:
             cursor=cursor,
             limit=limit,
         )
-        if schedule_id is not None or (error_type is None and not window):
-            jobs, next_cursor = await self._read(query.whole_page, "list_jobs")
-        else:
-            jobs, next_cursor = await self._read(query.bounded_page, "list_jobs")
+        jobs, next_cursor = await self._read(query.page, "list_jobs")
         return Page(jobs=jobs, next_cursor=next_cursor)
 
     async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         """Counts by state per queue; see ``Backend.stats``.
 
         Every known queue sorted by name when ``queues`` is None, else the queues asked for, in
-        that order; one that is not known answers zero counts. ``oldest_queued_at`` takes one
-        seek on jobs_claim per priority of each queue that has queued jobs (the first entry of
-        each (queue, 'queued', priority) range is its smallest run_at).
+        that order; one that is not known answers zero counts. The counts are rows of
+        job_counts (kept by every write), never a count of the jobs. ``oldest_queued_at``
+        takes one seek on jobs_claim per priority of each queue that has queued jobs (the
+        first entry of each (queue, 'queued', priority) range is its smallest run_at).
         """
         names = None if queues is None else _unique(queues)
         names_json = None if names is None else _json.encode(names)
@@ -1364,7 +1523,7 @@ class SqliteBackend:
             if names_json is None:
                 flags = conn.execute("SELECT name, paused FROM queues").fetchall()
                 counts = conn.execute(
-                    "SELECT queue, state, count(*) FROM jobs GROUP BY queue, state"
+                    "SELECT queue, state, n FROM job_counts WHERE n != 0"
                 ).fetchall()
             else:
                 flags = conn.execute(
@@ -1372,8 +1531,8 @@ class SqliteBackend:
                     (names_json,),
                 ).fetchall()
                 counts = conn.execute(
-                    f"SELECT queue, state, count(*) FROM jobs WHERE queue IN {_IDS_PARAM} "  # noqa: S608
-                    "GROUP BY queue, state",
+                    f"SELECT queue, state, n FROM job_counts WHERE queue IN {_IDS_PARAM} "  # noqa: S608
+                    "AND n != 0",
                     (names_json,),
                 ).fetchall()
             oldest: dict[str, int] = {}
@@ -1408,19 +1567,28 @@ class SqliteBackend:
         queue: str | None = None,
         finished_before: datetime | None = None,
     ) -> int:
-        """Jobs in ``states``, one indexed COUNT; see ``Backend.count_jobs``.
+        """Jobs in ``states``; see ``Backend.count_jobs``.
 
-        The planner counts over jobs_queue_state_id for a queue, jobs_due (state,
-        ...) for every queue, and jobs_queue_finished / jobs_finished when ``finished_before``
-        is given: index entries of the matching jobs only, never the table.
+        Without ``finished_before``, a sum of job_counts rows. With it, one indexed COUNT over
+        jobs_queue_finished (one queue) or jobs_finished (every queue): index entries of the
+        matching jobs only, never the table.
         """
-        sql, params = count_jobs_sql(
-            states=sorted({JobState(s).value for s in states}),
-            queue=queue,
-            before_ms=None if finished_before is None else to_ms_ceil(finished_before),
-        )
-        if sql is None:
+        wanted = sorted({JobState(s).value for s in states})
+        if not wanted:
             return 0
+        if finished_before is None:
+            marks = ", ".join("?" for _ in wanted)
+            sql = f"SELECT coalesce(sum(n), 0) FROM job_counts WHERE state IN ({marks})"  # noqa: S608
+            params: list[Any] = list(wanted)
+            if queue is not None:
+                sql += " AND queue = ?"
+                params.append(queue)
+        else:
+            found, params = count_jobs_sql(
+                states=wanted, queue=queue, before_ms=to_ms_ceil(finished_before)
+            )
+            assert found is not None  # noqa: S101 - states is not empty
+            sql = found
 
         def fn(conn: sqlite3.Connection) -> int:
             (count,) = conn.execute(sql, params).fetchone()
@@ -1529,10 +1697,12 @@ class SqliteBackend:
                 return None
             state = row[0]
             if state in ("scheduled", "queued", "retrying"):
-                conn.execute(
-                    "UPDATE jobs SET state = 'cancelled', finished_at = ? WHERE id = ?",
+                (queue,) = conn.execute(
+                    "UPDATE jobs SET state = 'cancelled', finished_at = ? WHERE id = ? "
+                    "RETURNING queue",
                     (now_ms, job_id),
-                )
+                ).fetchone()
+                fx.move(queue, state, "cancelled")
             elif state == "running":
                 conn.execute("UPDATE jobs SET cancel_requested = 1 WHERE id = ?", (job_id,))
             return _get_job(conn, job_id)
@@ -1548,16 +1718,20 @@ class SqliteBackend:
         ids_json = _json.encode(ids)
 
         def fn(conn: sqlite3.Connection, fx: Effects) -> set[str]:
-            rows = conn.execute(
-                "UPDATE jobs SET state = 'queued', attempt = 0, run_at = ?, error = NULL, "  # noqa: S608
-                "result = NULL, finished_at = NULL, cancel_requested = 0, worker_id = NULL, "
-                "lease_token = NULL, lease_expires_at = NULL "
-                f"WHERE id IN {_IDS_PARAM} AND state IN ('dead', 'cancelled') "
-                "RETURNING id, queue",
-                (now_ms, ids_json),
-            ).fetchall()
-            fx.ready.update(queue for _, queue in rows)
-            return {job_id for job_id, _ in rows}
+            moved: set[str] = set()
+            for state in ("dead", "cancelled"):  # one UPDATE per state, for the counts
+                rows = conn.execute(
+                    "UPDATE jobs SET state = 'queued', attempt = 0, run_at = ?, error = NULL, "  # noqa: S608
+                    "result = NULL, finished_at = NULL, cancel_requested = 0, "
+                    "worker_id = NULL, lease_token = NULL, lease_expires_at = NULL "
+                    f"WHERE id IN {_IDS_PARAM} AND state = ? RETURNING id, queue",
+                    (now_ms, ids_json, state),
+                ).fetchall()
+                for queue, n in collections.Counter(q for _, q in rows).items():
+                    fx.move(queue, state, "queued", n)
+                    fx.ready.add(queue)
+                moved.update(job_id for job_id, _ in rows)
+            return moved
 
         moved = await self._write(fn, "requeue", len(ids))
         return [job_id for job_id in ids if job_id in moved]
@@ -1657,14 +1831,12 @@ class SqliteBackend:
         sql = (
             "DELETE FROM jobs WHERE id IN (SELECT id FROM "  # noqa: S608
             "(SELECT id, state FROM jobs WHERE schedule_id = ? ORDER BY id DESC "
-            f"LIMIT -1 OFFSET ?) WHERE state IN ({marks}) LIMIT ?) RETURNING id"
+            f"LIMIT -1 OFFSET ?) WHERE state IN ({marks}) LIMIT ?) RETURNING id, queue, state"
         )
         params = (schedule_id, max(0, keep), *_TERMINAL, limit)
 
         def fn(conn: sqlite3.Connection, fx: Effects) -> int:
-            ids = conn.execute(sql, params).fetchall()
-            conn.executemany("DELETE FROM attempts WHERE job_id = ?", ids)
-            return len(ids)
+            return _deleted(conn, fx, conn.execute(sql, params).fetchall())
 
         return await self._write(fn, "purge_schedule_runs", limit)
 

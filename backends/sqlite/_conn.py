@@ -135,15 +135,29 @@ class SqliteThread:
 
 @attrs.define
 class Effects:
-    """What a committed write means for waiters: queues with claimable work, scheduler changes."""
+    """What a write did beyond its own rows: queues with claimable work and scheduler changes
+    (for waiters, after the commit), and how many jobs entered or left each (queue, state)
+    (``moved``, written to the per-state counts before the commit)."""
 
     ready: set[str] = attrs.field(factory=set)
     changes: bool = False
+    moved: collections.Counter[tuple[str, str]] = attrs.field(factory=collections.Counter)
+
+    def move(self, queue: str, old: str | None, new: str | None, n: int = 1) -> None:
+        """Note that ``n`` jobs of ``queue`` left state ``old`` for ``new`` (None: the job was
+        created, or deleted)."""
+        if n <= 0 or old == new:
+            return
+        if old is not None:
+            self.moved[(queue, old)] -= n
+        if new is not None:
+            self.moved[(queue, new)] += n
 
     def merge(self, other: Effects) -> None:
         """Add ``other`` to this one."""
         self.ready |= other.ready
         self.changes = self.changes or other.changes
+        self.moved.update(other.moved)
 
 
 WriteFn = Callable[[sqlite3.Connection, Effects], T]
@@ -175,10 +189,12 @@ class GroupWriter:
         *,
         busy_timeout_ms: int,
         on_commit: Callable[[Effects], None],
+        before_commit: Callable[[sqlite3.Connection, Effects], None] | None = None,
     ) -> None:
         self._thread = thread
         self._busy_timeout_ms = busy_timeout_ms
         self._on_commit = on_commit
+        self._before_commit = before_commit
         self._queue: collections.deque[_Request[Any]] = collections.deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -322,12 +338,27 @@ class GroupWriter:
                 else:
                     req.effects = effects
                 conn.execute("RELEASE req")
+            if self._before_commit is not None:
+                # What the requests that stayed in the transaction did, written once for all
+                # of them: a failure here fails the whole transaction, like a failed COMMIT.
+                done = Effects()
+                for req in pending:
+                    if req.effects is not None:
+                        done.merge(req.effects)
+                self._before_commit(conn, done)
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             _rollback(conn)
             for req in pending:
                 if req.error is None:
                     self._fail(req, exc)
+            return None
+        except Exception as exc:  # noqa: BLE001 - a bug in before_commit: nothing stays
+            _rollback(conn)
+            for req in pending:
+                if req.error is None:
+                    req.error = BackendError(f"sqlite: {req.what}: {exc!r}")
+                    req.effects = None
             return None
         return None
 

@@ -72,6 +72,17 @@ CREATE TABLE IF NOT EXISTS attempts (
 CREATE INDEX IF NOT EXISTS attempts_job ON attempts (job_id, seq);
 CREATE INDEX IF NOT EXISTS attempts_token ON attempts (token);
 
+-- How many jobs each (queue, state) holds (schema version 5), so stats() and count_jobs read
+-- a few rows instead of counting index entries. Every write that creates, moves or deletes
+-- jobs adds its net changes here once per transaction (GroupWriter's before_commit), in the
+-- same transaction, so the counts are exactly those of the jobs table at every commit.
+CREATE TABLE IF NOT EXISTS job_counts (
+    queue TEXT NOT NULL,
+    state TEXT NOT NULL,
+    n     INTEGER NOT NULL,
+    PRIMARY KEY (queue, state)
+) WITHOUT ROWID;
+
 -- Known queues (a queue is known once a job was enqueued into it or it was paused) and their
 -- pause flag.
 CREATE TABLE IF NOT EXISTS queues (
