@@ -22,6 +22,7 @@ import anyio
 from monoq.client import Client, client_from_config
 from monoq.config import Config, load_config, parse_duration
 from monoq.core.codec import json_decode
+from monoq.core.loop import run as run_loop
 from monoq.core.models import Job, JobState, NewJob, rfc3339
 from monoq.errors import BackendNotShared, ConfigError, MonoqError, SerializationError
 from monoq.logs import setup_logging
@@ -95,7 +96,7 @@ async def _client(args: argparse.Namespace) -> AsyncIterator[Client]:
 
 
 def _run_async(func: Callable[[], Awaitable[int]]) -> int:
-    return anyio.run(func)
+    return run_loop(func)
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -111,7 +112,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _config(args, **extra)
     setup_logging(config.monoq.log_level, config.monoq.log_format)
     supervisor = Supervisor(config)
-    return anyio.run(supervisor.run)
+    return run_loop(supervisor.run, loop=config.monoq.loop)
 
 
 def _payload(text: str | None) -> Any:
@@ -392,7 +393,7 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
 
         sys.stderr.write(f"monoq bench on {url} ({args.jobs} jobs)\n")
         bench = Bench(url, options, jobs=args.jobs, fresh=fresh)
-        rows = anyio.run(bench.run, sections)
+        rows = run_loop(bench.run, sections, loop=_config(args).monoq.loop)
     if args.json:
         _dump([{"name": r.name, "value": r.value, "unit": r.unit, "note": r.note} for r in rows],
               out)

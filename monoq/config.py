@@ -286,6 +286,12 @@ class MonoqConfig:
         "Log format: text (human-readable lines) or json (one object per line).",
         check=_one_of(*LOG_FORMATS),
     )
+    loop: str = _key(
+        "auto",
+        "Event loop of `monoq run`: auto (uvloop when it is installed, else asyncio), uvloop "
+        "(refuse to start without it) or asyncio.",
+        check=_one_of("auto", "uvloop", "asyncio"),
+    )
 
 
 @attrs.frozen

@@ -22,6 +22,7 @@ from monoq.client import Client, client_from_config
 from monoq.config import Config, ScheduleConfig
 from monoq.core.clock import ServerClock
 from monoq.core.codec import json_encode
+from monoq.core.loop import loop_name
 from monoq.core.models import JobState, MisfirePolicy, OverlapPolicy, Schedule
 from monoq.errors import BackendError, BackendNotShared
 from monoq.registry import Registry
@@ -180,7 +181,8 @@ class Supervisor:
         self.check_backend()
         backend = self.client.backend
         await self._connect()
-        logger.info("monoq running roles %s on %s", ",".join(self.roles), backend.url)
+        logger.info("monoq running roles %s on %s (event loop: %s)", ",".join(self.roles),
+                    backend.url, loop_name())
         await self._check_server(backend)
         server_now = getattr(backend, "server_now", None)
         try:

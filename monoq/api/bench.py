@@ -37,10 +37,10 @@ from contextlib import suppress
 from pathlib import Path
 from typing import Any, Final
 
-import anyio
 from litestar import Litestar, Request, Response, post
 
 from monoq.api.role import serve_app
+from monoq.core.loop import run as run_loop
 
 JOB_BODY: Final = b'{"handler":"echo","payload":{"n":1}}'
 BATCH_SIZE: Final = 1000
@@ -73,7 +73,7 @@ def serve_bare(port: int, job_file: str) -> None:
         return Response(content=job, status_code=201, media_type="application/json")
 
     app = Litestar(route_handlers=[submit], logging_config=None, openapi_config=None)
-    anyio.run(serve_app, app, "127.0.0.1", port)
+    run_loop(serve_app, app, "127.0.0.1", port, loop=os.environ.get("MONOQ_MONOQ_LOOP", "auto"))
 
 
 # -- the load generator ------------------------------------------------------------------------
