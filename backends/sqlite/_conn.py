@@ -12,6 +12,7 @@ import collections
 import contextlib
 import logging
 import sqlite3
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Final, Generic, TypeVar
@@ -104,6 +105,10 @@ class SqliteThread:
         finally:
             self.inflight -= 1
 
+    def submit(self, fn: Callable[[], object]) -> None:
+        """Queue ``fn()`` on this thread without waiting for it (it reports by itself)."""
+        self._executor.submit(fn)
+
     async def open(self, path: str, setup: Callable[[sqlite3.Connection], None]) -> None:
         """Open the connection on its thread and run ``setup`` (pragmas) on it."""
 
@@ -181,6 +186,12 @@ class GroupWriter:
     ``BEGIN IMMEDIATE … COMMIT`` (up to ``MAX_BATCH``), each inside its own SAVEPOINT, so a
     request that fails is rolled back alone and fails alone while the others commit. Callers
     are answered only after the COMMIT, so an answered write is durable (per ``synchronous``).
+
+    The writer thread takes batches itself: a request is appended to a queue, and when the
+    thread is idle the submit hands it one run of ``_drain`` (a plain executor job, no asyncio
+    task in between); the run takes batch after batch until the queue is empty, and answers
+    each batch's callers with one ``call_soon_threadsafe``. One awaited write thus costs one
+    hop to the thread and one back.
     """
 
     def __init__(
@@ -196,16 +207,15 @@ class GroupWriter:
         self._on_commit = on_commit
         self._before_commit = before_commit
         self._queue: collections.deque[_Request[Any]] = collections.deque()
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
+        self._lock = threading.Lock()  # guards _queue and _draining across the two threads
+        self._draining = False  # a run of _drain is scheduled or running on the thread
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._closing = False
 
     def start(self) -> None:
-        """Start the writer task on the running loop."""
+        """Bind the writer to the running loop; from now on it accepts requests."""
         self._closing = False
-        self._task = asyncio.get_running_loop().create_task(
-            self._loop(), name="monoq-sqlite-writer"
-        )
+        self._loop = asyncio.get_running_loop()
 
     async def submit(self, fn: WriteFn[T], what: str, weight: int = 1) -> T:
         """Run ``fn(conn, effects)`` inside the next write transaction and answer its result.
@@ -213,72 +223,103 @@ class GroupWriter:
         ``fn`` runs on the writer thread; it raises to fail (and roll back) only itself.
         ``weight`` is roughly how many rows it writes, to size transactions.
         """
-        if self._task is None or self._closing:
+        loop = self._loop
+        if loop is None or self._closing:
             raise BackendUnavailable(f"sqlite: {what}: the backend is not connected")
-        future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._queue.append(_Request(fn, what, future, max(1, weight)))
-        self._wake.set()
+        future: asyncio.Future[T] = loop.create_future()
+        request = _Request(fn, what, future, max(1, weight))
+        with self._lock:
+            self._queue.append(request)
+            start = not self._draining
+            self._draining = True
+        if start:
+            try:
+                self._thread.submit(self._drain)
+            except RuntimeError:  # the thread was shut down under us
+                with self._lock:
+                    self._draining = False
+                    self._queue.clear()
+                raise BackendUnavailable(
+                    f"sqlite: {what}: the backend is not connected") from None
         return await future
 
     async def stop(self, timeout: float = 5.0) -> None:
-        """Let queued requests finish (up to ``timeout`` s), then stop the writer."""
-        task, self._task = self._task, None
-        self._closing = True
-        if task is None:
+        """Let queued requests finish (up to ``timeout`` s), then stop taking requests."""
+        if self._loop is None:
             return
-        self._wake.set()
+        self._closing = True
         try:
-            await asyncio.wait_for(asyncio.shield(task), timeout)
+            # The thread runs jobs in order: this one ends after the last batch was taken.
+            await asyncio.wait_for(self._thread.run(lambda: None), timeout)
         except TimeoutError:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            logger.warning("sqlite: the writer did not finish its queue within %.1f s", timeout)
+        except RuntimeError:  # the thread is already shut down
+            pass
         finally:
-            while self._queue:
-                req = self._queue.popleft()
+            with self._lock:
+                left = list(self._queue)
+                self._queue.clear()
+            for req in left:
                 if not req.future.done():
                     req.future.set_exception(
                         BackendUnavailable(f"sqlite: {req.what}: the backend was closed")
                     )
+            self._loop = None
 
-    async def _loop(self) -> None:
-        while True:
-            if not self._queue:
-                if self._closing:
-                    return
-                self._wake.clear()
-                await self._wake.wait()
-                continue
+    def _take(self) -> list[_Request[Any]]:
+        """The next batch from the queue (on the writer thread); empty ends the run."""
+        with self._lock:
             batch: list[_Request[Any]] = []
             weight = 0
             while self._queue and len(batch) < MAX_BATCH:
                 if batch and weight + self._queue[0].weight > MAX_BATCH_WEIGHT:
                     break
                 req = self._queue.popleft()
-                if not req.future.done():  # the caller gave up before we started
+                if not req.future.cancelled():  # the caller gave up before we started
                     batch.append(req)
                     weight += req.weight
+            if not batch and not self._queue:
+                self._draining = False
+            return batch
+
+    def _drain(self) -> None:
+        """On the writer thread: run batches until the queue is empty."""
+        while True:
+            batch = self._take()
             if not batch:
+                with self._lock:
+                    if not self._draining:
+                        return
                 continue
             try:
-                await self._thread.run(self._run_batch, batch)
-            except Exception as exc:  # a bug in the batch runner must not kill the writer
+                self._run_batch(batch)
+            except Exception as exc:  # a bug in the batch runner fails its batch, not the thread
                 logger.exception("sqlite writer batch failed")
                 for req in batch:
                     if req.error is None:
                         req.error = BackendError(f"sqlite: {req.what}: {exc}")
                         req.effects = None
-            merged = Effects()
-            for req in batch:
-                if req.error is None and req.effects is not None:
-                    merged.merge(req.effects)
-                if req.future.done():
-                    continue
-                if req.error is not None:
-                    req.future.set_exception(req.error)
-                else:
-                    req.future.set_result(req.value)
-            self._on_commit(merged)
+            loop = self._loop
+            if loop is None:
+                continue
+            try:
+                loop.call_soon_threadsafe(self._answer, batch)
+            except RuntimeError:  # the loop is closed: nobody is waiting any more
+                continue
+
+    def _answer(self, batch: list[_Request[Any]]) -> None:
+        """On the loop: answer a committed batch's callers, then wake waiters."""
+        merged = Effects()
+        for req in batch:
+            if req.error is None and req.effects is not None:
+                merged.merge(req.effects)
+            if req.future.done():
+                continue
+            if req.error is not None:
+                req.future.set_exception(req.error)
+            else:
+                req.future.set_result(req.value)
+        self._on_commit(merged)
 
     # -- on the writer thread ------------------------------------------------------------------
 

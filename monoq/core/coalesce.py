@@ -2,7 +2,8 @@
 
 A producer (an API process, an async web app) often enqueues one job per request, many at a
 time. Each job is validated and built by its caller first, so a bad one fails alone; then it is
-handed to ``EnqueueCoalescer.submit``. If no backend call is in flight the job goes out at once;
+handed to ``EnqueueCoalescer.submit``. If no backend call is in flight the job goes out at once,
+from the caller's own task (one awaited enqueue costs one backend call and nothing else);
 otherwise it joins the next call with every other job that arrived meanwhile (at most
 ``max_batch`` per call). An idle producer adds no latency; a busy one makes one round trip per
 batch instead of one per job.
@@ -36,15 +37,26 @@ class EnqueueCoalescer:
         self.send = send
         self.max_batch = max_batch
         self._pending: list[_Pending] = []
+        self._busy = False  # a call of ``send`` is in flight (or about to be)
         self._task: asyncio.Task[None] | None = None
 
     async def submit(self, new: NewJob) -> Enqueued:
         """Enqueue ``new`` (possibly in a shared call) and answer its own result."""
+        if not self._busy:
+            # Nothing in flight: send from the caller's own task, with no future and no task
+            # of our own. Jobs that arrive meanwhile wait in _pending for the drain task that
+            # this call starts when it ends, however it ends.
+            self._busy = True
+            try:
+                [result] = await self.send([new])
+            finally:
+                if self._pending:
+                    self._task = asyncio.create_task(self._drain())
+                else:
+                    self._busy = False
+            return result
         future: asyncio.Future[Enqueued] = asyncio.get_running_loop().create_future()
         self._pending.append((new, future))
-        if self._task is None:
-            # kept in self._task until it ends, so it is never garbage-collected mid-flight
-            self._task = asyncio.create_task(self._drain())
         return await future
 
     async def _drain(self) -> None:
@@ -54,7 +66,9 @@ class EnqueueCoalescer:
                 del self._pending[: self.max_batch]
                 await self._send(batch)
         finally:
+            # kept in self._task until here, so it is never garbage-collected mid-flight
             self._task = None
+            self._busy = False
             for _, future in self._pending:  # only if this task itself was cancelled
                 if not future.done():
                     future.set_exception(BackendUnavailable("the producer is shutting down"))

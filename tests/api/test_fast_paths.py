@@ -77,8 +77,9 @@ async def test_concurrent_submits_coalesce_and_a_failing_job_is_isolated() -> No
     assert [r.job.id for r in results if isinstance(r, Enqueued)] == [
         n.id for i, n in enumerate(news) if i != 2
     ]
-    # all five in one call, refused; then one call each
-    assert backend.calls == [5, 1, 1, 1, 1, 1]
+    # the first goes out alone (nothing was in flight), the four that came meanwhile in one
+    # call, refused; then one call each
+    assert backend.calls == [1, 4, 1, 1, 1, 1]
 
 
 async def test_coalesced_submits_share_an_unavailable_backend_error() -> None:
@@ -88,7 +89,45 @@ async def test_coalesced_submits_share_an_unavailable_backend_error() -> None:
     results = await asyncio.gather(*(client.submit_job(n) for n in news),
                                    return_exceptions=True)
     assert all(isinstance(r, BackendUnavailable) for r in results)
-    assert backend.calls == [4]  # no retry one by one while the backend is down
+    assert backend.calls == [1, 3]  # no retry one by one while the backend is down
+
+
+class _GatedBackend(MemoryBackend):
+    """Holds every enqueue until ``gate`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()
+        self.calls: list[int] = []
+
+    async def enqueue(self, jobs: Sequence[NewJob], *, now: datetime) -> list[Enqueued]:
+        self.calls.append(len(jobs))
+        self.entered.set()
+        await self.gate.wait()
+        return await super().enqueue(jobs, now=now)
+
+
+async def test_jobs_waiting_behind_a_cancelled_caller_are_still_sent() -> None:
+    """The first submit sends from its caller's task; when that caller is cancelled mid-call,
+    the submits that queued behind it still go out and get their answers."""
+    backend = _GatedBackend()
+    client = Client(backend)
+    first = asyncio.create_task(client.submit_job(client.build("echo", 0)))
+    await backend.entered.wait()
+    behind = [asyncio.create_task(client.submit_job(client.build("echo", n)))
+              for n in range(1, 4)]
+    await asyncio.sleep(0)
+    first.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await first
+    backend.gate.set()
+    answers = await asyncio.gather(*behind)
+    assert [a.job.payload for a in answers] == [1, 2, 3]
+    assert backend.calls == [1, 3]
+    # and the next lone submit goes out on its own again
+    alone = await client.submit_job(client.build("echo", 9))
+    assert alone.created and backend.calls == [1, 3, 1]
 
 
 def _jobs() -> list[Job]:
