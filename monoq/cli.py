@@ -356,15 +356,30 @@ def cmd_handlers(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
-    """monoq bench: measure this machine; see monoq.bench."""
+    """monoq bench: measure this machine against the project's targets; see monoq.bench."""
     import tempfile
 
-    from monoq.bench import Bench, print_table
+    from monoq.bench import SECTIONS, Bench, print_table
 
     sections = {s.strip() for s in args.only.split(",") if s.strip()}
+    unknown = sorted(sections - set(SECTIONS))
+    if unknown:
+        sys.stderr.write(f"monoq: bench: unknown section(s) {', '.join(unknown)} "
+                         f"(known: {', '.join(SECTIONS)})\n")
+        return EXIT_USAGE
+    options: dict[str, Any] = {}
+    for item in args.option or ():
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            sys.stderr.write(f"monoq: bench: --option {item!r} is not KEY=VALUE\n")
+            return EXIT_USAGE
+        try:
+            options[key.strip()] = json.loads(text)
+        except ValueError:
+            options[key.strip()] = text
+    loop = _config(args).monoq.loop
     with tempfile.TemporaryDirectory(prefix="monoq-bench-") as tmp:
         url = args.backend or f"sqlite:///{tmp}/bench.db"
-        options: dict[str, Any] = {}
         fresh: Callable[[], None] | None = None
         scheme = url.split("://", 1)[0]
         if scheme == "sqlite":
@@ -375,7 +390,7 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
                     Path(f"{path}{suffix}").unlink(missing_ok=True)
 
         elif scheme in ("redis", "rediss", "unix"):
-            options["key_prefix"] = "monoqbench"
+            options["key_prefix"] = "monoqbench"  # fresh() deletes every key under it
 
             def fresh() -> None:
                 import redis
@@ -391,12 +406,11 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
                     r.unlink(*doomed)
                 r.close()
 
-        sys.stderr.write(f"monoq bench on {url} ({args.jobs} jobs)\n")
-        bench = Bench(url, options, jobs=args.jobs, fresh=fresh)
-        rows = run_loop(bench.run, sections, loop=_config(args).monoq.loop)
+        sys.stderr.write(f"monoq bench on {url} ({args.jobs} jobs, {loop} loop)\n")
+        bench = Bench(url, options, jobs=args.jobs, fresh=fresh, loop=loop)
+        rows = run_loop(bench.run, sections, loop=loop)
     if args.json:
-        _dump([{"name": r.name, "value": r.value, "unit": r.unit, "note": r.note} for r in rows],
-              out)
+        _dump([row.as_dict() for row in rows], out)
     else:
         out.write(print_table(rows, url) + "\n")
     return 0
@@ -630,8 +644,13 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", parents=[common, js],
                            help="measure throughput and latency on this machine")
     bench.add_argument("--jobs", type=int, default=10_000, help="jobs per throughput run")
-    bench.add_argument("--only", default="enqueue,drain,sleep,latency,floor",
-                       help="sections to run (comma-separated)")
+    bench.add_argument("--only", default="single,enqueue,drain,sleep,latency,floor",
+                       help="sections to run (comma-separated): single, enqueue, drain, sleep, "
+                            "latency, floor (measure each figure's floor), backlog (Redis: "
+                            "1 000 000 queued jobs)")
+    bench.add_argument("--option", action="append", metavar="KEY=VALUE",
+                       help="a [backend.options] setting for the backend under test and its "
+                            "floors, e.g. synchronous=NORMAL (repeatable; VALUE is JSON or text)")
     return parser
 
 

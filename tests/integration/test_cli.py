@@ -215,6 +215,8 @@ def test_bench_runs_and_reports_every_figure_it_names() -> None:
                  "enqueue,drain,latency", "--json"], out=out)
     assert code == 0
     rows = {row["name"]: row for row in json.loads(out.getvalue())}
-    assert "drain 1000 no-op jobs, concurrency 10" in rows
+    # memory:// lives in one process: its worker rows are in-process, with no targets
+    assert "drain 1000 no-op jobs, in process, concurrency 10" in rows
     assert "enqueue-to-start p50, same process" in rows
     assert all(row["value"] > 0 for row in rows.values())
+    assert all(row["target"] is None and row["met"] is None for row in rows.values())
