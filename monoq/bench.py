@@ -688,6 +688,8 @@ class Bench:
             for key, value in self.floors.items():
                 spec = self._plan[key]
                 self.rows.append(Row(f"floor: {spec.name}", value, spec.unit))
+        if self.fresh is not None:
+            self.fresh()  # leave no jobs of the last section behind
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         await self.record("peak RSS of the benchmark process", rss, "MiB")
         return self.rows

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+import redis
 
 from monoq.cli import main
 
@@ -138,6 +139,11 @@ def test_bench_on_redis_measures_the_targets_with_a_worker_process(
     assert "LPUSH" in one(rows, "single awaited enqueue")["floor_name"]
     assert_measured_against(one(rows, "enqueue-to-start p50, across processes"), "≤ 0.7 ms")
     assert_children_gone(stderr, expected=3)
+    r = redis.Redis.from_url(tcp_redis.url)
+    try:
+        assert list(r.scan_iter("monoqbench*")) == []  # the bench cleans up after itself
+    finally:
+        r.close()
 
 
 def test_bench_refuses_an_unknown_section(capsys: pytest.CaptureFixture[str]) -> None:
