@@ -72,12 +72,21 @@ _MS: Final = ONE_MS
 # Each token in a queue's wake list can wake one blocked worker; more than this many tokens
 # only makes idle waiters return early more often.
 _WAKE_CAP: Final = 64
-# list_jobs scans at most this many ids per script call, so a filter that matches rarely never
-# blocks the server for long; Python carries on from where the script stopped.
+# purge_schedule_runs scans at most this many ids per script call, so many unfinished old runs
+# never block the server for long; Python carries on from where the script stopped.
 _LIST_SCAN: Final = 2000
-# One list_jobs page walks at most this many ids of each queue's id index; a page that runs
-# out of it ends early with a cursor (the protocol allows short pages).
-_PAGE_SCAN: Final = 10 * _LIST_SCAN
+# One list_jobs call walks at most this many ids in all (over every queue and state it merges):
+# a filter that matches rarely ends the page early with a cursor (the protocol allows short
+# pages), so no call blocks the server for long.
+_PAGE_SCAN: Final = 3000
+# A finish window reads at most this many ids by score (from the terminal states' sorted sets)
+# per list_jobs call, instead of walking the id indexes.
+_WINDOW_READ: Final = 1000
+# The id index moves from the old layout (one index of every id per queue) this many ids per
+# script call.
+_MIGRATE_STEP: Final = 1000
+# Every job state, as stored in the ``st`` field (the per-state id indexes are named after them).
+_STATES: Final = tuple(str(s) for s in JobState)
 # The throughput hash of a queue may hold this many minutes before the finish script prunes
 # those past retention (an hour of slack, so pruning runs about once an hour).
 _TPUT_PRUNE_AT: Final = COUNTER_RETENTION_MINUTES + 60
@@ -101,6 +110,7 @@ _SCRIPTS: Final = (
     "advance",
     "purge_runs",
     "beat",
+    "migrate",
 )
 
 _UNAVAILABLE: Final = (
@@ -357,6 +367,8 @@ _KNOWN_OPTIONS: Final = (
 
 
 _pack = msgspec.msgpack.Encoder().encode
+# The states of the finish script's first six keys (their id indexes follow the queue keys).
+_FINISH_STATES: Final = ("queued", "running", "retrying", "completed", "dead", "cancelled")
 _PIPELINE: Final = 4  # enqueue script calls in flight at once for a large batch
 
 
@@ -468,7 +480,38 @@ class RedisBackend:
             await client.ping()
             for script in self._scripts.values():
                 script.sha = await client.script_load(script.script)
+        await self._migrate_id_indexes()
         logger.info("redis backend connected (prefix %s)", self._keys.prefix)
+
+    async def _migrate_id_indexes(self) -> None:
+        """Move the ids of queues still in the old layout (one id index ``P:{q}:ids`` of every
+        job) into the per-state id indexes, ``_MIGRATE_STEP`` ids per script call, until the old
+        key is gone. When nothing is left to move this is one SMEMBERS and one pipeline of
+        EXISTS."""
+        k = self._keys
+        queues = await self._known_queues()
+        if not queues:
+            return
+        with _driver_errors("connect"):
+            async with self._r().pipeline(transaction=False) as pipe:
+                for q in queues:
+                    pipe.exists(k.old_ids(q))
+                found = await pipe.execute()
+        for q, exists in zip(queues, found, strict=True):
+            if not exists:
+                continue
+            keys = [k.old_ids(q), k.job_prefix(q), k.ids_prefix(q)]
+            moved = dropped = 0
+            while True:
+                step_moved, step_dropped, left = await self._run("migrate", keys, [_MIGRATE_STEP])
+                moved += int(step_moved)
+                dropped += int(step_dropped)
+                if not int(left):
+                    break
+            logger.info(
+                "redis: queue %s: moved %d ids to the per-state id indexes (%d of jobs that no "
+                "longer exist dropped)", q, moved, dropped,
+            )
 
     async def aclose(self) -> None:
         """Close both connection pools. Safe to call twice or without ``connect``."""
@@ -575,11 +618,12 @@ class RedisBackend:
             keys += [
                 k.q(q, "ready"),
                 k.q(q, "scheduled"),
-                k.q(q, "ids"),
+                k.ids(q, "queued"),
                 k.q(q, "idem"),
                 k.q(q, "wake"),
                 k.q(q, "changes"),
                 k.job_prefix(q),
+                k.ids(q, "scheduled"),
             ]
         keys += [k.job(job.queue, job.id) for job in jobs]
         fields: list[str] = []
@@ -657,6 +701,8 @@ class RedisBackend:
                 k.job_prefix(q),
                 k.att_prefix(q),
                 k.q(q, "waits"),
+                k.ids(q, "queued"),
+                k.ids(q, "running"),
             ]
             tokens = [secrets.token_hex(12) for _ in range(want)]
             claimed = await self._run(
@@ -723,6 +769,7 @@ class RedisBackend:
                 k.q(q, "wake"),
                 k.q(q, "changes"),
                 k.q(q, "tput"),
+                *(k.ids(q, state) for state in _FINISH_STATES),
             ]
             fields: list[str] = []
             for i in idx:
@@ -769,6 +816,9 @@ class RedisBackend:
                 k.q(q, "ready"),
                 k.q(q, "wake"),
                 k.job_prefix(q),
+                k.ids(q, "scheduled"),
+                k.ids(q, "retrying"),
+                k.ids(q, "queued"),
             ]
             moved += int(await self._run("promote", keys, [_ms(now), limit - moved, _WAKE_CAP]))
         return moved
@@ -828,14 +878,9 @@ class RedisBackend:
             left = limit - len(deleted)
             if left <= 0:
                 break
-            keys = [
-                k.q(q, "ids"),
-                k.q(q, "idem"),
-                k.job_prefix(q),
-                k.att_prefix(q),
-                k.runs_prefix,
-                *(k.q(q, STATE_INDEX[s]) for s in wanted),
-            ]
+            keys = [k.q(q, "idem"), k.job_prefix(q), k.att_prefix(q), k.runs_prefix]
+            for state in wanted:
+                keys += [k.q(q, STATE_INDEX[str(state)]), k.ids(q, str(state))]
             ids = await self._run("purge", keys, [_ms(finished_before), left])
             deleted.extend(i.decode() for i in ids)
         if deleted:
@@ -898,15 +943,15 @@ class RedisBackend:
     ) -> Page:
         """Jobs matching every filter, newest first; pages end at a cursor (the last id).
 
-        Per queue, when the state indexes asked for are small (or, with a finish window, their
-        terminal sorted sets hold few jobs in the window by score), those ids are read whole
-        and filtered; otherwise the queue's id index is walked newest first by a read-only
-        script that applies the filters server side, at most ``_PAGE_SCAN`` ids per page.
-        Without ``queue``, every known queue yields its best ``limit + 1`` and the results are
-        merged by id; when a queue's walk ran out of budget, the page stops at the highest id
-        where a walk stopped and carries it as the cursor (possibly a short page). With
-        ``schedule_id``, the schedule's run index is walked instead (whatever queues the runs
-        are in).
+        One read-only script per call. It merges, newest first, the per-state id indexes of the
+        states asked for (all seven without a state filter) of the queue, or of every known
+        queue, and applies the other filters (handler, error type, finish window) to each job's
+        hash as it goes. With a finish window, the terminal states' sorted sets (scored by
+        finished_at) are read by score instead where the window holds few of their jobs. The
+        script walks at most ``_PAGE_SCAN`` ids per call: when the filters match rarely the
+        page ends early with the last id walked as its cursor (the protocol allows short
+        pages). With ``schedule_id``, the schedule's run index is walked instead (whatever
+        queues the runs are in).
         """
         if limit <= 0:
             return Page(jobs=[], next_cursor=None)
@@ -921,65 +966,33 @@ class RedisBackend:
             wanted = [s for s in (terminal if wanted is None else wanted) if s in terminal]
             if not wanted:
                 return Page(jobs=[], next_cursor=None)
-        filt = _Filter(
-            states=tuple(wanted or ()), handler=handler or "", error_type=error_type, lo=lo, hi=hi
-        )
-        found: list[Job] = []
-        short_at: str | None = None
-        if schedule_id is not None:
-            found = await self._scan_runs(schedule_id, queue, cursor, limit + 1, filt)
-        else:
-            queues = [queue] if queue is not None else await self._known_queues()
-            for q in queues:
-                jobs, stopped = await self._scan(q, cursor, limit + 1, filt)
-                found.extend(jobs)
-                if stopped is not None and (short_at is None or stopped > short_at):
-                    short_at = stopped
-            if short_at is not None:
-                # Below the highest point where a walk stopped, other queues' matches are not
-                # all known yet: the next page finds them.
-                found = [job for job in found if job.id >= short_at]
-        found.sort(key=lambda job: job.id, reverse=True)
-        page = found[:limit]
-        if len(found) > limit:
-            return Page(jobs=page, next_cursor=page[-1].id)
-        return Page(jobs=page, next_cursor=short_at)
-
-    async def _scan(
-        self, queue: str, cursor: str | None, want: int, filt: _Filter
-    ) -> tuple[list[Job], str | None]:
-        """Up to ``want`` matches of one queue below ``cursor``, newest first, and the last
-        id walked when the page budget ran out before ``want`` were found (else None)."""
-        if filt.states:
-            by_state = await self._scan_states(queue, cursor, want, filt)
-            if by_state is not None:
-                return by_state, None
-        keys = [self._keys.q(queue, "ids"), self._keys.job_prefix(queue)]
         start = "+" if cursor is None else "(" + cursor
-        args = [
-            filt.handler,
-            "" if filt.error_type is None else "=" + filt.error_type,
-            "" if filt.lo is None else filt.lo,
-            "" if filt.hi is None else filt.hi,
-            *filt.states,
+        filters: list[Any] = [
+            handler or "",
+            "" if error_type is None else "=" + error_type,
+            "" if lo is None else lo,
+            "" if hi is None else hi,
         ]
-        out: list[Job] = []
-        budget = _PAGE_SCAN
-        last = ""
-        while len(out) < want:
-            if budget <= 0:
-                return out, last
-            step = min(_LIST_SCAN, budget)
-            raw_last, exhausted, raw = await self._run(
-                "list", keys, [start, want - len(out), step, *args]
-            )
-            budget -= step
-            out.extend(_decode_job(_unpack(h)) for h in raw)
-            if exhausted or not raw_last:
-                break
-            last = _text(raw_last)
-            start = "(" + last
-        return out, None
+        k = self._keys
+        if schedule_id is not None:
+            filt = _Filter(states=tuple(wanted or ()), handler=handler or "",
+                           error_type=error_type, lo=lo, hi=hi)
+            found = await self._scan_runs(schedule_id, queue, cursor, limit + 1, filt)
+            page = found[:limit]
+            return Page(jobs=page, next_cursor=page[-1].id if len(found) > limit else None)
+        queues = [queue] if queue is not None else await self._known_queues()
+        if not queues:
+            return Page(jobs=[], next_cursor=None)
+        listed = wanted or list(_STATES)
+        keys = []
+        for q in queues:
+            keys.append(k.job_prefix(q))
+            for state in listed:
+                keys += [k.ids(q, state), k.q(q, STATE_INDEX[state])]
+        args = [start, limit, _PAGE_SCAN, *filters, _WINDOW_READ, len(listed)]
+        raw, raw_cursor = await self._run("list", keys, args)
+        jobs = [_decode_job(_unpack(h)) for h in raw]
+        return Page(jobs=jobs, next_cursor=_text(raw_cursor) if raw_cursor else None)
 
     async def _scan_runs(
         self,
@@ -1019,52 +1032,6 @@ class RedisBackend:
                     break
                 start = "(" + ids[-1]
         return out[:want]
-
-    async def _scan_states(
-        self, queue: str, cursor: str | None, want: int, filt: _Filter
-    ) -> list[Job] | None:
-        """The state filter through the state indexes, when they are small (say a dead-letter
-        view beside a million completed jobs), or with a finish window when the terminal
-        sets hold few jobs in it by score (ZCOUNT, then ZRANGEBYSCORE); None when there are
-        too many to read whole."""
-        k = self._keys
-        indexes = [k.q(queue, STATE_INDEX[s]) for s in filt.states]
-        windowed = filt.lo is not None or filt.hi is not None
-        low = "-inf" if filt.lo is None else str(filt.lo)
-        high = "+inf" if filt.hi is None else f"({filt.hi}"
-        with _driver_errors("list_jobs"):
-            async with self._r().pipeline(transaction=False) as pipe:
-                for index in indexes:
-                    if windowed:
-                        pipe.zcount(index, low, high)
-                    else:
-                        pipe.zcard(index)
-                sizes = await pipe.execute()
-            if sum(sizes) > _LIST_SCAN:
-                return None
-            async with self._r().pipeline(transaction=False) as pipe:
-                for index in indexes:
-                    if windowed:
-                        pipe.zrangebyscore(index, low, high)
-                    else:
-                        pipe.zrange(index, 0, -1)
-                members = await pipe.execute()
-            ids = sorted({_text(m) for group in members for m in group}, reverse=True)
-            if cursor is not None:
-                ids = [i for i in ids if i < cursor]
-            out: list[Job] = []
-            for start in range(0, len(ids), 256):
-                async with self._r().pipeline(transaction=False) as pipe:
-                    for job_id in ids[start : start + 256]:
-                        pipe.hgetall(k.job(queue, job_id))
-                    hashes = await pipe.execute()
-                for h in hashes:
-                    # the job may have moved on between the two reads: check it again
-                    if filt.matches(h):
-                        out.append(_decode_job(_from_hash(h)))
-                        if len(out) >= want:
-                            return out
-        return out
 
     async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         """Counts by state (ZCARD of each state's index), the paused flag and the oldest
@@ -1245,6 +1212,10 @@ class RedisBackend:
             k.q(q, "scheduled"),
             k.q(q, "retrying"),
             k.q(q, "cancelled"),
+            k.ids(q, "queued"),
+            k.ids(q, "scheduled"),
+            k.ids(q, "retrying"),
+            k.ids(q, "cancelled"),
         ]
         raw = await self._run("cancel", keys, [_ms(now)])
         return _decode_job(_unpack(raw)) if raw else None
@@ -1264,6 +1235,9 @@ class RedisBackend:
                 k.q(q, "dead"),
                 k.q(q, "cancelled"),
                 k.q(q, "wake"),
+                k.ids(q, "queued"),
+                k.ids(q, "dead"),
+                k.ids(q, "cancelled"),
                 *(k.job(q, i) for i in dict.fromkeys(ids)),
             ]
             answer = await self._run("requeue", keys, [_ms(now), _WAKE_CAP])

@@ -43,3 +43,22 @@ local function job_reply(key)
   return {cjson.encode(meta), payload, result}
 end
 
+
+-- ZADD with score 0 (the id indexes) / ZREM of a list of members, in calls of at most 500
+-- members (unpack is bounded by Lua's C stack): one call per batch instead of one per job.
+local function zadd0_all(key, members)
+  for i = 1, #members, 500 do
+    local args = {}
+    for j = i, math.min(i + 499, #members) do
+      args[#args + 1] = 0
+      args[#args + 1] = members[j]
+    end
+    redis.call('ZADD', key, unpack(args))
+  end
+end
+
+local function zrem_all(key, members)
+  for i = 1, #members, 500 do
+    redis.call('ZREM', key, unpack(members, i, math.min(i + 499, #members)))
+  end
+end

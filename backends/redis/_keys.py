@@ -18,8 +18,16 @@ Per queue ``q`` (``P`` is the ``key_prefix`` option, default ``monoq``):
 ``P:{q}:running``       ZSET   RUNNING ids by lease expiry ms
 ``P:{q}:completed`` / ``P:{q}:dead`` / ``P:{q}:cancelled``
                         ZSET   terminal ids by finished_at ms (what purge walks)
-``P:{q}:ids``           ZSET   every id with score 0: ZREVRANGEBYLEX gives newest first, the
-                               cursor of list_jobs is simply the last id of a page
+``P:{q}:ids:<state>``   ZSET   one per state (``queued``, ``scheduled``, ``retrying``,
+                               ``running``, ``completed``, ``dead``, ``cancelled``: the values of
+                               the ``st`` field): the ids of the queue's jobs in that state, score
+                               0, so ZREVRANGEBYLEX gives them newest first. Every id is in
+                               exactly the index of its job's ``st``: each script that sets
+                               ``st`` (enqueue, claim, finish, promote, cancel, requeue) ZREMs the
+                               id from the old state's index and ZADDs it to the new one in the
+                               same step, and purge and purge_schedule_runs remove it with the
+                               job. list_jobs merges the indexes of the states asked for, newest
+                               first; its cursor is simply the last id of a page
 ``P:{q}:idem``          HASH   idempotency key -> id (HSETNX inside the enqueue script)
 ``P:{q}:paused``        STRING present while the queue is paused
 ``P:{q}:wake``          LIST   wake tokens for workers (BLPOP), capped with LTRIM
@@ -55,25 +63,35 @@ its ``queue`` is edited; schedules are few and small, so slot locality buys noth
                                epoch microseconds, so every datetime round-trips exactly and
                                ``advance_schedule`` compares integers (exact in a double)
 ``P:schedruns:<id>``    ZSET   the ids of the schedule's runs, score 0 (lex order = id order,
-                               newest last), as ``ids`` is per queue. The enqueue script adds a
-                               job that carries a schedule id; every path that deletes a job
-                               (purge, purge_schedule_runs) removes it in the same script. The
-                               index outlives ``delete_schedule`` (the runs keep their
-                               ``schedule_id``). Readers still skip an id whose job is gone, and
-                               purge_schedule_runs drops such an entry when it meets one.
+                               newest last), as the ``ids:<state>`` indexes are per queue. The
+                               enqueue script adds a job that carries a schedule id; every path
+                               that deletes a job (purge, purge_schedule_runs) removes it in the
+                               same script. The index outlives ``delete_schedule`` (the runs keep
+                               their ``schedule_id``). Readers still skip an id whose job is
+                               gone, and purge_schedule_runs drops such an entry when it meets
+                               one.
+
+Before the per-state id indexes, a queue had one id index of every job, ``P:{q}:ids`` (ZSET,
+score 0). ``connect`` moves what such a key still holds into the per-state indexes, 1000 ids per
+script call (read the job's ``st``, ZADD to ``ids:<st>``, ZREM from ``ids``; an id whose job is
+gone is dropped), until the key is gone. Every process of a deployment must run a version with
+the per-state indexes: an older process would write ``P:{q}:ids`` again and leave the per-state
+indexes stale until the next ``connect`` of a newer one.
 
 Cluster: the scripts that act on one queue (claim, extend, finish, promote, cancel, requeue,
-list, expired) use only keys of that queue's slot (the throughput hash and the waits list
-included); purge does too, except that it removes a
-deleted run from its schedule's global ``schedruns`` index. Where a script picks jobs by score it
-cannot know their ids in advance, so it derives ``job:<id>`` keys from the queue's job-key
-prefix, which is passed in KEYS and carries the same hash tag (the BullMQ approach): every
-derived key lies in the declared slot. Enqueue (and pause) also write the global ``queues``,
-``jobq`` and ``changes`` keys, and a batch spanning queues touches several slots; they are
-atomic on a single server, and a Cluster port would have to move those global writes into a
-follow-up command. ``purge_schedule_runs`` derives the keys of each run from its queue (read
-from ``jobq``), so it spans slots too. Likewise ``wait_for_jobs`` over several queues is one BLPOP over keys of
-several slots, which Cluster would need split per queue.
+expired, the id index migration) use only keys of that queue's slot (the throughput hash and
+the waits list included); purge does too, except that it removes a deleted run from its
+schedule's global ``schedruns`` index. list_jobs is one read-only script over the id indexes
+of every queue it lists, so it stays in one slot when a queue is named and spans the queues'
+slots otherwise (a Cluster port would run it per queue and merge the pages by id). Where a
+script picks jobs by score it cannot know their ids in advance, so it derives ``job:<id>`` keys
+from the queue's job-key prefix, which is passed in KEYS and carries the same hash tag (the
+BullMQ approach): every derived key lies in the declared slot. Enqueue (and pause) also write
+the global ``queues``, ``jobq`` and ``changes`` keys, and a batch spanning queues touches several
+slots; they are atomic on a single server, and a Cluster port would have to move those global
+writes into a follow-up command. ``purge_schedule_runs`` derives the keys of each run from its
+queue (read from ``jobq``), so it spans slots too. Likewise ``wait_for_jobs`` over several queues
+is one BLPOP over keys of several slots, which Cluster would need split per queue.
 
 Wakeups are lists rather than pub/sub because a token outlives the moment nobody listens: a
 worker that finds nothing, and then blocks, still sees the job enqueued in between.
@@ -129,7 +147,7 @@ SCHEDULE_FIELDS: Final = {
     "last_fire_at": "lf",
 }
 
-# The per-queue ZSET that holds a job in each state.
+# The per-queue ZSET that holds a job in each state, scored (see the module docstring).
 STATE_INDEX: Final = {
     "queued": "ready",
     "scheduled": "scheduled",
@@ -220,3 +238,16 @@ class Keys:
     def att(self, queue: str, job_id: str) -> str:
         """The attempt list of one job."""
         return self.q(queue, "att:" + job_id)
+
+    def ids(self, queue: str, state: str) -> str:
+        """ZSET (score 0) of the ids of the queue's jobs in ``state`` (a ``st`` value)."""
+        return self.q(queue, "ids:" + state)
+
+    def ids_prefix(self, queue: str) -> str:
+        """The prefix of the queue's per-state id indexes; scripts append the state."""
+        return self.q(queue, "ids:")
+
+    def old_ids(self, queue: str) -> str:
+        """The single id index of every job of the queue, of the layout before the per-state
+        indexes: only the migration in ``connect`` reads it (and deletes it)."""
+        return self.q(queue, "ids")

@@ -1,6 +1,6 @@
 -- Lease up to #tokens ready jobs of one queue.
 -- KEYS: 1 ready, 2 running, 3 paused, 4 changes, 5 wake, 6 job prefix, 7 attempt prefix,
---       8 waits (LIST of first-attempt waits in ms, newest first)
+--       8 waits (LIST of first-attempt waits in ms, newest first), 9 ids:queued, 10 ids:running
 -- ARGV: 1 now_ms, 2 lease_ms, 3 worker id, 4 waits kept, 5.. one fresh token per job wanted
 -- Answers each claimed job (job_reply).
 if redis.call('EXISTS', KEYS[3]) == 1 then return {} end
@@ -32,6 +32,8 @@ if waited > 0 then
   redis.call('LTRIM', KEYS[8], 0, tonumber(ARGV[4]) - 1)
 end
 if #out > 0 then
+  zrem_all(KEYS[9], ids)
+  zadd0_all(KEYS[10], ids)
   poke(KEYS[4])  -- a new lease expiry may be the scheduler's next wakeup
   if redis.call('ZCARD', KEYS[1]) == 0 then
     redis.call('DEL', KEYS[5])  -- nothing left to wake anyone for

@@ -1,7 +1,8 @@
 -- Enqueue a batch atomically.
 -- KEYS: 1 queues (SET), 2 jobq (HASH), 3 global changes (LIST), 4 schedule-runs key prefix
 --       (the runs of schedule s are the ZSET <prefix><s>),
---       then per distinct queue 7 keys: ready, scheduled, ids, idem, wake, changes, job prefix,
+--       then per distinct queue 8 keys: ready, scheduled, ids:queued, idem, wake, changes,
+--       job prefix, ids:scheduled (the per-state id indexes),
 --       then one job hash key per job.
 -- ARGV: 1 now_ms, 2 queue count, 3 job count, 4 wake cap, then the queue names,
 --       then one MessagePack array holding per job 10 strings: id, queue index (1-based),
@@ -15,15 +16,19 @@ local nq = tonumber(ARGV[2])
 local nj = tonumber(ARGV[3])
 local cap = tonumber(ARGV[4])
 local QK = 4              -- offset of the queue key blocks in KEYS
-local JK = 4 + nq * 7     -- offset of the job keys in KEYS
+local QN = 8              -- keys per queue
+local JK = 4 + nq * QN    -- offset of the job keys in KEYS
 local QA = 4              -- offset of the queue names in ARGV
 local F = cmsgpack.unpack(ARGV[5 + nq])  -- the job fields, NF per job
 local NF = 10
 
 local ready_n, sched_n = {}, {}
+local ready_ids, sched_ids = {}, {}  -- per queue, for its id indexes
 for qi = 1, nq do
   ready_n[qi] = 0
   sched_n[qi] = 0
+  ready_ids[qi] = {}
+  sched_ids[qi] = {}
   if redis.call('SADD', KEYS[1], ARGV[QA + qi]) == 1 then
     poke(KEYS[3])  -- a scheduler does not watch this queue's changes list yet
   end
@@ -35,7 +40,7 @@ for j = 1, nj do
   local id = F[a + 1]
   local qi = tonumber(F[a + 2])
   local key = F[a + 9]
-  local k = QK + (qi - 1) * 7
+  local k = QK + (qi - 1) * QN
   local jobkey = KEYS[JK + j]
   local existing = nil
   if redis.call('EXISTS', jobkey) == 1 then
@@ -71,21 +76,24 @@ for j = 1, nj do
       redis.call('ZADD', KEYS[4] .. F[a + 10], 0, id)  -- the schedule's run index
     end
     redis.call('HSET', jobkey, unpack(fields))
-    redis.call('ZADD', KEYS[k + 3], 0, id)
     redis.call('HSET', KEYS[2], id, ARGV[QA + qi])
     if state == 'scheduled' then
       redis.call('ZADD', KEYS[k + 2], run_at, id)
       sched_n[qi] = sched_n[qi] + 1
+      sched_ids[qi][sched_n[qi]] = id
     else
       redis.call('ZADD', KEYS[k + 1], ready_score(F[a + 5], run_at), id)
       ready_n[qi] = ready_n[qi] + 1
+      ready_ids[qi][ready_n[qi]] = id
     end
     out[j] = 1
   end
 end
 
 for qi = 1, nq do
-  local k = QK + (qi - 1) * 7
+  local k = QK + (qi - 1) * QN
+  zadd0_all(KEYS[k + 3], ready_ids[qi])
+  zadd0_all(KEYS[k + 8], sched_ids[qi])
   push_tokens(KEYS[k + 5], ready_n[qi], cap)
   if sched_n[qi] > 0 then poke(KEYS[k + 6]) end
 end

@@ -1,6 +1,8 @@
 -- End runs of one queue, each fenced by its token.
 -- KEYS: 1 ready, 2 running, 3 retrying, 4 completed, 5 dead, 6 cancelled, 7 wake, 8 changes,
---       9 throughput (HASH epoch minute -> "completed:failed:dead"),
+--       9 throughput (HASH epoch minute -> "completed:failed:dead"), then the id index of
+--       each state: 10 ids:queued, 11 ids:running, 12 ids:retrying, 13 ids:completed,
+--       14 ids:dead, 15 ids:cancelled (KEYS[i + 9] is the id index of the state in KEYS[i]),
 --       then per item: job hash, attempt list
 -- ARGV: 1 now_ms, 2 wake cap, 3 one MessagePack array holding per item 10 strings: token,
 --       outcome, result (''), error (''), error type (''), error message (''), traceback (''),
@@ -11,12 +13,15 @@
 local now = ARGV[1]
 local cap = tonumber(ARGV[2])
 local F = cmsgpack.unpack(ARGV[3])
-local K = 9  -- the per-item keys follow this many queue keys
+local K = 15  -- the per-item keys follow this many queue keys
+local IDS = 9  -- KEYS[i + IDS] is the id index of the state whose ZSET is KEYS[i]
 local n = (#KEYS - K) / 2
 local out = {}
 local woken = 0
 local changed = false
 local done, failed, dead = 0, 0, 0
+local ended = {}  -- the ids that left running
+local moved = {{}, {}, {}, {}, {}, {}}  -- by the KEYS index of their new state's ZSET
 for i = 1, n do
   local jk = KEYS[K + 2 * i - 1]
   local ak = KEYS[K + 2 * i]
@@ -32,6 +37,7 @@ for i = 1, n do
     end
     redis.call('ZREM', KEYS[2], id)
     redis.call('HDEL', jk, 'tk', 'le', 'w')
+    local to = 0  -- the KEYS index of the new state's ZSET
     if F[a + 4] ~= '' then redis.call('HSET', jk, 'e', F[a + 4]) end
     if outcome == 'completed' then
       redis.call('HSET', jk, 'st', 'completed', 'fa', now)
@@ -41,21 +47,28 @@ for i = 1, n do
         redis.call('HDEL', jk, 'r')
       end
       redis.call('ZADD', KEYS[4], now, id)
+      to = 4
     elseif outcome == 'retry' then
       redis.call('HSET', jk, 'st', 'retrying', 'ra', F[a + 8])
       redis.call('ZADD', KEYS[3], F[a + 8], id)
+      to = 3
       changed = true
     elseif outcome == 'dead' then
       redis.call('HSET', jk, 'st', 'dead', 'fa', now)
       redis.call('ZADD', KEYS[5], now, id)
+      to = 5
     elseif outcome == 'cancelled' then
       redis.call('HSET', jk, 'st', 'cancelled', 'fa', now)
       redis.call('ZADD', KEYS[6], now, id)
+      to = 6
     else -- released: back to the queue, the attempt refunded, run_at kept
       redis.call('HSET', jk, 'st', 'queued', 'a', tonumber(v[7]) - 1)
       redis.call('ZADD', KEYS[1], ready_score(v[5], v[6]), id)
+      to = 1
       woken = woken + 1
     end
+    ended[#ended + 1] = id
+    moved[to][#moved[to] + 1] = id
     -- finish_counts of monoq.core.counters: the run by how it ended (the attempt outcome the
     -- worker reported), dead by what the job became
     if outcome == 'completed' then done = done + 1 end
@@ -97,6 +110,9 @@ if done + failed + dead > 0 then
     if #drop > 0 then redis.call('HDEL', KEYS[9], unpack(drop)) end
   end
 end
+-- the id indexes, one call per index for the whole batch
+zrem_all(KEYS[2 + IDS], ended)
+for to = 1, 6 do zadd0_all(KEYS[to + IDS], moved[to]) end
 push_tokens(KEYS[7], woken, cap)
 if changed then poke(KEYS[8]) end
 return out

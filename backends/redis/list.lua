@@ -1,34 +1,67 @@
--- One step of list_jobs over one queue, newest first (read only).
--- KEYS: 1 ids, 2 job prefix
--- ARGV: 1 start ('+' or '(<id>'), 2 matches wanted, 3 max ids to scan, 4 handler (''),
---       5 error type, prefixed with '=' ('' = any), 6 lowest finished_at ms (inclusive, ''),
---       7 finished_at ms bound (exclusive, ''), 8.. states (none = any)
--- Answers {last id scanned, 1 if the index is exhausted, {job_reply of each match}}.
-local want = tonumber(ARGV[2])
+-- One page of list_jobs, newest first (read only): the per-state id indexes of the states asked
+-- for, in every queue listed, merged by id, with the other filters applied here.
+-- KEYS: per queue 1 + 2 * n keys (n = ARGV 9): its job prefix, then per state its id index
+--       (ids:<state>) and its state ZSET (scored by finished_at for the terminal states; read
+--       only with a finish window)
+-- ARGV: 1 start ('+' or '(<id>'), 2 limit (matches on the page), 3 max ids to walk in the id
+--       indexes, 4 handler (''), 5 error type, prefixed with '=' ('' = any), 6 lowest
+--       finished_at ms (inclusive, ''), 7 finished_at ms bound (exclusive, ''), 8 how many ids
+--       a finish window may read by score over all the state ZSETs (those are walked on top of
+--       ARGV 3), 9 n (states per queue)
+-- Answers {{job_reply of each match}, cursor}: cursor is false when no id below the page is
+-- left to walk, else the id the next page starts below (the page's last job when one more
+-- match exists, or the last id walked when the walk ran out of ids to walk).
+local start = ARGV[1]
+local limit = tonumber(ARGV[2])
 local budget = tonumber(ARGV[3])
 local handler = ARGV[4]
 local etype = nil
 if ARGV[5] ~= '' then etype = string.sub(ARGV[5], 2) end
+local windowed = ARGV[6] ~= '' or ARGV[7] ~= ''
 local lo = tonumber(ARGV[6])  -- nil when ''
 local hi = tonumber(ARGV[7])
-local windowed = lo ~= nil or hi ~= nil
-local any_state = #ARGV < 8
-local states = {}
-for i = 8, #ARGV do states[ARGV[i]] = true end
+local window_left = tonumber(ARGV[8])
+local n = tonumber(ARGV[9])
+local below = nil  -- ids must sort below the cursor
+if start ~= '+' then below = string.sub(start, 2) end
 
--- error_type_of of monoq.core.models: the text before the first ': '
-local function error_type(e)
-  local pos = string.find(e, ': ', 1, true)
-  if pos then return string.sub(e, 1, pos - 1) end
-  return e
+-- error_type_of of monoq.core.models is the text before the first ': ', so a job passes an error
+-- type filter when its error is the type alone or starts with the type and ': '; a type that
+-- holds ': ' itself matches nothing.
+local etype_colon = nil
+if etype then
+  if string.find(etype, ': ', 1, true) then return {{}, false} end
+  etype_colon = etype .. ': '
 end
+local elen = etype and #etype + 2
 
-local function matches(v)
-  if not v[1] or not (any_state or states[v[1]]) then return false end
-  if handler ~= '' and v[2] ~= handler then return false end
-  if etype and not (v[3] and error_type(v[3]) == etype) then return false end
+-- The fields the filters other than the state read (the index a job is in is its state).
+local fields = {}
+if handler ~= '' then fields[#fields + 1] = 'h' end
+if etype then fields[#fields + 1] = 'e' end
+if windowed then fields[#fields + 1] = 'fa' end
+local residual = #fields > 0
+
+-- Whether the job at `jk` passes the filters. Each filter needs a field, so a job that is gone
+-- never passes one.
+local function matches(jk)
+  if not residual then return redis.call('EXISTS', jk) == 1 end
+  local v
+  if #fields == 1 then v = {redis.call('HGET', jk, fields[1])} else
+    v = redis.call('HMGET', jk, unpack(fields))
+  end
+  local i = 1
+  if handler ~= '' then
+    if v[i] ~= handler then return false end
+    i = i + 1
+  end
+  if etype then
+    local e = v[i]
+    if not e or (e ~= etype and string.sub(e, 1, elen) ~= etype_colon) then return false end
+    i = i + 1
+  end
   if windowed then
-    local fa = tonumber(v[4])
+    local fa = tonumber(v[i])
     if not fa then return false end
     if lo and fa < lo then return false end
     if hi and fa >= hi then return false end
@@ -36,27 +69,107 @@ local function matches(v)
   return true
 end
 
-local out = {}
-local scanned = 0
-local last = ''
-local start = ARGV[1]
-local exhausted = 0
-while #out < want and scanned < budget do
-  local chunk = math.min(256, budget - scanned)
-  local ids = redis.call('ZREVRANGEBYLEX', KEYS[1], start, '-', 'LIMIT', 0, chunk)
-  for _, id in ipairs(ids) do
-    scanned = scanned + 1
-    last = id
-    local jk = KEYS[2] .. id
-    if matches(redis.call('HMGET', jk, 'st', 'h', 'e', 'fa')) then
-      out[#out + 1] = job_reply(jk)
-      if #out >= want then break end
+local MAX_CHUNK = 256
+local first_chunk = 32
+if not residual and limit + 1 < first_chunk then first_chunk = limit + 1 end
+
+-- The next id of a source (nil when it has none left), refilling its buffer when needed.
+local function head(src)
+  if src.pos > #src.buf then
+    if not src.more then return nil end
+    local ids = redis.call('ZREVRANGEBYLEX', src.ids, src.from, '-', 'LIMIT', 0, src.chunk)
+    if #ids < src.chunk then src.more = false end
+    if #ids == 0 then return nil end
+    src.buf = ids
+    src.pos = 1
+    src.from = '(' .. ids[#ids]
+    if src.chunk < MAX_CHUNK then src.chunk = math.min(src.chunk * 2, MAX_CHUNK) end
+  end
+  return src.buf[src.pos]
+end
+
+-- The sources, in a heap by their next id (the newest on top): each a buffer of ids, newest
+-- first, refilled from its id index by ZREVRANGEBYLEX (chunks double up to MAX_CHUNK), or read
+-- whole through a finish window by score.
+local heap = {}
+
+local function sift_down(i)
+  local n = #heap
+  local item = heap[i]
+  while true do
+    local c = 2 * i
+    if c > n then break end
+    if c < n and heap[c + 1].key > heap[c].key then c = c + 1 end
+    if heap[c].key <= item.key then break end
+    heap[i] = heap[c]
+    i = c
+  end
+  heap[i] = item
+end
+
+local stride = 1 + 2 * n
+for q = 1, #KEYS, stride do
+  for s = 1, n do
+    local src = {ids = KEYS[q + 2 * s - 1], jp = KEYS[q], buf = {}, pos = 1, from = start,
+                 more = true, chunk = first_chunk, scored = false}
+    if windowed then
+      -- A window that holds few jobs of this state is read by score (the terminal state ZSETs
+      -- are scored by finished_at), instead of walking every id of the state.
+      local zkey = KEYS[q + 2 * s]
+      local min = '-inf'
+      if lo then min = ARGV[6] end
+      local max = '+inf'
+      if hi then max = '(' .. ARGV[7] end
+      local count = redis.call('ZCOUNT', zkey, min, max)
+      if count == 0 then
+        src = nil
+      elseif count <= window_left then
+        window_left = window_left - count
+        local ids = {}
+        for _, id in ipairs(redis.call('ZRANGEBYSCORE', zkey, min, max)) do
+          if not below or id < below then ids[#ids + 1] = id end
+        end
+        table.sort(ids, function(a, b) return a > b end)
+        src.buf = ids
+        src.more = false
+        src.scored = true  -- bounded by ARGV 8: its ids do not count against ARGV 3
+      end
+    end
+    if src then
+      src.key = head(src)
+      if src.key then heap[#heap + 1] = src end
     end
   end
-  if #ids < chunk then
-    exhausted = 1
-    break
-  end
-  start = '(' .. last
 end
-return {last, exhausted, out}
+for i = math.floor(#heap / 2), 1, -1 do sift_down(i) end
+
+local out = {}
+local last_match = nil
+local walked = 0
+local last = nil
+while #heap > 0 do
+  local src = heap[1]
+  local id = src.key
+  if not src.scored then
+    if walked >= budget then return {out, last} end
+    walked = walked + 1
+  end
+  last = id
+  local jk = src.jp .. id
+  src.pos = src.pos + 1
+  src.key = head(src)
+  if not src.key then
+    heap[1] = heap[#heap]
+    heap[#heap] = nil
+  end
+  if #heap > 0 then sift_down(1) end
+  if matches(jk) then
+    if #out >= limit then return {out, last_match} end  -- one more match: the page is full
+    local reply = job_reply(jk)
+    if reply then
+      out[#out + 1] = reply
+      last_match = id
+    end
+  end
+end
+return {out, false}

@@ -1,6 +1,6 @@
 -- One step of purge_schedule_runs: walk a schedule's runs newest first, keep the first `keep`
--- that still exist, delete older terminal ones (job hash, attempts, idempotency key, id index,
--- state index, run index, jobq entry).
+-- that still exist, delete older terminal ones (job hash, attempts, idempotency key, the id
+-- index of its state, state index, run index, jobq entry).
 -- KEYS: 1 the schedule's runs ZSET (score 0, ordered by id), 2 jobq
 -- ARGV: 1 key prefix, 2 start ('+' or '(<id>'), 3 runs still to keep, 4 limit,
 --       5 max ids to scan
@@ -34,7 +34,7 @@ while deleted < limit and scanned < budget do
         redis.call('HDEL', base .. 'idem', v[2])
       end
       redis.call('DEL', base .. 'job:' .. id, base .. 'att:' .. id)
-      redis.call('ZREM', base .. 'ids', id)
+      redis.call('ZREM', base .. 'ids:' .. v[1], id)
       redis.call('ZREM', base .. v[1], id)  -- terminal state indexes are named after the state
       redis.call('ZREM', KEYS[1], id)
       redis.call('HDEL', KEYS[2], id)

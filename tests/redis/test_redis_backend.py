@@ -263,10 +263,15 @@ async def test_attempt_records_keep_unicode_errors(redis_backend: RedisBackend) 
 
 
 async def test_list_jobs_continues_past_the_scan_budget(redis_backend: RedisBackend) -> None:
+    """A rare match below more than a call's walk of ids: the first page ends short with a
+    cursor, and paging on finds it, then ends."""
     b = redis_backend
     [rare] = await b.enqueue([job(handler="rare")], now=T0)
     await b.enqueue([job(handler="common") for _ in range(4500)], now=T0)
-    page = await b.list_jobs(handler="rare", limit=10)
+    first = await b.list_jobs(handler="rare", limit=10)
+    assert first.jobs == []
+    assert first.next_cursor is not None
+    page = await b.list_jobs(handler="rare", limit=10, cursor=first.next_cursor)
     assert [j.id for j in page.jobs] == [rare.job.id]
     assert page.next_cursor is None
 

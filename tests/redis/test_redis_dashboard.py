@@ -48,8 +48,9 @@ async def finish_all(backend: RedisBackend, jobs: list[NewJob], outcome: Outcome
 async def test_rare_matches_over_several_queues_come_in_short_pages(
     redis_backend: RedisBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each queue's walk stops after ``_PAGE_SCAN`` ids; the merged page stops where the walks
-    stopped, and paging on finds every match of every queue once, newest first."""
+    """One call walks at most ``_PAGE_SCAN`` ids over the id indexes of every queue, merged
+    newest first; a page stops where the walk stopped, and paging on finds every match of every
+    queue once, newest first."""
     b = redis_backend
     made: list[Job] = []
     for round_ in range(6):  # interleave the queues' ids
@@ -77,8 +78,8 @@ async def test_rare_matches_over_several_queues_come_in_short_pages(
 async def test_a_finish_window_reads_the_terminal_set_by_score(
     redis_backend: RedisBackend, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Old jobs finished in the window lie far down the id index; the window is read from
-    the completed set by score instead, so one page holds them all."""
+    """Old jobs finished in the window lie far down the completed id index; the window is
+    read from the completed set by score instead, so one page holds them all."""
     b = redis_backend
     early = await finish_all(b, [new_job() for _ in range(3)], Outcome.COMPLETED,
                              now=T0 + timedelta(hours=1))
