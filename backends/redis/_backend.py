@@ -14,7 +14,6 @@ from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
-import attrs
 import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions as rex
@@ -55,7 +54,6 @@ from monoq.core.models import (
     Schedule,
     ThroughputBucket,
     WorkerInfo,
-    error_type_of,
     from_ms,
     to_ms,
     to_ms_ceil,
@@ -75,9 +73,9 @@ _WAKE_CAP: Final = 64
 # purge_schedule_runs scans at most this many ids per script call, so many unfinished old runs
 # never block the server for long; Python carries on from where the script stopped.
 _LIST_SCAN: Final = 2000
-# One list_jobs call walks at most this many ids in all (over every queue and state it merges):
-# a filter that matches rarely ends the page early with a cursor (the protocol allows short
-# pages), so no call blocks the server for long.
+# One list_jobs call walks at most this many ids in all (over every queue and state it merges,
+# or over a schedule's runs): a filter that matches rarely ends the page early with a cursor
+# (the protocol allows short pages), so no call blocks the server for long.
 _PAGE_SCAN: Final = 3000
 # A finish window reads at most this many ids by score (from the terminal states' sorted sets)
 # per list_jobs call, instead of walking the id indexes.
@@ -110,6 +108,7 @@ _SCRIPTS: Final = (
     "advance",
     "purge_runs",
     "beat",
+    "runs",
     "migrate",
 )
 
@@ -293,42 +292,6 @@ def _decode_attempt(job_id: str, raw: bytes) -> Attempt:
         error_message=rec.get("em"),
         traceback=rec.get("tb"),
     )
-
-
-@attrs.frozen
-class _Filter:
-    """The per-job filters of one list_jobs call, as Python applies them to a job's hash
-    (list.lua applies the same ones server side). ``lo``/``hi`` bound finished_at ms,
-    inclusive and exclusive; an empty ``states`` or ``handler`` filters nothing."""
-
-    states: tuple[str, ...]
-    handler: str
-    error_type: str | None
-    lo: int | None
-    hi: int | None
-
-    def matches(self, h: Mapping[bytes, bytes]) -> bool:
-        """Whether a job hash (HGETALL; empty when the job is gone) passes every filter."""
-        if not h:
-            return False
-        if self.states and _text(h[b"st"]) not in self.states:
-            return False
-        if self.handler and _text(h[b"h"]) != self.handler:
-            return False
-        if self.error_type is not None:
-            error = h.get(b"e")
-            if error is None or error_type_of(_text(error)) != self.error_type:
-                return False
-        if self.lo is not None or self.hi is not None:
-            raw = h.get(b"fa")
-            if raw is None:
-                return False
-            finished = int(raw)
-            if (self.lo is not None and finished < self.lo) or (
-                self.hi is not None and finished >= self.hi
-            ):
-                return False
-        return True
 
 
 def _float_option(key: str, value: object) -> float:
@@ -752,6 +715,22 @@ class RedisBackend:
                 out[i] = _LEASE_STATUS[answer]
         return out
 
+    async def finish_and_claim(
+        self,
+        items: Sequence[Finish],
+        queues: Sequence[str],
+        *,
+        limit: int,
+        lease_for: timedelta,
+        worker_id: str,
+        now: datetime,
+    ) -> tuple[list[bool], list[Lease]]:
+        """``finish`` then ``claim``; see ``Backend.finish_and_claim``."""
+        applied = await self.finish(items, now=now)
+        leases = await self.claim(queues, limit=limit, lease_for=lease_for,
+                                  worker_id=worker_id, now=now)
+        return applied, leases
+
     async def finish(self, items: Sequence[Finish], *, now: datetime) -> list[bool]:
         """End runs, fenced by token; one script for all the items of one queue, which also
         adds them to the queue's throughput counters for the minute of ``now``."""
@@ -951,7 +930,7 @@ class RedisBackend:
         script walks at most ``_PAGE_SCAN`` ids per call: when the filters match rarely the
         page ends early with the last id walked as its cursor (the protocol allows short
         pages). With ``schedule_id``, the schedule's run index is walked instead (whatever
-        queues the runs are in).
+        queues the runs are in), under the same bound.
         """
         if limit <= 0:
             return Page(jobs=[], next_cursor=None)
@@ -975,63 +954,23 @@ class RedisBackend:
         ]
         k = self._keys
         if schedule_id is not None:
-            filt = _Filter(states=tuple(wanted or ()), handler=handler or "",
-                           error_type=error_type, lo=lo, hi=hi)
-            found = await self._scan_runs(schedule_id, queue, cursor, limit + 1, filt)
-            page = found[:limit]
-            return Page(jobs=page, next_cursor=page[-1].id if len(found) > limit else None)
-        queues = [queue] if queue is not None else await self._known_queues()
-        if not queues:
-            return Page(jobs=[], next_cursor=None)
-        listed = wanted or list(_STATES)
-        keys = []
-        for q in queues:
-            keys.append(k.job_prefix(q))
-            for state in listed:
-                keys += [k.ids(q, state), k.q(q, STATE_INDEX[state])]
-        args = [start, limit, _PAGE_SCAN, *filters, _WINDOW_READ, len(listed)]
-        raw, raw_cursor = await self._run("list", keys, args)
+            keys = [k.runs(schedule_id), k.jobq]
+            args = [k.prefix, start, limit, _PAGE_SCAN, queue or "", *filters, *(wanted or ())]
+            raw, raw_cursor = await self._run("runs", keys, args)
+        else:
+            queues = [queue] if queue is not None else await self._known_queues()
+            if not queues:
+                return Page(jobs=[], next_cursor=None)
+            listed = wanted or list(_STATES)
+            keys = []
+            for q in queues:
+                keys.append(k.job_prefix(q))
+                for state in listed:
+                    keys += [k.ids(q, state), k.q(q, STATE_INDEX[state])]
+            args = [start, limit, _PAGE_SCAN, *filters, _WINDOW_READ, len(listed)]
+            raw, raw_cursor = await self._run("list", keys, args)
         jobs = [_decode_job(_unpack(h)) for h in raw]
         return Page(jobs=jobs, next_cursor=_text(raw_cursor) if raw_cursor else None)
-
-    async def _scan_runs(
-        self,
-        schedule_id: str,
-        queue: str | None,
-        cursor: str | None,
-        want: int,
-        filt: _Filter,
-    ) -> list[Job]:
-        """Walk a schedule's run index newest first, 256 ids per round of two round trips
-        (their queues, then their hashes), filtering in Python. Ids whose job is gone (an
-        entry orphaned by a failure mid-way) are skipped."""
-        k = self._keys
-        runs = k.runs(schedule_id)
-        start = "+" if cursor is None else "(" + cursor
-        chunk = 256
-        out: list[Job] = []
-        with _driver_errors("list_jobs"):
-            while len(out) < want:
-                raw_ids = await self._r().zrevrangebylex(runs, start, "-", start=0, num=chunk)
-                if not raw_ids:
-                    break
-                ids = [_text(i) for i in raw_ids]
-                queues = await self._r().hmget(k.jobq, ids)
-                targets = [
-                    (job_id, _text(q))
-                    for job_id, q in zip(ids, queues, strict=True)
-                    if q is not None and (queue is None or _text(q) == queue)
-                ]
-                if targets:
-                    async with self._r().pipeline(transaction=False) as pipe:
-                        for job_id, q in targets:
-                            pipe.hgetall(k.job(q, job_id))
-                        hashes = await pipe.execute()
-                    out.extend(_decode_job(_from_hash(h)) for h in hashes if filt.matches(h))
-                if len(ids) < chunk:
-                    break
-                start = "(" + ids[-1]
-        return out[:want]
 
     async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         """Counts by state (ZCARD of each state's index), the paused flag and the oldest

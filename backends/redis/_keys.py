@@ -69,7 +69,8 @@ its ``queue`` is edited; schedules are few and small, so slot locality buys noth
                                same script. The index outlives ``delete_schedule`` (the runs keep
                                their ``schedule_id``). Readers still skip an id whose job is
                                gone, and purge_schedule_runs drops such an entry when it meets
-                               one.
+                               one. list_jobs with ``schedule_id`` walks it newest first in one
+                               script per call, looking each run's queue up in ``jobq``.
 
 Before the per-state id indexes, a queue had one id index of every job, ``P:{q}:ids`` (ZSET,
 score 0). ``connect`` moves what such a key still holds into the per-state indexes, 1000 ids per
@@ -89,9 +90,10 @@ from the queue's job-key prefix, which is passed in KEYS and carries the same ha
 BullMQ approach): every derived key lies in the declared slot. Enqueue (and pause) also write
 the global ``queues``, ``jobq`` and ``changes`` keys, and a batch spanning queues touches several
 slots; they are atomic on a single server, and a Cluster port would have to move those global
-writes into a follow-up command. ``purge_schedule_runs`` derives the keys of each run from its
-queue (read from ``jobq``), so it spans slots too. Likewise ``wait_for_jobs`` over several queues
-is one BLPOP over keys of several slots, which Cluster would need split per queue.
+writes into a follow-up command. ``purge_schedule_runs`` and list_jobs with ``schedule_id``
+(one read-only script that walks the run index newest first) derive the keys of each run from
+its queue (read from ``jobq``), so they span slots too. Likewise ``wait_for_jobs`` over several
+queues is one BLPOP over keys of several slots, which Cluster would need split per queue.
 
 Wakeups are lists rather than pub/sub because a token outlives the moment nobody listens: a
 worker that finds nothing, and then blocks, still sees the job enqueued in between.

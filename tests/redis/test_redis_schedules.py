@@ -115,3 +115,34 @@ async def test_purge_runs_carries_on_past_the_scan_budget(
     assert await b.get(done[0].job.id) is None
     assert len((await b.list_jobs(schedule_id="s", limit=100)).jobs) == 8
 
+
+async def test_schedule_runs_come_in_bounded_pages(
+    redis_backend: RedisBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One call walks at most ``_PAGE_SCAN`` runs: a rare match deep in the run index comes
+    after short pages with cursors, once, and the last page has no cursor."""
+    b = redis_backend
+    [failed] = await b.enqueue([run("s", 0)], now=T0)
+    [lease] = await b.claim(["reports"], limit=1, lease_for=LEASE, worker_id="w", now=T0)
+    await b.finish([Finish(lease, Outcome.DEAD)], now=T0)
+    await b.enqueue([run("s", n) for n in range(1, 8)], now=T0)
+    await complete_all(b, ["reports"], T0)
+    monkeypatch.setattr(redis_backend_module, "_PAGE_SCAN", 3)
+    first = await b.list_jobs(schedule_id="s", states={JobState.DEAD}, limit=1)
+    assert first.jobs == []
+    assert first.next_cursor is not None
+    seen: list[str] = []
+    cursor: str | None = first.next_cursor
+    calls = 1
+    while cursor is not None:
+        page = await b.list_jobs(schedule_id="s", states={JobState.DEAD}, limit=1,
+                                 cursor=cursor)
+        seen += [job.id for job in page.jobs]
+        cursor = page.next_cursor
+        calls += 1
+        assert calls < 10
+    assert seen == [failed.job.id]
+    # a full page within the walk: the cursor is its last job
+    newest = await b.list_jobs(schedule_id="s", states={JobState.COMPLETED}, limit=2)
+    assert len(newest.jobs) == 2
+    assert newest.next_cursor == newest.jobs[-1].id
