@@ -22,8 +22,40 @@ local lo = tonumber(ARGV[6])  -- nil when ''
 local hi = tonumber(ARGV[7])
 local window_left = tonumber(ARGV[8])
 local n = tonumber(ARGV[9])
-local below = nil  -- ids must sort below the cursor
-if start ~= '+' then below = string.sub(start, 2) end
+
+-- The heap below orders ids as the id indexes do: in byte order (ZRANGEBYLEX compares with
+-- memcmp). Lua compares strings with strcoll, and Redis sets LC_COLLATE from its environment:
+-- under a locale such as en_US.UTF-8 or cs_CZ.UTF-8 'a' sorts before 'B', punctuation is
+-- weighed apart and 'CH' after 'H', so ids could merge out of order. Where the collation is not
+-- byte order ('a' sorts after 'B' in the C locale, not in the others), ids are compared through
+-- keys of numbers instead: each 6 bytes of an id, as digits base 257 (a byte b is b + 1, a byte
+-- past the end 0), exact in a double. key(id) makes an id's key, after(x, y) compares two keys.
+local key, after
+if 'a' > 'B' and '_' > 'Z' and '.' > '-' and '0' > '.' then
+  key = function(id) return id end
+  after = function(x, y) return x > y end
+else
+  local byte = string.byte
+  key = function(id)
+    local k = {}
+    for i = 1, #id, 6 do
+      local a, b, c, d, e, f = byte(id, i, i + 5)
+      k[#k + 1] = (((((a + 1) * 257 + (b or -1) + 1) * 257 + (c or -1) + 1) * 257
+                   + (d or -1) + 1) * 257 + (e or -1) + 1) * 257 + (f or -1) + 1
+    end
+    return k
+  end
+  after = function(x, y)
+    for i = 1, math.max(#x, #y) do
+      local a, b = x[i] or -1, y[i] or -1
+      if a ~= b then return a > b end
+    end
+    return false
+  end
+end
+
+local below_key = nil  -- ids must sort below the cursor
+if start ~= '+' then below_key = key(string.sub(start, 2)) end
 
 -- error_type_of of monoq.core.models is the text before the first ': ', so a job passes an error
 -- type filter when its error is the type alone or starts with the type and ': '; a type that
@@ -99,8 +131,8 @@ local function sift_down(i)
   while true do
     local c = 2 * i
     if c > n then break end
-    if c < n and heap[c + 1].key > heap[c].key then c = c + 1 end
-    if heap[c].key <= item.key then break end
+    if c < n and after(heap[c + 1].ck, heap[c].ck) then c = c + 1 end
+    if not after(heap[c].ck, item.ck) then break end
     heap[i] = heap[c]
     i = c
   end
@@ -125,19 +157,25 @@ for q = 1, #KEYS, stride do
         src = nil
       elseif count <= window_left then
         window_left = window_left - count
-        local ids = {}
+        local found = {}
         for _, id in ipairs(redis.call('ZRANGEBYSCORE', zkey, min, max)) do
-          if not below or id < below then ids[#ids + 1] = id end
+          local k = key(id)
+          if not below_key or after(below_key, k) then found[#found + 1] = {id, k} end
         end
-        table.sort(ids, function(a, b) return a > b end)
+        table.sort(found, function(x, y) return after(x[2], y[2]) end)
+        local ids = {}
+        for i, pair in ipairs(found) do ids[i] = pair[1] end
         src.buf = ids
         src.more = false
         src.scored = true  -- bounded by ARGV 8: its ids do not count against ARGV 3
       end
     end
     if src then
-      src.key = head(src)
-      if src.key then heap[#heap + 1] = src end
+      src.id = head(src)
+      if src.id then
+        src.ck = key(src.id)
+        heap[#heap + 1] = src
+      end
     end
   end
 end
@@ -149,7 +187,7 @@ local walked = 0
 local last = nil
 while #heap > 0 do
   local src = heap[1]
-  local id = src.key
+  local id = src.id
   if not src.scored then
     if walked >= budget then return {out, last} end
     walked = walked + 1
@@ -157,8 +195,10 @@ while #heap > 0 do
   last = id
   local jk = src.jp .. id
   src.pos = src.pos + 1
-  src.key = head(src)
-  if not src.key then
+  src.id = head(src)
+  if src.id then
+    src.ck = key(src.id)
+  else
     heap[1] = heap[#heap]
     heap[#heap] = nil
   end

@@ -9,9 +9,12 @@ tests/conformance/test_listing_scale.py.
 from __future__ import annotations
 
 import logging
+import shutil
+import subprocess
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +25,7 @@ from monoq.backends.redis import RedisBackend
 from monoq.backends.redis import _backend as redis_backend_module
 from monoq.core.ids import new_id
 from monoq.core.models import ErrorInfo, Finish, JobState, NewJob, Outcome
-from tests.conftest import RedisServer
+from tests.conftest import RedisServer, start_redis_server
 
 pytestmark = pytest.mark.redis
 
@@ -303,3 +306,74 @@ async def test_ids_written_by_the_old_layout_after_the_move_are_moved_again(
         assert [j.id for j in page.jobs] == [stray["id"], new.id]
     finally:
         await b.aclose()
+
+
+# -- the server's locale ----------------------------------------------------------------------
+
+# Ids a client may choose (any case, punctuation), and ids with "CH", which Czech collation
+# sorts after "H".
+ODD_IDS = ("CH1", "HZ", "a-1", "B_2", "b.3", "c", "Z", "_z", "0-a", "CZ", "H0", "CHA", "ch2",
+           "A.b", "A-b", "A_b")
+
+
+@pytest.fixture
+def czech_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisServer]:
+    """A redis-server whose LC_COLLATE is cs_CZ.UTF-8 (Redis sets it from its environment, and
+    Lua compares strings with strcoll), compiled here with localedef into a private LOCPATH."""
+    localedef = shutil.which("localedef")
+    if localedef is None or not Path("/usr/share/i18n/locales/cs_CZ").exists():
+        pytest.skip("localedef and the glibc locale sources are needed to build cs_CZ.UTF-8")
+    built = subprocess.run([localedef, "-i", "cs_CZ", "-f", "UTF-8",
+                            str(tmp_path / "cs_CZ.UTF-8")], capture_output=True, check=False)
+    if built.returncode not in (0, 1):  # 1: built, with warnings
+        pytest.skip(f"localedef failed: {built.stderr.decode(errors='replace')[:200]}")
+    monkeypatch.setenv("LOCPATH", str(tmp_path))
+    monkeypatch.setenv("LC_ALL", "cs_CZ.UTF-8")
+    server = start_redis_server()
+    try:
+        yield server
+    finally:
+        server.stop()
+        shutil.rmtree(server.directory, ignore_errors=True)
+
+
+async def test_listing_merges_in_byte_order_whatever_the_server_locale(
+    czech_redis: RedisServer,
+) -> None:
+    client = aioredis.Redis.from_url(czech_redis.url)
+    b = RedisBackend(czech_redis.url)
+    try:
+        if await client.eval("return tostring('CH1' > 'HZ')", 0) != b"true":
+            pytest.skip("the server did not take the cs_CZ collation")
+        await b.connect()
+        jobs = [NewJob(id=i, queue=("q1", "q2")[n % 2], handler="h", payload_json=b"1")
+                for n, i in enumerate(ODD_IDS)]
+        await b.enqueue(jobs, now=T0)
+        for queue in ("q1", "q2"):
+            leases = await b.claim([queue], limit=4, lease_for=LEASE, worker_id="w", now=T0)
+            await b.finish([Finish(lease, Outcome.DEAD, error=BOOM) for lease in leases],
+                           now=T0 + timedelta(seconds=1))
+        newest_first = sorted(ODD_IDS, key=lambda i: i.encode(), reverse=True)
+        dead = {j.id for j in (await b.list_jobs(states={JobState.DEAD}, limit=100)).jobs}
+        assert len(dead) == 8
+
+        async def every_page(**filters: Any) -> list[str]:
+            seen: list[str] = []
+            cursor: str | None = None
+            for _ in range(50):
+                page = await b.list_jobs(limit=3, cursor=cursor, **filters)
+                seen += [j.id for j in page.jobs]
+                cursor = page.next_cursor
+                if cursor is None:
+                    return seen
+            raise AssertionError("no last page")
+
+        assert await every_page() == newest_first
+        assert await every_page(states={JobState.DEAD, JobState.QUEUED}) == newest_first
+        # a finish window reads the dead ids by score and sorts them
+        assert await every_page(states={JobState.DEAD}, finished_after=T0) == [
+            i for i in newest_first if i in dead
+        ]
+    finally:
+        await b.aclose()
+        await client.aclose()
