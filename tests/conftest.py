@@ -195,7 +195,7 @@ async def redis_backend(
 
 @pytest.fixture(scope="session")
 def anyio_backend() -> str:
-    """monoq is an asyncio program (aiosqlite, redis.asyncio, uvicorn): no trio run."""
+    """monoq is an asyncio program (SQLite threads, redis.asyncio, uvicorn): no trio run."""
     return "asyncio"
 
 

@@ -19,7 +19,7 @@ from monoq.core.backend import Backend
 
 @pytest.fixture(scope="module")
 def anyio_backend() -> str:
-    """monoq is an asyncio program (aiosqlite, redis.asyncio, uvicorn): no trio run."""
+    """monoq is an asyncio program (SQLite threads, redis.asyncio, uvicorn): no trio run."""
     return "asyncio"
 
 

@@ -145,6 +145,24 @@ async def test_duplicate_key_within_one_batch_makes_one_job(backend: Backend) ->
     assert [job.id for job in page.jobs] == [news[0].id]
 
 
+async def test_the_first_of_a_key_wins_however_large_the_batch(backend: Backend) -> None:
+    """A batch bigger than any backend's call size (Redis sends 1 000 per script call, several
+    at once): each repeated key and id is answered with the batch's first job that has it."""
+    news = [new_job(key=f"k{i % 7}" if i % 100 == 0 else None) for i in range(3500)]
+    news.append(news[1])  # the same job twice, far apart
+    answers = await backend.enqueue(news, now=T0)
+    first_of: dict[str, str] = {}
+    for nj in news:
+        if nj.idempotency_key is not None:
+            first_of.setdefault(nj.idempotency_key, nj.id)
+    for nj, answer in zip(news, answers, strict=True):
+        expected = first_of.get(nj.idempotency_key or "", nj.id)
+        assert answer.job.id == expected
+        assert answer.created == (answer is answers[news.index(nj)] and expected == nj.id)
+    [stats] = await backend.stats(["default"])
+    assert stats.counts[JobState.QUEUED] == 3500 - (35 - 7)
+
+
 async def test_key_is_free_again_after_purge(backend: Backend) -> None:
     [job] = await enqueue(backend, new_job(key="k1"))
     cancelled = await backend.cancel(job.id, now=T0)
