@@ -279,6 +279,23 @@ class MemoryBackend:
             )
         return statuses
 
+    async def finish_and_claim(
+        self,
+        items: Sequence[Finish],
+        queues: Sequence[str],
+        *,
+        limit: int,
+        lease_for: timedelta,
+        worker_id: str,
+        now: datetime,
+    ) -> tuple[list[bool], list[Lease]]:
+        """``finish`` then ``claim``, with nothing in between; see
+        ``Backend.finish_and_claim``."""
+        applied = await self.finish(items, now=now)
+        leases = await self.claim(queues, limit=limit, lease_for=lease_for,
+                                  worker_id=worker_id, now=now)
+        return applied, leases
+
     async def finish(self, items: Sequence[Finish], *, now: datetime) -> list[bool]:
         """End runs, fenced by token; see ``Backend.finish``."""
         answers: list[bool] = []

@@ -166,6 +166,8 @@ class Worker:
         self._acks: list[Finish] = []
         self._ack_ready = anyio.Event()
         self._flushing: anyio.Event | None = None  # set while a flush is running
+        self._claiming = 0  # slots reserved by a claim in flight (claim loop or ack flush)
+        self._jobs: anyio.abc.TaskGroup | None = None  # where runs start, while it is open
         self._limiter = anyio.CapacityLimiter(settings.concurrency)
         self._rotation = 0
         self._started_at = self.clock()
@@ -213,8 +215,12 @@ class Worker:
             service.start_soon(self._lag_watchdog)
             task_status.started()
             async with anyio.create_task_group() as jobs:
-                await self._claim_loop(jobs)
-                await self._drain()
+                self._jobs = jobs
+                try:
+                    await self._claim_loop(jobs)
+                    await self._drain()
+                finally:
+                    self._jobs = None
             # Every outcome must reach the backend before the process goes: wait for an ack
             # call in flight (even one retrying through an outage), for a bounded time.
             with anyio.move_on_after(settings.grace.total_seconds() + 10):
@@ -240,16 +246,26 @@ class Worker:
         self._rotation = (self._rotation + 1) % len(queues)
         return queues[self._rotation :] + queues[: self._rotation]
 
+    def _free(self) -> int:
+        """Slots neither running a job nor reserved by a claim in flight."""
+        return self.settings.concurrency - len(self._running) - self._claiming
+
+    def _acks_claim(self) -> bool:
+        """Whether buffered outcomes are about to be (or being) sent: their call claims for
+        the freed slots too (``finish_and_claim``), so the claim loop leaves those to it."""
+        return bool(self._acks) or self._flushing is not None
+
     async def _claim_loop(self, jobs: anyio.abc.TaskGroup) -> None:
         settings = self.settings
         backoff = 0.05
         while not self._stopping.is_set():
-            free = settings.concurrency - len(self._running)
-            if free <= 0:
+            if self._free() <= 0 or self._acks_claim():
                 self._slot_freed = anyio.Event()
-                if len(self._running) >= settings.concurrency and not self._stopping.is_set():
+                if (self._free() <= 0 or self._acks_claim()) and not self._stopping.is_set():
                     await self._slot_freed.wait()
                 continue
+            free = self._free()
+            self._claiming += free
             try:
                 leases = await self.backend.claim(
                     self._queues(), limit=free, lease_for=settings.lease,
@@ -261,15 +277,27 @@ class Worker:
                 await self._idle(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
+            finally:
+                self._claiming -= free
             backoff = 0.05
-            for lease in leases:
-                run = _Run(lease=lease, ctx=Context(
-                    job=lease.job, lease_token=lease.token, worker_id=settings.worker_id,
-                    plugins=self.plugins))
-                self._running[lease.job.id] = run
-                jobs.start_soon(self._execute, run)
+            self._start(leases, jobs)
             if not leases:
                 await self._idle(None)
+
+    def _start(self, leases: Sequence[Lease], jobs: anyio.abc.TaskGroup | None) -> None:
+        """Run the jobs of ``leases``; when the worker is stopping (or its job group has
+        closed), hand them back instead, refunded, for another worker."""
+        for lease in leases:
+            if jobs is None or self._stopping.is_set():
+                logger.info("job %s released back to %s", lease.job_id, lease.job.queue)
+                self._acks.append(Finish(lease, Outcome.RELEASED))
+                self._ack_ready.set()
+                continue
+            run = _Run(lease=lease, ctx=Context(
+                job=lease.job, lease_token=lease.token, worker_id=self.settings.worker_id,
+                plugins=self.plugins))
+            self._running[lease.job.id] = run
+            jobs.start_soon(self._execute, run)
 
     async def _idle(self, sleep: float | None) -> None:
         """Wait for new work (or ``sleep`` seconds); ``stop`` cuts it short."""
@@ -295,10 +323,15 @@ class Worker:
         job = run.lease.job
         metrics.job_started(job.queue, job.handler)
         started = time.perf_counter()
+        finish: Finish | None = None
         try:
             finish = await self._call(run)
         finally:
             self._running.pop(job.id, None)
+            if finish is not None and not run.lost:
+                self._acks.append(finish)
+                self._ack_ready.set()
+            # After the ack is buffered: the claim loop leaves the freed slot to the ack call.
             self._slot_freed.set()
         self.processed += 1
         took = time.perf_counter() - started
@@ -313,9 +346,6 @@ class Worker:
                          job.handler, job.attempt, took)
         if run.lost:
             logger.warning("job %s: lease lost while running; its outcome is discarded", job.id)
-            return
-        self._acks.append(finish)
-        self._ack_ready.set()
 
     async def _call(self, run: _Run) -> Finish:
         """Run the handler and turn whatever happens into a Finish."""
@@ -437,20 +467,32 @@ class Worker:
         finally:
             done, self._flushing = self._flushing, None
             done.set()
+            self._slot_freed.set()  # the claim loop takes over the slots left free
 
     async def _flush_acks_locked(self) -> None:
+        settings = self.settings
         backoff = 0.05
         while self._acks:
             batch = self._acks[:500]
+            # The same call claims for the free slots (none while stopping), BullMQ's
+            # moveToFinished way: a freed slot costs one round trip, not two.
+            limit = 0 if self._stopping.is_set() else max(0, self._free())
+            self._claiming += limit
             try:
-                applied = await self.backend.finish(batch, now=self.clock())
+                applied, leases = await self.backend.finish_and_claim(
+                    batch, self._queues(), limit=limit, lease_for=settings.lease,
+                    worker_id=settings.worker_id, now=self.clock(),
+                )
             except BackendError as exc:
                 logger.warning("worker %s: ack of %d jobs failed (%s); retrying",
-                               self.settings.worker_id, len(batch), exc)
+                               settings.worker_id, len(batch), exc)
                 await anyio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
                 continue
+            finally:
+                self._claiming -= limit
             del self._acks[: len(batch)]
+            self._start(leases, self._jobs)
             for item, ok in zip(batch, applied, strict=True):
                 if not ok:
                     metrics.stale_ack()

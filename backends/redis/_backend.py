@@ -647,32 +647,34 @@ class RedisBackend:
 
         Each queue's claim is atomic; the call stops as soon as ``limit`` leases are held.
         """
-        k = self._keys
         leases: list[Lease] = []
-        lease_ms = lease_for // _MS
-        now_ms = _ms(now)
         for q in queues:
             want = limit - len(leases)
             if want <= 0:
                 break
-            keys = [
-                k.q(q, "ready"),
-                k.q(q, "running"),
-                k.q(q, "paused"),
-                k.q(q, "changes"),
-                k.q(q, "wake"),
-                k.job_prefix(q),
-                k.att_prefix(q),
-                k.q(q, "waits"),
-                k.ids(q, "queued"),
-                k.ids(q, "running"),
-            ]
-            tokens = [secrets.token_hex(12) for _ in range(want)]
-            claimed = await self._run(
-                "claim", keys, [now_ms, lease_ms, worker_id, WAITS_KEPT, *tokens]
-            )
+            keys, args = self._claim_call(q, want, lease_for, worker_id, now)
+            claimed = await self._run("claim", keys, args)
             leases.extend(_decode_lease(_unpack(raw)) for raw in claimed)
         return leases
+
+    def _claim_call(self, q: str, want: int, lease_for: timedelta, worker_id: str,
+                    now: datetime) -> tuple[list[Any], list[Any]]:
+        """The keys and arguments of the claim script for ``want`` jobs of queue ``q``."""
+        k = self._keys
+        keys = [
+            k.q(q, "ready"),
+            k.q(q, "running"),
+            k.q(q, "paused"),
+            k.q(q, "changes"),
+            k.q(q, "wake"),
+            k.job_prefix(q),
+            k.att_prefix(q),
+            k.q(q, "waits"),
+            k.ids(q, "queued"),
+            k.ids(q, "running"),
+        ]
+        tokens = [secrets.token_hex(12) for _ in range(want)]
+        return keys, [_ms(now), lease_for // _MS, worker_id, WAITS_KEPT, *tokens]
 
     async def wait_for_jobs(self, queues: Sequence[str], *, timeout: float) -> None:
         """Block on the queues' wake lists (BLPOP on a dedicated connection pool).
@@ -725,20 +727,63 @@ class RedisBackend:
         worker_id: str,
         now: datetime,
     ) -> tuple[list[bool], list[Lease]]:
-        """``finish`` then ``claim``; see ``Backend.finish_and_claim``."""
-        applied = await self.finish(items, now=now)
-        leases = await self.claim(queues, limit=limit, lease_for=lease_for,
-                                  worker_id=worker_id, now=now)
+        """``finish`` then ``claim`` in one round trip: the finish scripts (one per queue of
+        the items) and the claim script of the first queue go out in one pipeline, and Redis
+        runs them in that order; see ``Backend.finish_and_claim``. Only when the first queue
+        had fewer ready jobs than ``limit`` do the next queues cost a round trip each, as in
+        ``claim``. A script Redis no longer knows (after a restart) is loaded and run again on
+        its own."""
+        calls = self._finish_calls(items, now)
+        claim_first = bool(queues) and limit > 0
+        if not calls and not claim_first:
+            return [], []
+        names = ["finish"] * len(calls)
+        sent: list[tuple[list[Any], list[Any]]] = [(keys, args) for _, keys, args in calls]
+        if claim_first:
+            names.append("claim")
+            sent.append(self._claim_call(queues[0], limit, lease_for, worker_id, now))
+        with _driver_errors("finish_and_claim"):
+            async with self._r().pipeline(transaction=False) as pipe:
+                for name, (keys, args) in zip(names, sent, strict=True):
+                    pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
+                replies = await pipe.execute(raise_on_error=False)
+        for n, reply in enumerate(replies):
+            if isinstance(reply, rex.NoScriptError):
+                replies[n] = await self._run(names[n], *sent[n])
+            elif isinstance(reply, Exception):
+                with _driver_errors("finish_and_claim"):
+                    raise reply
+        applied = [False] * len(items)
+        for (idx, _, _), answers in zip(calls, replies, strict=False):
+            for i, answer in zip(idx, answers, strict=True):
+                applied[i] = bool(answer)
+        leases: list[Lease] = []
+        if claim_first:
+            leases = [_decode_lease(_unpack(raw)) for raw in replies[-1]]
+            if len(leases) < limit and len(queues) > 1:
+                leases += await self.claim(queues[1:], limit=limit - len(leases),
+                                           lease_for=lease_for, worker_id=worker_id, now=now)
         return applied, leases
 
     async def finish(self, items: Sequence[Finish], *, now: datetime) -> list[bool]:
         """End runs, fenced by token; one script for all the items of one queue, which also
         adds them to the queue's throughput counters for the minute of ``now``."""
+        out = [False] * len(items)
+        for idx, keys, args in self._finish_calls(items, now):
+            answers = await self._run("finish", keys, args)
+            for i, answer in zip(idx, answers, strict=True):
+                out[i] = bool(answer)
+        return out
+
+    def _finish_calls(self, items: Sequence[Finish], now: datetime
+                      ) -> list[tuple[list[int], list[Any], list[Any]]]:
+        """Per queue of ``items``: the indexes of its items, and the finish script's keys and
+        arguments for them."""
         k = self._keys
         minute = minute_of(now)
-        out = [False] * len(items)
+        calls: list[tuple[list[int], list[Any], list[Any]]] = []
         for q, idx in _group(items, lambda item: item.lease.job.queue).items():
-            keys = [
+            keys: list[Any] = [
                 k.q(q, "ready"),
                 k.q(q, "running"),
                 k.q(q, "retrying"),
@@ -770,10 +815,8 @@ class RedisBackend:
                 ]
             args = [_ms(now), _WAKE_CAP, _pack(fields), minute, minute - COUNTER_RETENTION_MINUTES,
                     _TPUT_PRUNE_AT]
-            answers = await self._run("finish", keys, args)
-            for i, answer in zip(idx, answers, strict=True):
-                out[i] = bool(answer)
-        return out
+            calls.append((list(idx), keys, args))
+        return calls
 
     # -- scheduler ----------------------------------------------------------------------------
 

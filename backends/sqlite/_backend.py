@@ -631,24 +631,70 @@ def _record_waits(conn: sqlite3.Connection, queue: str, waits: list[int]) -> Non
     )
 
 
-def _count(conn: sqlite3.Connection, queue: str, now_ms: int, counts: Counts) -> None:
-    """Add one ended run to its minute's throughput row. The first run of a queue in a new
-    minute also deletes every row past retention (a range delete on the primary key), so the
-    table stays bounded without a separate sweep."""
-    if not any(counts):
-        return
-    minute = now_ms // MINUTE_MS
-    (total,) = conn.execute(
-        "INSERT INTO throughput (minute, queue, completed, failed, dead) VALUES (?, ?, ?, ?, ?) "
-        "ON CONFLICT (minute, queue) DO UPDATE SET completed = completed + excluded.completed, "
-        "failed = failed + excluded.failed, dead = dead + excluded.dead "
-        "RETURNING completed + failed + dead",
-        (minute, queue, *counts),
-    ).fetchone()
-    if total == sum(counts):  # the row is new
+def _write_ended(conn: sqlite3.Connection, done: Effects) -> None:
+    """Add a transaction's ended runs to their minutes' throughput rows, one upsert per
+    (minute, queue). A row that this makes new also deletes every row past retention (a range
+    delete on the primary key), so the table stays bounded without a separate sweep."""
+    oldest_new: int | None = None
+    for (queue, minute), (completed, failed, dead) in done.ended.items():
+        (total,) = conn.execute(
+            "INSERT INTO throughput (minute, queue, completed, failed, dead) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (minute, queue) DO UPDATE SET "
+            "completed = completed + excluded.completed, failed = failed + excluded.failed, "
+            "dead = dead + excluded.dead RETURNING completed + failed + dead",
+            (minute, queue, completed, failed, dead),
+        ).fetchone()
+        if total == completed + failed + dead:  # the row is new
+            oldest_new = minute if oldest_new is None else min(oldest_new, minute)
+    if oldest_new is not None:
         conn.execute(
-            "DELETE FROM throughput WHERE minute < ?", (minute - COUNTER_RETENTION_MINUTES,)
+            "DELETE FROM throughput WHERE minute < ?", (oldest_new - COUNTER_RETENTION_MINUTES,)
         )
+
+
+@attrs.frozen
+class _Claim:
+    """One claim's arguments, and the statements that apply it (on the writer thread)."""
+
+    names: list[str]
+    limit: int
+    worker_id: str
+    now_ms: int
+    expires_ms: int
+
+    def run(self, conn: sqlite3.Connection, fx: Effects) -> list[Lease]:
+        """Lease up to ``limit`` QUEUED jobs of the queues, in order, skipping paused ones."""
+        now_ms, expires_ms, worker_id = self.now_ms, self.expires_ms, self.worker_id
+        paused = {
+            name
+            for (name,) in conn.execute(
+                f"SELECT name FROM queues WHERE paused AND name IN {_IDS_PARAM}",  # noqa: S608
+                (_json.encode(self.names),),
+            )
+        }
+        leases: list[Lease] = []
+        for name in self.names:
+            remaining = self.limit - len(leases)
+            if remaining <= 0:
+                break
+            if name in paused:
+                continue
+            claimed = conn.execute(
+                _CLAIM, (now_ms, worker_id, expires_ms, name, remaining)
+            ).fetchall()
+            claimed.sort(key=lambda r: (r[4], r[9], r[0]))
+            fx.move(name, "queued", "running", len(claimed))
+            leases.extend(Lease(_job(r), r[_TOKEN], _dt(expires_ms)) for r in claimed)
+            _record_waits(conn, name, [first_wait_ms(r[9], now_ms)
+                                       for r in claimed if r[6] == 1])
+        if leases:
+            conn.executemany(
+                "INSERT INTO attempts (job_id, attempt, worker_id, token, started_at, "
+                "outcome) VALUES (?, ?, ?, ?, ?, 'running')",
+                [(ls.job.id, ls.job.attempt, worker_id, ls.token, now_ms) for ls in leases],
+            )
+            fx.changes = True  # a new lease expiry may be the next scheduler wake-up
+        return leases
 
 
 def _deleted(conn: sqlite3.Connection, fx: Effects, rows: list[tuple[str, str, str]]) -> int:
@@ -660,9 +706,10 @@ def _deleted(conn: sqlite3.Connection, fx: Effects, rows: list[tuple[str, str, s
     return len(rows)
 
 
-def _write_moves(conn: sqlite3.Connection, done: Effects) -> None:
-    """Add a transaction's net (queue, state) changes to job_counts: one upsert per pair that
-    changed, however many jobs the transaction's requests wrote."""
+def _write_tallies(conn: sqlite3.Connection, done: Effects) -> None:
+    """Before a write transaction commits: add its net (queue, state) changes to job_counts
+    (one upsert per pair that changed, however many jobs its requests wrote) and its ended
+    runs to the throughput rows."""
     rows = [(queue, state, n) for (queue, state), n in done.moved.items() if n]
     if rows:
         conn.executemany(
@@ -670,6 +717,8 @@ def _write_moves(conn: sqlite3.Connection, done: Effects) -> None:
             "ON CONFLICT (queue, state) DO UPDATE SET n = n + excluded.n",
             rows,
         )
+    if done.ended:
+        _write_ended(conn, done)
 
 
 def _schema_statements(script: str) -> list[str]:
@@ -830,7 +879,7 @@ class SqliteBackend:
         self._writer_thread = writer_thread
         self._readers = ReaderPool(readers, busy_timeout_ms=busy)
         self._writer = GroupWriter(writer_thread, busy_timeout_ms=busy, on_commit=self._on_commit,
-                                   before_commit=_write_moves)
+                                   before_commit=_write_tallies)
         self._writer.start()
         self._connected = True
         logger.info(
@@ -1086,43 +1135,34 @@ class SqliteBackend:
         names = _unique(queues)
         if limit <= 0 or not names:
             return []
+        claim = _Claim(names, limit, worker_id, _ms(now), _ms(now) + lease_for // _ONE_MS)
+        return await self._write(claim.run, "claim", limit)
+
+    async def finish_and_claim(
+        self,
+        items: Sequence[Finish],
+        queues: Sequence[str],
+        *,
+        limit: int,
+        lease_for: timedelta,
+        worker_id: str,
+        now: datetime,
+    ) -> tuple[list[bool], list[Lease]]:
+        """``finish`` then ``claim`` in one write transaction (one hop to the writer thread);
+        see ``Backend.finish_and_claim``."""
+        names = _unique(queues)
         now_ms = _ms(now)
-        expires_ms = now_ms + lease_for // _ONE_MS
-        names_json = _json.encode(names)
+        batch = list(items)
+        claim = None if limit <= 0 or not names else _Claim(
+            names, limit, worker_id, now_ms, now_ms + lease_for // _ONE_MS)
 
-        def fn(conn: sqlite3.Connection, fx: Effects) -> list[Lease]:
-            paused = {
-                name
-                for (name,) in conn.execute(
-                    f"SELECT name FROM queues WHERE paused AND name IN {_IDS_PARAM}",  # noqa: S608
-                    (names_json,),
-                )
-            }
-            leases: list[Lease] = []
-            for name in names:
-                remaining = limit - len(leases)
-                if remaining <= 0:
-                    break
-                if name in paused:
-                    continue
-                claimed = conn.execute(
-                    _CLAIM, (now_ms, worker_id, expires_ms, name, remaining)
-                ).fetchall()
-                claimed.sort(key=lambda r: (r[4], r[9], r[0]))
-                fx.move(name, "queued", "running", len(claimed))
-                leases.extend(Lease(_job(r), r[_TOKEN], _dt(expires_ms)) for r in claimed)
-                _record_waits(conn, name, [first_wait_ms(r[9], now_ms)
-                                           for r in claimed if r[6] == 1])
-            if leases:
-                conn.executemany(
-                    "INSERT INTO attempts (job_id, attempt, worker_id, token, started_at, "
-                    "outcome) VALUES (?, ?, ?, ?, ?, 'running')",
-                    [(ls.job.id, ls.job.attempt, worker_id, ls.token, now_ms) for ls in leases],
-                )
-                fx.changes = True  # a new lease expiry may be the next scheduler wake-up
-            return leases
+        def fn(conn: sqlite3.Connection, fx: Effects) -> tuple[list[bool], list[Lease]]:
+            applied = [self._finish_one(conn, fx, item, now_ms) for item in batch]
+            return applied, [] if claim is None else claim.run(conn, fx)
 
-        return await self._write(fn, "claim", limit)
+        if not batch and claim is None:
+            return [], []
+        return await self._write(fn, "finish_and_claim", len(batch) + max(0, limit))
 
     async def wait_for_jobs(self, queues: Sequence[str], *, timeout: float) -> None:
         """Return when a job may have become ready in ``queues``, or after ``timeout`` s.
@@ -1224,26 +1264,31 @@ class SqliteBackend:
     @staticmethod
     def _finish_one(conn: sqlite3.Connection, fx: Effects, item: Finish, now_ms: int) -> bool:
         job_id, token = item.lease.job_id, item.lease.token
-        row = conn.execute(
-            "SELECT queue, cancel_requested FROM jobs "
-            "WHERE id = ? AND lease_token = ? AND state = 'running'",
-            (job_id, token),
-        ).fetchone()
-        if row is None:
-            return False
-        queue, cancel_requested = row
-        outcome = item.outcome
-        if cancel_requested and outcome in (Outcome.RETRY, Outcome.DEAD, Outcome.RELEASED):
-            outcome = Outcome.CANCELLED
-        error = None if item.error is None else str(item.error)
         clear = "lease_token = NULL, lease_expires_at = NULL, worker_id = NULL"
+        outcome = item.outcome
+        error = None if item.error is None else str(item.error)
         if outcome is Outcome.COMPLETED:
-            conn.execute(
+            # The common case needs no look first: a pending cancel does not change it.
+            row = conn.execute(
                 f"UPDATE jobs SET state = 'completed', result = ?, finished_at = ?, {clear} "  # noqa: S608
-                "WHERE id = ?",
-                (item.result_json, now_ms, job_id),
-            )
-        elif outcome is Outcome.RETRY:
+                "WHERE id = ? AND lease_token = ? AND state = 'running' RETURNING queue",
+                (item.result_json, now_ms, job_id, token),
+            ).fetchone()
+            if row is None:
+                return False
+            queue = row[0]
+        else:
+            row = conn.execute(
+                "SELECT queue, cancel_requested FROM jobs "
+                "WHERE id = ? AND lease_token = ? AND state = 'running'",
+                (job_id, token),
+            ).fetchone()
+            if row is None:
+                return False
+            queue, cancel_requested = row
+            if cancel_requested and outcome in (Outcome.RETRY, Outcome.DEAD, Outcome.RELEASED):
+                outcome = Outcome.CANCELLED
+        if outcome is Outcome.RETRY:
             assert item.retry_at is not None  # Finish validates this  # noqa: S101
             conn.execute(
                 f"UPDATE jobs SET state = 'retrying', run_at = ?, error = ?, {clear} "  # noqa: S608
@@ -1263,7 +1308,7 @@ class SqliteBackend:
                 f"finished_at = ?, {clear} WHERE id = ?",
                 (error, now_ms, job_id),
             )
-        else:  # RELEASED: back to the queue, and the run does not count
+        elif outcome is Outcome.RELEASED:  # back to the queue, and the run does not count
             conn.execute(
                 f"UPDATE jobs SET state = 'queued', attempt = attempt - 1, {clear} "  # noqa: S608
                 "WHERE id = ?",
@@ -1271,7 +1316,7 @@ class SqliteBackend:
             )
             fx.ready.add(queue)
         fx.move(queue, "running", _FINISH_STATE[outcome])
-        _count(conn, queue, now_ms, finish_counts(item.outcome, outcome))
+        fx.end(queue, now_ms // MINUTE_MS, finish_counts(item.outcome, outcome))
         info = item.error
         conn.execute(
             "UPDATE attempts SET finished_at = ?, outcome = ?, error_type = ?, "

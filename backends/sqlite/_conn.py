@@ -141,12 +141,15 @@ class SqliteThread:
 @attrs.define
 class Effects:
     """What a write did beyond its own rows: queues with claimable work and scheduler changes
-    (for waiters, after the commit), and how many jobs entered or left each (queue, state)
-    (``moved``, written to the per-state counts before the commit)."""
+    (for waiters, after the commit); how many jobs entered or left each (queue, state)
+    (``moved``) and the runs that ended (``ended``), both written to their tables once per
+    transaction, before the commit."""
 
     ready: set[str] = attrs.field(factory=set)
     changes: bool = False
     moved: collections.Counter[tuple[str, str]] = attrs.field(factory=collections.Counter)
+    # ended runs by (queue, epoch minute): [completed, failed, dead], for the throughput rows
+    ended: dict[tuple[str, int], list[int]] = attrs.field(factory=dict)
 
     def move(self, queue: str, old: str | None, new: str | None, n: int = 1) -> None:
         """Note that ``n`` jobs of ``queue`` left state ``old`` for ``new`` (None: the job was
@@ -158,11 +161,20 @@ class Effects:
         if new is not None:
             self.moved[(queue, new)] += n
 
+    def end(self, queue: str, minute: int, counts: tuple[int, int, int]) -> None:
+        """Note one ended run of ``queue`` in epoch minute ``minute``."""
+        if any(counts):
+            row = self.ended.setdefault((queue, minute), [0, 0, 0])
+            for i, n in enumerate(counts):
+                row[i] += n
+
     def merge(self, other: Effects) -> None:
         """Add ``other`` to this one."""
         self.ready |= other.ready
         self.changes = self.changes or other.changes
         self.moved.update(other.moved)
+        for (queue, minute), counts in other.ended.items():
+            self.end(queue, minute, (counts[0], counts[1], counts[2]))
 
 
 WriteFn = Callable[[sqlite3.Connection, Effects], T]

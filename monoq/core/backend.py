@@ -142,6 +142,26 @@ class Backend(Protocol):
         """
         ...
 
+    async def finish_and_claim(
+        self,
+        items: Sequence[Finish],
+        queues: Sequence[str],
+        *,
+        limit: int,
+        lease_for: timedelta,
+        worker_id: str,
+        now: datetime,
+    ) -> tuple[list[bool], list[Lease]]:
+        """``finish(items)``, then ``claim(queues, limit=...)``, in one call: a worker whose runs
+        ended hands their outcomes back and takes work for the freed slots in one round trip
+        (BullMQ's ``moveToFinished`` does the same). Answers ``(applied, leases)``, each
+        exactly what ``finish`` and ``claim`` would answer called one after the other with the
+        same ``now``: the finish comes first, so a job RELEASED by ``items`` may be leased again
+        by the claim. ``limit <= 0`` or no queues claims nothing; no items finishes nothing.
+        Each part is as atomic as its own method promises; the two may share one atomic step.
+        """
+        ...
+
     # -- scheduler ----------------------------------------------------------------------------
 
     async def promote(self, *, now: datetime, limit: int) -> int:

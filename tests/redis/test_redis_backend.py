@@ -189,6 +189,36 @@ async def test_scripts_survive_script_flush(
     assert len(leases) == 2
 
 
+async def test_finish_and_claim_is_one_round_trip_and_survives_script_flush(
+    redis_backend: RedisBackend, redis_client: aioredis.Redis
+) -> None:
+    """The finish scripts and the claim go out in one pipeline; a flushed script cache is
+    reloaded, and every outcome is applied exactly once."""
+    b = redis_backend
+    await b.enqueue([job() for _ in range(4)] + [job("other")], now=T0)
+    leases = await b.claim(["default", "other"], limit=3, lease_for=LEASE, worker_id="w",
+                           now=T0)
+    async def evalsha_calls() -> int:
+        stats = await redis_client.info("commandstats")
+        return int(stats.get("cmdstat_evalsha", {}).get("calls", 0))
+
+    before = await evalsha_calls()
+    applied, more = await b.finish_and_claim(
+        [Finish(leases[0], Outcome.COMPLETED)], ["default", "other"], limit=1,
+        lease_for=LEASE, worker_id="w", now=T0)
+    assert applied == [True] and len(more) == 1
+    assert await evalsha_calls() - before == 2  # one finish script, one claim script
+    await redis_client.script_flush()
+    applied, more = await b.finish_and_claim(
+        [Finish(leases[1], Outcome.COMPLETED), Finish(more[0], Outcome.COMPLETED)],
+        ["default", "other"], limit=3, lease_for=LEASE, worker_id="w", now=T0)
+    assert applied == [True, True]
+    # "default" is empty now: the claim went on to the next queue
+    assert [lease.job.queue for lease in more] == ["other"]
+    [stats] = await b.stats(["default"])
+    assert stats.counts[JobState.COMPLETED] == 3 and stats.counts[JobState.RUNNING] == 1
+
+
 async def test_a_corrupt_key_is_a_backend_error_not_unavailable(
     redis_backend: RedisBackend, redis_client: aioredis.Redis
 ) -> None:

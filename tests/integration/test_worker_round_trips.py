@@ -1,0 +1,94 @@
+"""A worker hands its outcomes back and takes new work in the same backend call, and never runs
+more jobs at once than its concurrency, whichever path claimed them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import anyio
+import pytest
+
+import monoq
+from monoq.backends.memory import MemoryBackend
+from monoq.client import Client
+from monoq.core.models import Finish, JobState, Lease
+from monoq.registry import Registry
+from monoq.worker import Worker, WorkerSettings
+
+pytestmark = pytest.mark.anyio
+
+running_now = 0
+most_at_once = 0
+
+
+@monoq.handler("test.step")
+async def step(ctx: monoq.Context, payload: Any) -> int:
+    global running_now, most_at_once
+    running_now += 1
+    most_at_once = max(most_at_once, running_now)
+    try:
+        for _ in range(int(payload) % 3 + 1):
+            await anyio.lowlevel.checkpoint()
+        return int(payload)
+    finally:
+        running_now -= 1
+
+
+class CountingBackend(MemoryBackend):
+    """Counts the calls a worker makes, and lets every call yield to the loop once, so that
+    the claim loop and the ack flush interleave as they do over a network."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: dict[str, int] = {}
+
+    def _tally(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+    async def claim(self, queues: Sequence[str], **kw: Any) -> list[Lease]:
+        self._tally("claim")
+        await anyio.lowlevel.checkpoint()
+        return await super().claim(queues, **kw)
+
+    async def finish(self, items: Sequence[Finish], *, now: datetime) -> list[bool]:
+        self._tally("finish")
+        await anyio.lowlevel.checkpoint()
+        return await super().finish(items, now=now)
+
+    async def finish_and_claim(self, items: Sequence[Finish], queues: Sequence[str],
+                               **kw: Any) -> tuple[list[bool], list[Lease]]:
+        self._tally("finish_and_claim")
+        await anyio.lowlevel.checkpoint()
+        applied = await MemoryBackend.finish(self, items, now=kw["now"])
+        leases = await MemoryBackend.claim(self, queues, limit=kw["limit"],
+                                           lease_for=kw["lease_for"],
+                                           worker_id=kw["worker_id"], now=kw["now"])
+        return applied, leases
+
+
+async def test_freed_slots_are_refilled_by_the_ack_call_within_the_concurrency() -> None:
+    global most_at_once
+    most_at_once = 0
+    backend = CountingBackend()
+    registry = Registry()
+    registry.add_function(step)
+    client = Client(backend, registry=registry)
+    jobs = await client.enqueue_many([{"handler": "test.step", "payload": n}
+                                      for n in range(300)])
+    worker = Worker(client, registry, WorkerSettings(
+        concurrency=4, heartbeat=timedelta(seconds=5), grace=timedelta(seconds=5)))
+    async with anyio.create_task_group() as tg:
+        await tg.start(worker.run)
+        with anyio.fail_after(30):
+            done = [await client.wait(job.id) for job in jobs]
+        worker.stop()
+    assert [job.result for job in done] == list(range(300))
+    assert {job.state for job in done} == {JobState.COMPLETED}
+    assert most_at_once <= 4
+    # Outcomes never travel alone while there is work left: no plain finish calls, and the
+    # claims that are not part of an ack call are a handful (the start, idle moments).
+    assert backend.calls.get("finish", 0) == 0
+    assert backend.calls["finish_and_claim"] >= 300 // 4 // 2
+    assert backend.calls.get("claim", 0) <= 10, backend.calls
