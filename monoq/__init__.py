@@ -5,6 +5,7 @@ The public API: the ``handler`` decorator and handler ``Context``; ``connect`` a
 """
 
 from monoq.client import Client, JobDefaults, SyncClient, connect, connect_sync
+from monoq.context import Context
 from monoq.core.models import Attempt, Job, JobState, QueueStats
 from monoq.errors import (
     BackendError,
@@ -21,7 +22,6 @@ from monoq.errors import (
 )
 from monoq.plugin import Plugin, PluginOptions
 from monoq.registry import handler
-from monoq.worker import Context
 
 __version__ = "0.1.0"
 

@@ -14,12 +14,11 @@ import functools
 import logging
 import os
 import socket
-import threading
 import time
 import traceback
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -27,25 +26,24 @@ import attrs
 
 from monoq import metrics
 from monoq.client import Client
+from monoq.context import Context
 from monoq.core.codec import json_encode
 from monoq.core.models import (
     TRACEBACK_LIMIT,
     ErrorInfo,
     Finish,
-    Job,
     Lease,
     LeaseStatus,
     Outcome,
     WorkerInfo,
 )
 from monoq.core.retry import RetryPolicy
-from monoq.errors import BackendError, ConfigError, Retry, SerializationError, SkipRetry
+from monoq.errors import BackendError, Retry, SerializationError, SkipRetry
 from monoq.plugin import Plugin
 from monoq.registry import Registry
 
 logger = logging.getLogger(__name__)
 
-P = TypeVar("P", bound=Plugin)
 
 
 def default_worker_id() -> str:
@@ -69,69 +67,6 @@ class WorkerSettings:
     loop_lag_warning: float = 0.5  # seconds the loop may stall before a warning
     # [plugins.<name>] tables: plugin name -> its options
     plugin_options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
-
-
-@attrs.define(eq=False)
-class Context:
-    """What a handler gets besides its payload.
-
-    ``cancelled`` is set when the job should stop (cancelled, lease lost, shutdown); async
-    handlers are also interrupted by cancellation, sync ones should check it.
-    """
-
-    job: Job
-    lease_token: str
-    worker_id: str
-    _plugins: Mapping[type[Plugin], Plugin] = attrs.field(factory=dict, kw_only=True,
-                                                          alias="plugins")
-    _logger: logging.LoggerAdapter[logging.Logger] | None = attrs.field(default=None, init=False)
-    _cancelled: threading.Event | None = attrs.field(default=None, init=False)
-    _stop: bool = attrs.field(default=False, init=False)
-
-    @property
-    def cancelled(self) -> threading.Event:
-        """Set when the job should stop: cancelled, timed out, lease lost or shutdown."""
-        if self._cancelled is None:  # made on first use: most handlers never look
-            self._cancelled = threading.Event()
-            if self._stop:
-                self._cancelled.set()
-        return self._cancelled
-
-    def _signal_stop(self) -> None:
-        self._stop = True
-        if self._cancelled is not None:
-            self._cancelled.set()
-
-    @property
-    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
-        """A logger named after the handler that tags every record with ``job_id``."""
-        if self._logger is None:
-            self._logger = logging.LoggerAdapter(
-                logging.getLogger(f"monoq.job.{self.job.handler}"), {"job_id": self.job.id})
-        return self._logger
-
-    def plugin(self, cls: type[P]) -> P:
-        """This worker's running instance of the plugin class ``cls``."""
-        found = self._plugins.get(cls)
-        if found is None:
-            raise ConfigError(f"plugin {cls.name or cls.__qualname__!r} is not running in this "
-                              "worker (is its module a registered handler module?)")
-        return found  # type: ignore[return-value]  # keyed by its own class
-
-    @property
-    def job_id(self) -> str:
-        """The job's id."""
-        return self.job.id
-
-    @property
-    def attempt(self) -> int:
-        """This run's attempt number, 1 for the first run."""
-        return self.job.attempt
-
-    @property
-    def queue(self) -> str:
-        """The job's queue."""
-        return self.job.queue
 
 
 @attrs.define(eq=False)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -21,7 +23,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
                  "monoq.config", "monoq.api.*", "monoq.ui.*"),
     "monoq/client.py": ("monoq.core.*", "monoq.errors", "monoq.registry", "monoq.config"),
     "monoq/worker.py": ("monoq.core.*", "monoq.errors", "monoq.client", "monoq.registry",
-                        "monoq.metrics", "monoq.plugin"),
+                        "monoq.metrics", "monoq.plugin", "monoq.context"),
+    "monoq/context.py": ("monoq.core.*", "monoq.errors", "monoq.plugin"),
     "monoq/plugin.py": ("monoq.errors",),
     "monoq/scheduler.py": ("monoq.core.*", "monoq.errors", "monoq.client", "monoq.metrics"),
 }
@@ -71,3 +74,14 @@ def test_the_checker_catches_a_bad_import(tmp_path: Path) -> None:
     assert not _is_allowed("monoq.worker", ALLOWED["plugins"])
     assert not _is_allowed("backends.memory", ALLOWED["backends"])
     assert not _is_allowed("monoq.worker", ALLOWED["backends"])
+
+
+def test_importing_monoq_in_a_handler_package_stays_light() -> None:
+    """A handler module's ``import monoq`` (for ``@monoq.handler`` and ``monoq.Context``) does
+    not bring in the worker, the HTTP server or the Prometheus client."""
+    code = ("import sys, monoq; monoq.Context; "
+            "print(sorted(m for m in ('monoq.worker', 'monoq.metrics', 'prometheus_client', "
+            "'litestar', 'uvicorn', 'redis') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, cwd=ROOT)
+    assert done.stdout.strip() == "[]"
