@@ -20,8 +20,9 @@ from typing import Any, TextIO
 import anyio
 
 from monoq.client import Client, client_from_config
-from monoq.config import Config, load_config, parse_duration
+from monoq.config import Config, load_config
 from monoq.core.codec import json_decode
+from monoq.core.durations import parse_duration
 from monoq.core.loop import run as run_loop
 from monoq.core.models import Job, JobState, NewJob, rfc3339
 from monoq.errors import BackendNotShared, ConfigError, MonoqError, SerializationError

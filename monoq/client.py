@@ -422,8 +422,8 @@ class Client:
         ``every`` takes seconds or a duration ("30s"); ``cron`` 5 fields or 6 with seconds
         first. Raises ValidationError naming the schedule and the field; writes nothing.
         """
-        from monoq.config import parse_duration
         from monoq.core.cron import validate_schedule
+        from monoq.core.durations import parse_duration
 
         if not isinstance(data, Mapping):
             raise ValidationError("schedule", "must be a JSON object")
@@ -629,20 +629,15 @@ class Client:
                 return total
 
 
-def _fire_time(job: Job) -> str | None:
-    """The fire time a scheduled run carries in its key (``cron:<id>:<time>``)."""
-    key = job.idempotency_key or ""
-    prefix = f"cron:{job.schedule_id}:"
-    return key[len(prefix):] if job.schedule_id and key.startswith(prefix) else None
-
-
 def run_to_dict(job: Job) -> dict[str, Any]:
     """One schedule run for the API and CLI: job id, fire time, state, duration, and the run's
     result or error (an http run's result holds the status it got)."""
+    from monoq.core.cron import fire_time_text  # croniter loads only where schedules are used
+
     duration = None
     if job.finished_at is not None and job.started_at is not None:
         duration = (job.finished_at - job.started_at).total_seconds()
-    return {"job_id": job.id, "fire_time": _fire_time(job), "state": str(job.state),
+    return {"job_id": job.id, "fire_time": fire_time_text(job.schedule_id, job.idempotency_key), "state": str(job.state),
             "attempt": job.attempt, "created_at": rfc3339(job.created_at),
             "finished_at": rfc3339(job.finished_at), "duration": duration,
             "result": job.result, "error": job.error}

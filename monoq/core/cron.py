@@ -140,7 +140,17 @@ def latest_fire(schedule: Schedule, now: datetime) -> datetime | None:
 
 
 def fire_key(schedule_id: str, fire_at: datetime) -> str:
-    """The idempotency key of one fire: ``cron:<id>:<fire time UTC>``."""
+    """The idempotency key of one fire: ``cron:<id>:<fire time UTC>`` (read back by
+    ``fire_time_text``)."""
     return f"cron:{schedule_id}:{fire_at.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%S')}" + (
         f".{fire_at.microsecond // 1000:03d}Z" if fire_at.microsecond else "Z"
     )
+
+
+def fire_time_text(schedule_id: str | None, key: str | None) -> str | None:
+    """The fire time that ``fire_key`` wrote into a run's idempotency key, as its text; None
+    for a job that is not a run of ``schedule_id`` made by a fire."""
+    prefix = f"cron:{schedule_id}:"
+    if not schedule_id or key is None or not key.startswith(prefix):
+        return None
+    return key[len(prefix):]

@@ -13,7 +13,7 @@ from typing import Any, Final
 
 from litestar import Request, Response, get, post
 
-from monoq.config import parse_duration
+from monoq.core.durations import parse_duration
 from monoq.core.models import JobState
 from monoq.errors import ValidationError
 from monoq.ui.core import back, page, ui_state

@@ -89,6 +89,7 @@ from monoq.client import Client
 from monoq.config import ApiConfig, UiConfig
 from monoq.core.backend import Backend
 from monoq.core.codec import json_encode
+from monoq.core.cron import fire_key
 from monoq.core.ids import new_id
 from monoq.core.models import (
     ErrorInfo,
@@ -98,7 +99,6 @@ from monoq.core.models import (
     NewJob,
     Outcome,
     WorkerInfo,
-    rfc3339,
     to_ms,
     utcnow,
 )
@@ -416,7 +416,7 @@ class Seeder:
             jobs.append(NewJob(
                 id=new_id(ms), queue=schedule.queue, handler=schedule.handler,
                 payload_json=json_encode({"schedule": schedule.id, "limit": 500}),
-                idempotency_key=f"cron:{schedule.id}:{rfc3339(fire)}", schedule_id=schedule.id,
+                idempotency_key=fire_key(schedule.id, fire), schedule_id=schedule.id,
             ))
             immediate[schedule.queue] += 1
             self.last_fire[schedule.id] = fire

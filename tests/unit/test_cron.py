@@ -6,7 +6,14 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from monoq.core.cron import check_cron, fire_key, latest_fire, next_fire, validate_schedule
+from monoq.core.cron import (
+    check_cron,
+    fire_key,
+    fire_time_text,
+    latest_fire,
+    next_fire,
+    validate_schedule,
+)
 from monoq.core.models import Schedule
 from monoq.errors import ValidationError
 
@@ -103,3 +110,14 @@ def test_invalid_schedules_name_the_schedule_and_field(changes: dict[str, object
     with pytest.raises(ValidationError, match="schedule 's'") as err:
         validate_schedule(schedule)
     assert field in str(err.value)
+
+
+def test_the_fire_time_written_into_a_runs_key_is_read_back() -> None:
+    at = datetime(2030, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+    key = fire_key("nightly", at)
+    assert fire_time_text("nightly", key) == "2030-01-02T03:04:05.678Z"
+    assert fire_time_text("nightly", fire_key("nightly", at.replace(microsecond=0))) == (
+        "2030-01-02T03:04:05Z")
+    assert fire_time_text("other", key) is None  # another schedule's key
+    assert fire_time_text(None, key) is None  # a job enqueued by hand
+    assert fire_time_text("nightly", None) is None
