@@ -310,7 +310,9 @@ class MemoryBackend:
             outcome = item.outcome
             if job.cancel_requested and outcome in (Outcome.RETRY, Outcome.DEAD, Outcome.RELEASED):
                 outcome = Outcome.CANCELLED
-            error = None if item.error is None else str(item.error)
+            # A failed or cancelled run stores its error when it has one (else the last one
+            # stays); a completed or released run leaves the job's error alone.
+            error = job.error if item.error is None else str(item.error)
             common: dict[str, Any] = {"worker_id": None, "lease_expires_at": None}
             if outcome is Outcome.COMPLETED:
                 job = attrs.evolve(
@@ -334,7 +336,7 @@ class MemoryBackend:
                     job,
                     state=JobState.CANCELLED,
                     finished_at=now,
-                    error=error or job.error,
+                    error=error,
                     **common,
                 )
             else:  # RELEASED
@@ -436,7 +438,7 @@ class MemoryBackend:
         )
         return [
             Lease(job=row.job, token=row.token, expires_at=row.job.lease_expires_at)
-            for row in expired[:limit]
+            for row in expired[: max(0, limit)]
             if row.token is not None and row.job.lease_expires_at is not None
         ]
 
@@ -457,7 +459,7 @@ class MemoryBackend:
             and row.job.finished_at is not None
             and row.job.finished_at < finished_before
             and (queue is None or row.job.queue == queue)
-        ][:limit]
+        ][: max(0, limit)]
         for job in victims:
             self._forget(job.id)
         return len(victims)
@@ -524,7 +526,9 @@ class MemoryBackend:
 
     async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         """Counts by state per queue."""
-        names = sorted(self._queues | self._paused) if queues is None else list(queues)
+        # Each queue once, in the order first asked.
+        names = sorted(self._queues | self._paused) if queues is None else list(
+            dict.fromkeys(queues))
         counts: dict[str, dict[JobState, int]] = {
             name: dict.fromkeys(JobState, 0) for name in names
         }
@@ -704,8 +708,8 @@ class MemoryBackend:
         """Delete terminal runs beyond the newest ``keep``."""
         runs = sorted((job_id for job_id, row in self._rows.items()
                        if row.job.schedule_id == schedule_id), reverse=True)
-        victims = [job_id for job_id in runs[keep:]
-                   if self._rows[job_id].job.state in TERMINAL_STATES][:limit]
+        victims = [job_id for job_id in runs[max(0, keep):]
+                   if self._rows[job_id].job.state in TERMINAL_STATES][: max(0, limit)]
         for job_id in victims:
             self._forget(job_id)
         return len(victims)
@@ -719,7 +723,10 @@ class MemoryBackend:
     # -- workers --------------------------------------------------------------------------------
 
     async def report_worker(self, info: WorkerInfo, *, ttl: timedelta) -> None:
-        """Record a heartbeat."""
+        """Record a heartbeat, and forget the workers whose listing ended before it was taken
+        (as the other backends do, so that dead workers do not pile up)."""
+        for worker_id in [w for w, (_, until) in self._workers.items() if until < info.last_seen]:
+            del self._workers[worker_id]
         self._workers[info.id] = (info, info.last_seen + ttl)
 
     async def remove_worker(self, worker_id: str) -> None:
