@@ -75,7 +75,7 @@ T = TypeVar("T")
 # The schema version this code reads and writes, kept in PRAGMA user_version. When the schema
 # changes: bump it, update schema.sql (the full latest schema, for new files) and add
 # MIGRATIONS[old_version] with the statements that take a file from old_version to old + 1.
-SCHEMA_VERSION: Final = 5
+SCHEMA_VERSION: Final = 6
 MIGRATIONS: dict[int, str] = {
     # 1 -> 2: schedules, and the index that finds a schedule's runs.
     1: """
@@ -141,6 +141,12 @@ CREATE TABLE job_counts (
 ) WITHOUT ROWID;
 INSERT INTO job_counts (queue, state, n) SELECT queue, state, count(*) FROM jobs
     GROUP BY queue, state;
+""",
+    # 5 -> 6: a schedule's times in epoch microseconds instead of milliseconds, so that
+    # put_schedule stores them as given (Schedule times are not truncated to milliseconds).
+    5: """
+UPDATE schedules SET created_at = created_at * 1000, updated_at = updated_at * 1000,
+    last_fire_at = last_fire_at * 1000;
 """,
 }
 
@@ -223,6 +229,22 @@ def _oms(dt: datetime | None) -> int | None:
     return None if dt is None else _ms(dt)
 
 
+_ONE_US: Final = timedelta(microseconds=1)
+
+
+def _us(dt: datetime) -> int:
+    """Exact epoch microseconds: how a schedule's times are stored (schema version 6)."""
+    return (dt - EPOCH) // _ONE_US
+
+
+def _ous(dt: datetime | None) -> int | None:
+    return None if dt is None else _us(dt)
+
+
+def _odt_us(us: int | None) -> datetime | None:
+    return None if us is None else EPOCH + us * _ONE_US
+
+
 def _schedule_row(s: Schedule) -> tuple[Any, ...]:
     return (
         s.id,
@@ -239,9 +261,9 @@ def _schedule_row(s: Schedule) -> tuple[Any, ...]:
         s.overlap.value,
         s.misfire.value,
         s.origin,
-        _oms(s.created_at),
-        _oms(s.updated_at),
-        _oms(s.last_fire_at),
+        _ous(s.created_at),
+        _ous(s.updated_at),
+        _ous(s.last_fire_at),
     )
 
 
@@ -261,9 +283,9 @@ def _schedule(r: Sequence[Any]) -> Schedule:
         overlap=OverlapPolicy(r[11]),
         misfire=MisfirePolicy(r[12]),
         origin=r[13],
-        created_at=_odt(r[14]),
-        updated_at=_odt(r[15]),
-        last_fire_at=_odt(r[16]),
+        created_at=_odt_us(r[14]),
+        updated_at=_odt_us(r[15]),
+        last_fire_at=_odt_us(r[16]),
     )
 
 
@@ -1033,8 +1055,6 @@ class SqliteBackend:
             # The writer holds the write lock (BEGIN IMMEDIATE), so what these two reads find
             # cannot change before the insert: ids and keys already taken answer the stored
             # job, everything else goes in with one executemany.
-            for queue in {nj.queue for nj in batch}:
-                conn.execute("INSERT OR IGNORE INTO queues (name) VALUES (?)", (queue,))
             taken_ids = {row[0] for row in conn.execute(
                 f"SELECT id FROM jobs WHERE id IN {_IDS_PARAM}",  # noqa: S608
                 (json.dumps([nj.id for nj in batch]),))}
@@ -1048,21 +1068,26 @@ class SqliteBackend:
                     "json_extract(value, '$[1]') FROM json_each(?))",
                     (json.dumps(keyed),))}
             created_at = _dt(now_ms)
-            out: list[Enqueued | NewJob] = []  # a NewJob stands for "answer the stored job"
+            # A (NewJob, by_key) pair stands for "answer the stored job": the one with the
+            # job's id, else the one holding its key. The id decides first, as in the
+            # protocol: the same job again is answered as itself whatever its key.
+            out: list[Enqueued | tuple[NewJob, bool]] = []
             rows: list[tuple[Any, ...]] = []
-            new_ids: set[str] = set()
+            new_ids: dict[str, Job] = {}
             new_keys: dict[tuple[str, str], Job] = {}
             for nj in batch:
                 key = None if nj.idempotency_key is None else (nj.queue, nj.idempotency_key)
-                if nj.id in taken_ids or (key is not None and key in taken_keys):
-                    out.append(nj)
+                if nj.id in taken_ids:
+                    out.append((nj, False))
+                    continue
+                if nj.id in new_ids:  # the same job twice in this batch
+                    out.append(Enqueued(new_ids[nj.id], created=False))
+                    continue
+                if key is not None and key in taken_keys:
+                    out.append((nj, True))
                     continue
                 if key is not None and key in new_keys:  # the same key twice in this batch
                     out.append(Enqueued(new_keys[key], created=False))
-                    continue
-                if nj.id in new_ids:  # the same job twice in this batch
-                    out.append(Enqueued(next(e.job for e in out if isinstance(e, Enqueued)
-                                             and e.job.id == nj.id), created=False))
                     continue
                 run_ms = now_ms if nj.run_at is None else _ms(nj.run_at)
                 if run_ms > now_ms:
@@ -1090,27 +1115,32 @@ class SqliteBackend:
                     idempotency_key=nj.idempotency_key,
                     schedule_id=nj.schedule_id,
                 )
-                new_ids.add(nj.id)
+                new_ids[nj.id] = job
                 if key is not None:
                     new_keys[key] = job
                 out.append(Enqueued(job, created=True))
             if rows:
                 conn.executemany(_INSERT_JOB, rows)
+                # A queue is known once a job is stored in it (not when a job named it but
+                # an already stored one was answered).
+                conn.executemany("INSERT OR IGNORE INTO queues (name) VALUES (?)",
+                                 [(queue,) for queue in dict.fromkeys(r[1] for r in rows)])
             return [item if isinstance(item, Enqueued)
-                    else Enqueued(self._existing(conn, item), created=False) for item in out]
+                    else Enqueued(self._existing(conn, *item), created=False) for item in out]
 
         return await self._write(fn, "enqueue", len(batch))
 
     @staticmethod
-    def _existing(conn: sqlite3.Connection, nj: NewJob) -> Job:
-        job = None
-        if nj.idempotency_key is not None:
+    def _existing(conn: sqlite3.Connection, nj: NewJob, by_key: bool) -> Job:
+        """The stored job that ``nj`` is answered with: the job with its id, or (``by_key``)
+        the job holding its idempotency key in its queue."""
+        if by_key:
             row = conn.execute(
                 f"SELECT {_JOB_COLUMNS} FROM jobs WHERE queue = ? AND idempotency_key = ?",  # noqa: S608
                 (nj.queue, nj.idempotency_key),
             ).fetchone()
             job = None if row is None else _job(row)
-        if job is None:
+        else:
             job = _get_job(conn, nj.id)
         if job is None:  # pragma: no cover - a conflict must name one of the two
             raise BackendError(f"sqlite: enqueue: job {nj.id} conflicted with no stored job")
@@ -1291,14 +1321,16 @@ class SqliteBackend:
         if outcome is Outcome.RETRY:
             assert item.retry_at is not None  # Finish validates this  # noqa: S101
             conn.execute(
-                f"UPDATE jobs SET state = 'retrying', run_at = ?, error = ?, {clear} "  # noqa: S608
+                "UPDATE jobs SET state = 'retrying', run_at = ?, error = coalesce(?, error), "  # noqa: S608
+                f"{clear} "
                 "WHERE id = ?",
                 (_ms(item.retry_at), error, job_id),
             )
             fx.changes = True
         elif outcome is Outcome.DEAD:
             conn.execute(
-                f"UPDATE jobs SET state = 'dead', error = ?, finished_at = ?, {clear} "  # noqa: S608
+                "UPDATE jobs SET state = 'dead', error = coalesce(?, error), finished_at = ?, "  # noqa: S608
+                f"{clear} "
                 "WHERE id = ?",
                 (error, now_ms, job_id),
             )
@@ -1851,13 +1883,13 @@ class SqliteBackend:
         Two schedulers racing both run it; the write lock orders them and the condition lets
         only a later fire time through, so the latest one wins.
         """
-        fire_ms = _ms(fire_at)
+        fire_us = _us(fire_at)
 
         def fn(conn: sqlite3.Connection, fx: Effects) -> bool:
             row = conn.execute(
                 "UPDATE schedules SET last_fire_at = ? WHERE id = ? "
                 "AND (last_fire_at IS NULL OR last_fire_at < ?) RETURNING id",
-                (fire_ms, schedule_id, fire_ms),
+                (fire_us, schedule_id, fire_us),
             ).fetchone()
             return row is not None
 

@@ -1,6 +1,7 @@
 -- monoq SQLite schema. The version is PRAGMA user_version (SCHEMA_VERSION in _backend.py).
 -- This file is the whole latest schema, applied to new files; older files are brought up to
--- date by the migrations in _backend.py. Times are integer epoch milliseconds.
+-- date by the migrations in _backend.py. Times are integer epoch milliseconds, except a
+-- schedule's (epoch microseconds: a Schedule is stored exactly as given).
 
 CREATE TABLE IF NOT EXISTS jobs (
     id               TEXT PRIMARY KEY,      -- client-made, sortable, time-ordered
@@ -120,8 +121,8 @@ CREATE TABLE IF NOT EXISTS schedules (
     overlap      TEXT NOT NULL,         -- OverlapPolicy value
     misfire      TEXT NOT NULL,         -- MisfirePolicy value
     origin       TEXT NOT NULL,
-    created_at   INTEGER,
-    updated_at   INTEGER,
+    created_at   INTEGER,               -- a schedule's times are epoch MICROseconds (schema
+    updated_at   INTEGER,               -- version 6), so they round-trip exactly
     last_fire_at INTEGER                -- newest fire time handled; only ever moves forward
 );
 

@@ -337,6 +337,53 @@ async def test_version_1_file_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> 
         assert schema_shape(old) == schema_shape(new)
 
 
+async def test_version_5_schedule_times_become_microseconds(tmp_path: Path) -> None:
+    """Schema version 6 stores a schedule's times in epoch microseconds (they were whole
+    milliseconds, so a put_schedule lost the microseconds): the migration scales the stored
+    ones, which then read back as the same instants."""
+    assert SCHEMA_VERSION >= 6
+    path = tmp_path / "v5.db"
+    fresh = SqliteBackend(url_of(path))
+    await fresh.connect()
+    await fresh.aclose()
+    t0 = int(T0.timestamp() * 1000)
+    with plain_connection(path) as conn:  # what a version 5 file holds: milliseconds
+        conn.execute(
+            "INSERT INTO schedules (id, handler, cron, every, timezone, payload, queue, "
+            "priority, max_retries, timeout, enabled, overlap, misfire, origin, created_at, "
+            "updated_at, last_fire_at) VALUES ('nightly', 'echo', '0 3 * * *', NULL, 'UTC', "
+            "X'6e756c6c', 'default', 5, NULL, NULL, 1, 'allow', 'skip', 'api', ?, ?, NULL)",
+            (t0, t0 + 1),
+        )
+        conn.execute("INSERT INTO schedules (id, handler, cron, every, timezone, payload, "
+                     "queue, priority, max_retries, timeout, enabled, overlap, misfire, origin, "
+                     "created_at, updated_at, last_fire_at) SELECT 'hourly', handler, NULL, "
+                     "3600.0, timezone, payload, queue, priority, max_retries, timeout, enabled, "
+                     "overlap, misfire, origin, NULL, NULL, ? FROM schedules", (t0 + 2,))
+        conn.execute("PRAGMA user_version = 5")
+
+    backend = SqliteBackend(url_of(path))
+    await backend.connect()
+    try:
+        hourly, nightly = await backend.list_schedules()
+        assert (hourly.id, nightly.id) == ("hourly", "nightly")
+        assert nightly.created_at == T0
+        assert nightly.updated_at == T0 + timedelta(milliseconds=1)
+        assert nightly.last_fire_at is None
+        assert (hourly.created_at, hourly.updated_at) == (None, None)
+        assert hourly.last_fire_at == T0 + timedelta(milliseconds=2)
+        # later than the stored time by one microsecond: it moves, and keeps the microsecond
+        later = T0 + timedelta(milliseconds=2, microseconds=1)
+        assert not await backend.advance_schedule("hourly", T0 + timedelta(milliseconds=2))
+        assert await backend.advance_schedule("hourly", later)
+        stored = await backend.get_schedule("hourly")
+        assert stored is not None and stored.last_fire_at == later
+    finally:
+        await backend.aclose()
+    with plain_connection(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+
+
 async def test_foreign_database_is_refused(db_path: Path) -> None:
     with plain_connection(db_path) as conn:
         conn.execute("CREATE TABLE users (id INTEGER)")
