@@ -13,7 +13,6 @@ from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
 from urllib.parse import urlsplit
 
-import anyio
 import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions as rex
@@ -332,7 +331,6 @@ _KNOWN_OPTIONS: Final = (
 _pack = msgspec.msgpack.Encoder().encode
 # The states of the finish script's first six keys (their id indexes follow the queue keys).
 _FINISH_STATES: Final = ("queued", "running", "retrying", "completed", "dead", "cancelled")
-_PIPELINE: Final = 4  # enqueue script calls in flight at once for a large batch
 
 
 class RedisBackend:
@@ -507,66 +505,23 @@ class RedisBackend:
         """Store ``jobs`` and answer one ``Enqueued`` each (see the Backend protocol).
 
         A batch of up to ``batch_size`` (default 1000) jobs is one script call, so it is atomic
-        (all or nothing) and takes one round trip. A larger batch is split into chunks of
-        ``batch_size``, each atomic on its own, sent a few at a time: if a chunk fails (say
-        the connection drops), the chunks that ran stay enqueued and the call raises. Retrying
-        the whole call is safe because a job id that is already stored is answered, not written again
-        (``created=False``). Idempotency keys repeated across chunks still yield one job.
+        (all or nothing) and takes one round trip. A larger batch is split into parts of
+        ``batch_size`` jobs, each one atomic script call, sent one after the other, in order
+        (so that no script holds the server for long): each part sees what the parts before
+        it stored, so the answers are those of one atomic step (a repeated id or idempotency
+        key is answered from the first job of the batch that has it, in whichever part). If a
+        part fails (say the connection drops), the parts before it stay stored, the parts
+        after it are not sent, and the call raises; retrying the whole call is safe because a
+        job id that is already stored is answered, not written again (``created=False``).
 
         Redis does not roll back a script that fails half-way; the enqueue script's only
         failure after its first write would be a key of the wrong type (a corrupted or foreign
         key under the prefix). Over ``maxmemory`` the script is refused before its first write.
         """
-        if len(jobs) <= self.batch_size:
-            return await self._enqueue_chunk(jobs, now)
-        # Chunks in flight at once travel on different pooled connections, so Redis may run
-        # them in any order. A job that repeats an earlier job's id, or its idempotency key in
-        # the same queue, is therefore answered here from that earlier job instead of being
-        # sent: the first of a batch wins whatever order the chunks run in.
-        first: list[int] = []
-        unique: list[NewJob] = []
-        by_id: dict[str, int] = {}
-        by_key: dict[tuple[str, str], int] = {}
-        for job in jobs:
-            key = None if job.idempotency_key is None else (job.queue, job.idempotency_key)
-            seen = by_id.get(job.id)
-            if seen is None and key is not None:
-                seen = by_key.get(key)
-            if seen is None:
-                seen = len(unique)
-                unique.append(job)
-                by_id[job.id] = seen
-                if key is not None:
-                    by_key[key] = seen
-            first.append(seen)
-        sent = await self._enqueue_chunks(unique, now)
-        out: list[Enqueued] = []
-        answered = [False] * len(sent)
-        for index in first:
-            answer = sent[index]
-            out.append(answer if not answered[index] else Enqueued(answer.job, created=False))
-            answered[index] = True
-        return out
-
-    async def _enqueue_chunks(self, jobs: Sequence[NewJob], now: datetime) -> list[Enqueued]:
-        """Enqueue ``jobs`` (no two sharing an id or a key) in chunks of ``batch_size``."""
-        chunks = [jobs[start : start + self.batch_size]
-                  for start in range(0, len(jobs), self.batch_size)]
-        if len(chunks) <= 1:
-            return await self._enqueue_chunk(jobs, now)
-        # Several chunks are pipelined (a few calls in flight) so that this process encodes the
-        # next chunk while Redis runs the previous script.
-        answers: list[list[Enqueued]] = [[] for _ in chunks]
-        gate = anyio.Semaphore(_PIPELINE)
-
-        async def send(index: int) -> None:
-            async with gate:
-                answers[index] = await self._enqueue_chunk(chunks[index], now)
-
-        async with anyio.create_task_group() as tg:
-            for index in range(len(chunks)):
-                tg.start_soon(send, index)
-        return [answer for chunk in answers for answer in chunk]
+        answers: list[Enqueued] = []
+        for start in range(0, len(jobs), self.batch_size):
+            answers += await self._enqueue_chunk(jobs[start : start + self.batch_size], now)
+        return answers
 
     async def _enqueue_chunk(self, jobs: Sequence[NewJob], now: datetime) -> list[Enqueued]:
         if not jobs:
@@ -604,7 +559,7 @@ class RedisBackend:
                 job.schedule_id or "",
             ]
         args: list[Any] = [now_ms, len(queues), len(jobs), _WAKE_CAP, *queues,
-                           _pack(fields)]
+                           _pack(fields), k.prefix]
         answers = await self._run("enqueue", keys, args)
         now = _dt(now_ms)
         out: list[Enqueued] = []
@@ -643,38 +598,35 @@ class RedisBackend:
         worker_id: str,
         now: datetime,
     ) -> list[Lease]:
-        """Lease up to ``limit`` QUEUED jobs, trying ``queues`` in order (one script per queue).
+        """Lease up to ``limit`` QUEUED jobs, trying ``queues`` in order, in one script (one
+        atomic step, one round trip, however many queues)."""
+        names = list(dict.fromkeys(queues))
+        if limit <= 0 or not names:
+            return []
+        keys, args = self._claim_call(names, limit, lease_for, worker_id, now)
+        claimed = await self._run("claim", keys, args)
+        return [_decode_lease(_unpack(raw)) for raw in claimed]
 
-        Each queue's claim is atomic; the call stops as soon as ``limit`` leases are held.
-        """
-        leases: list[Lease] = []
-        for q in queues:
-            want = limit - len(leases)
-            if want <= 0:
-                break
-            keys, args = self._claim_call(q, want, lease_for, worker_id, now)
-            claimed = await self._run("claim", keys, args)
-            leases.extend(_decode_lease(_unpack(raw)) for raw in claimed)
-        return leases
-
-    def _claim_call(self, q: str, want: int, lease_for: timedelta, worker_id: str,
-                    now: datetime) -> tuple[list[Any], list[Any]]:
-        """The keys and arguments of the claim script for ``want`` jobs of queue ``q``."""
+    def _claim_call(self, queues: Sequence[str], want: int, lease_for: timedelta,
+                    worker_id: str, now: datetime) -> tuple[list[Any], list[Any]]:
+        """The keys and arguments of the claim script for ``want`` jobs of ``queues``."""
         k = self._keys
-        keys = [
-            k.q(q, "ready"),
-            k.q(q, "running"),
-            k.q(q, "paused"),
-            k.q(q, "changes"),
-            k.q(q, "wake"),
-            k.job_prefix(q),
-            k.att_prefix(q),
-            k.q(q, "waits"),
-            k.ids(q, "queued"),
-            k.ids(q, "running"),
-        ]
+        keys: list[Any] = []
+        for q in queues:
+            keys += [
+                k.q(q, "ready"),
+                k.q(q, "running"),
+                k.q(q, "paused"),
+                k.q(q, "changes"),
+                k.q(q, "wake"),
+                k.job_prefix(q),
+                k.att_prefix(q),
+                k.q(q, "waits"),
+                k.ids(q, "queued"),
+                k.ids(q, "running"),
+            ]
         tokens = [secrets.token_hex(12) for _ in range(want)]
-        return keys, [_ms(now), lease_for // _MS, worker_id, WAITS_KEPT, *tokens]
+        return keys, [_ms(now), lease_for // _MS, worker_id, WAITS_KEPT, len(queues), *tokens]
 
     async def wait_for_jobs(self, queues: Sequence[str], *, timeout: float) -> None:
         """Block on the queues' wake lists (BLPOP on a dedicated connection pool).
@@ -728,20 +680,19 @@ class RedisBackend:
         now: datetime,
     ) -> tuple[list[bool], list[Lease]]:
         """``finish`` then ``claim`` in one round trip: the finish scripts (one per queue of
-        the items) and the claim script of the first queue go out in one pipeline, and Redis
-        runs them in that order; see ``Backend.finish_and_claim``. Only when the first queue
-        had fewer ready jobs than ``limit`` do the next queues cost a round trip each, as in
-        ``claim``. A script Redis no longer knows (after a restart) is loaded and run again on
-        its own."""
+        the items) and the claim script go out in one pipeline, and Redis runs them in that
+        order; see ``Backend.finish_and_claim``. A script Redis no longer knows (after a
+        restart) is loaded and run again on its own."""
         calls = self._finish_calls(items, now)
-        claim_first = bool(queues) and limit > 0
+        claimed = list(dict.fromkeys(queues))
+        claim_first = bool(claimed) and limit > 0
         if not calls and not claim_first:
             return [], []
         names = ["finish"] * len(calls)
         sent: list[tuple[list[Any], list[Any]]] = [(keys, args) for _, keys, args in calls]
         if claim_first:
             names.append("claim")
-            sent.append(self._claim_call(queues[0], limit, lease_for, worker_id, now))
+            sent.append(self._claim_call(claimed, limit, lease_for, worker_id, now))
         with _driver_errors("finish_and_claim"):
             async with self._r().pipeline(transaction=False) as pipe:
                 for name, (keys, args) in zip(names, sent, strict=True):
@@ -760,9 +711,6 @@ class RedisBackend:
         leases: list[Lease] = []
         if claim_first:
             leases = [_decode_lease(_unpack(raw)) for raw in replies[-1]]
-            if len(leases) < limit and len(queues) > 1:
-                leases += await self.claim(queues[1:], limit=limit - len(leases),
-                                           lease_for=lease_for, worker_id=worker_id, now=now)
         return applied, leases
 
     async def finish(self, items: Sequence[Finish], *, now: datetime) -> list[bool]:
@@ -805,10 +753,10 @@ class RedisBackend:
                     item.lease.token,
                     str(item.outcome),
                     "" if item.result_json is None else item.result_json.decode(),
-                    "" if err is None else str(err),
-                    "" if err is None else err.type,
-                    "" if err is None else err.message,
-                    "" if err is None or err.traceback is None else err.traceback,
+                    "" if err is None else "=" + str(err),
+                    "" if err is None else "=" + err.type,
+                    "" if err is None else "=" + err.message,
+                    "" if err is None or err.traceback is None else "=" + err.traceback,
                     "" if item.retry_at is None else str(_ms(item.retry_at)),
                     str(OUTCOME_TO_ATTEMPT[item.outcome]),
                     "",
@@ -871,6 +819,8 @@ class RedisBackend:
 
     async def expired_leases(self, *, now: datetime, limit: int) -> list[Lease]:
         """RUNNING jobs whose lease expired before ``now``, oldest expiry first."""
+        if limit <= 0:
+            return []
         k = self._keys
         found: list[Lease] = []
         for q in await self._known_queues():
@@ -1023,7 +973,8 @@ class RedisBackend:
         first member of each priority band (ZRANGEBYSCORE ... LIMIT 0 1, ten per queue) holds
         that band's smallest run_at, and the smallest of those is the queue's.
         """
-        names = sorted(set(queues)) if queues is not None else await self._known_queues()
+        # Each queue once, in the order first asked (every known queue by name when None).
+        names = list(dict.fromkeys(queues)) if queues is not None else await self._known_queues()
         if not names:
             return []
         k = self._keys
@@ -1334,7 +1285,8 @@ class RedisBackend:
         """Workers whose heartbeat is within its ttl at ``now``, by id."""
         k = self._keys
         with _driver_errors("list_workers"):
-            ids = await self._r().zrangebyscore(k.workers, f"({_ms(now)}", "+inf")
+            # Listed while now <= last_seen + ttl: a worker exactly at its expiry still is.
+            ids = await self._r().zrangebyscore(k.workers, _ms(now), "+inf")
             if not ids:
                 return []
             docs = await self._r().hmget(k.workerinfo, [_text(i) for i in ids])

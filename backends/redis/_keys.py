@@ -79,10 +79,12 @@ gone is dropped), until the key is gone. Every process of a deployment must run 
 the per-state indexes: an older process would write ``P:{q}:ids`` again and leave the per-state
 indexes stale until the next ``connect`` of a newer one.
 
-Cluster: the scripts that act on one queue (claim, extend, finish, promote, cancel, requeue,
+Cluster: the scripts that act on one queue (extend, finish, promote, cancel, requeue,
 expired, the id index migration) use only keys of that queue's slot (the throughput hash and
 the waits list included); purge does too, except that it removes a deleted run from its
-schedule's global ``schedruns`` index. list_jobs is one read-only script over the id indexes
+schedule's global ``schedruns`` index. Claim is one script over every queue it is given (so a
+claim across queues is one atomic step, as the protocol promises): with one queue it stays in
+that queue's slot, with several it spans their slots (a Cluster port would claim per queue). list_jobs is one read-only script over the id indexes
 of every queue it lists, so it stays in one slot when a queue is named and spans the queues'
 slots otherwise (a Cluster port would run it per queue and merge the pages by id). Where a
 script picks jobs by score it cannot know their ids in advance, so it derives ``job:<id>`` keys

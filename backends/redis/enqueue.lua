@@ -8,9 +8,9 @@
 --       then one MessagePack array holding per job 10 strings: id, queue index (1-based),
 --       handler, payload, priority, run_at_ms ('' = now), max_retries, timeout,
 --       idempotency key (''), schedule id (''). One packed argument instead of ten per job
---       keeps the client's command encoding cheap.
--- Answers per job: 1 when created, else the existing job (job_reply) (same id or same
--- idempotency key in the same queue).
+--       keeps the client's command encoding cheap. Last, the key prefix.
+-- Answers per job: 1 when created, else the existing job (job_reply) (same id, in whatever
+-- queue it is stored, or else the same idempotency key in the same queue).
 local now = ARGV[1]
 local nq = tonumber(ARGV[2])
 local nj = tonumber(ARGV[3])
@@ -20,6 +20,7 @@ local QN = 8              -- keys per queue
 local JK = 4 + nq * QN    -- offset of the job keys in KEYS
 local QA = 4              -- offset of the queue names in ARGV
 local F = cmsgpack.unpack(ARGV[5 + nq])  -- the job fields, NF per job
+local P = ARGV[6 + nq]  -- the key prefix, for the hash of a job stored in another queue
 local NF = 10
 
 local ready_n, sched_n = {}, {}
@@ -29,9 +30,6 @@ for qi = 1, nq do
   sched_n[qi] = 0
   ready_ids[qi] = {}
   sched_ids[qi] = {}
-  if redis.call('SADD', KEYS[1], ARGV[QA + qi]) == 1 then
-    poke(KEYS[3])  -- a scheduler does not watch this queue's changes list yet
-  end
 end
 
 local out = {}
@@ -43,8 +41,11 @@ for j = 1, nj do
   local k = QK + (qi - 1) * QN
   local jobkey = KEYS[JK + j]
   local existing = nil
+  local stored_in = redis.call('HGET', KEYS[2], id)
   if redis.call('EXISTS', jobkey) == 1 then
     existing = jobkey  -- the same id again (a replayed call): answer what is stored
+  elseif stored_in and redis.call('EXISTS', P .. ':{' .. stored_in .. '}:job:' .. id) == 1 then
+    existing = P .. ':{' .. stored_in .. '}:job:' .. id  -- the id, stored in another queue
   elseif key ~= '' then
     local prev = redis.call('HGET', KEYS[k + 4], key)
     if prev and redis.call('EXISTS', KEYS[k + 7] .. prev) == 1 then
@@ -92,6 +93,11 @@ end
 
 for qi = 1, nq do
   local k = QK + (qi - 1) * QN
+  -- A queue is known once a job is stored in it (not when every job of the batch naming it
+  -- answered a stored one).
+  if ready_n[qi] + sched_n[qi] > 0 and redis.call('SADD', KEYS[1], ARGV[QA + qi]) == 1 then
+    poke(KEYS[3])  -- a scheduler does not watch this queue's changes list yet
+  end
   zadd0_all(KEYS[k + 3], ready_ids[qi])
   zadd0_all(KEYS[k + 8], sched_ids[qi])
   push_tokens(KEYS[k + 5], ready_n[qi], cap)

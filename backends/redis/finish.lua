@@ -5,7 +5,8 @@
 --       14 ids:dead, 15 ids:cancelled (KEYS[i + 9] is the id index of the state in KEYS[i]),
 --       then per item: job hash, attempt list
 -- ARGV: 1 now_ms, 2 wake cap, 3 one MessagePack array holding per item 10 strings: token,
---       outcome, result (''), error (''), error type (''), error message (''), traceback (''),
+--       outcome, result (''), error, error type, error message, traceback (each '' for none,
+--       else the text after a leading '=', so that an empty text is kept as one),
 --       retry_at_ms (''), attempt outcome, unused;
 --       4 the epoch minute of now, 5 the oldest minute to keep, 6 how many minutes the
 --       throughput hash may hold before minutes older than ARGV 5 are deleted
@@ -38,7 +39,12 @@ for i = 1, n do
     redis.call('ZREM', KEYS[2], id)
     redis.call('HDEL', jk, 'tk', 'le', 'w')
     local to = 0  -- the KEYS index of the new state's ZSET
-    if F[a + 4] ~= '' then redis.call('HSET', jk, 'e', F[a + 4]) end
+    -- A failed or cancelled run stores its error when it has one (else the last one stays);
+    -- a completed or released run leaves the job's error alone.
+    if F[a + 4] ~= '' and (outcome == 'retry' or outcome == 'dead' or outcome == 'cancelled')
+    then
+      redis.call('HSET', jk, 'e', string.sub(F[a + 4], 2))
+    end
     if outcome == 'completed' then
       redis.call('HSET', jk, 'st', 'completed', 'fa', now)
       if F[a + 3] ~= '' then
@@ -79,9 +85,9 @@ for i = 1, n do
       local rec = cjson.decode(last)
       rec.f = tonumber(now)
       rec.o = F[a + 9]
-      if F[a + 5] ~= '' then rec.et = F[a + 5] end
-      if F[a + 6] ~= '' then rec.em = F[a + 6] end
-      if F[a + 7] ~= '' then rec.tb = F[a + 7] end
+      if F[a + 5] ~= '' then rec.et = string.sub(F[a + 5], 2) end
+      if F[a + 6] ~= '' then rec.em = string.sub(F[a + 6], 2) end
+      if F[a + 7] ~= '' then rec.tb = string.sub(F[a + 7], 2) end
       redis.call('LSET', ak, -1, cjson.encode(rec))
     end
     out[i] = 1

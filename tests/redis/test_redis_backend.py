@@ -252,8 +252,8 @@ async def test_large_batches_are_split_into_capped_script_calls(private_redis: S
 async def test_keys_repeated_across_chunks_keep_the_first_job_of_the_batch(
     redis_server: Server, redis_client: aioredis.Redis
 ) -> None:
-    # Chunks run concurrently on several connections, in no fixed order; the job stored for a
-    # key must still be the batch's first with that key, as in a single script call.
+    # Chunks run one after the other, each seeing what the ones before it stored: the job
+    # stored for a key is the batch's first with that key, as in a single script call.
     b = RedisBackend(redis_server.url, {"batch_size": 2})
     await b.connect()
     try:
@@ -267,6 +267,50 @@ async def test_keys_repeated_across_chunks_keep_the_first_job_of_the_batch(
         assert answers[60].job.id == jobs[2].id
         assert (await b.stats())[0].counts[JobState.QUEUED] == 6
     finally:
+        await b.aclose()
+
+
+async def test_a_failed_part_keeps_the_parts_before_it_and_a_retry_completes_the_call(
+    redis_server: Server, redis_client: aioredis.Redis
+) -> None:
+    # What the protocol promises of an enqueue larger than one step: parts in order, each
+    # whole; a part that fails leaves the ones before it stored and sends none after it.
+    b = RedisBackend(redis_server.url, {"batch_size": 2})
+    await b.connect()
+    try:
+        jobs = [job() for _ in range(6)]
+        # the first job of the second part is a key of the wrong type: that script fails
+        await redis_client.set(f"monoq:{{default}}:job:{jobs[2].id}", "not a hash")
+        with pytest.raises(BackendError):
+            await b.enqueue(jobs, now=T0)
+        stored = await b.get_many([j.id for j in jobs])
+        assert [s is not None for s in stored] == [True, True, False, False, False, False]
+        await redis_client.delete(f"monoq:{{default}}:job:{jobs[2].id}")
+        answers = await b.enqueue(jobs, now=T0)  # the same call again completes it
+        assert [a.created for a in answers] == [False, False, True, True, True, True]
+        assert [a.job.id for a in answers] == [j.id for j in jobs]
+        assert (await b.stats())[0].counts[JobState.QUEUED] == 6
+    finally:
+        await b.aclose()
+
+
+async def test_a_claim_across_queues_is_one_script_call(private_redis: Server) -> None:
+    # One atomic step, as the protocol promises (it was one script per queue).
+    b = RedisBackend(private_redis.url)
+    await b.connect()
+    client = aioredis.Redis.from_url(private_redis.url)
+    try:
+        await b.enqueue([job("a"), job("b"), job("c"), job("c")], now=T0)
+        await b.set_paused("b", True)
+        await client.config_resetstat()
+        leases = await b.claim(["a", "b", "c", "a"], limit=3, lease_for=LEASE, worker_id="w",
+                               now=T0)
+        stats = await client.info("commandstats")
+        assert stats["cmdstat_evalsha"]["calls"] == 1
+        assert [lease.job.queue for lease in leases] == ["a", "c", "c"]
+        assert len({lease.token for lease in leases}) == 3
+    finally:
+        await client.aclose()
         await b.aclose()
 
 
