@@ -2,10 +2,20 @@
 
 Backends are storage state machines; policy (retry backoff, lease length, what to reap) lives in
 core and the roles. Every method that depends on time takes ``now`` (aware UTC, millisecond
-precision), so the conformance suite never sleeps. Every state change is one atomic step in the
-backend (one transaction, one Lua script). Expected outcomes are return values (``created=False``,
-``False`` for a stale token), not exceptions; driver errors surface as ``BackendUnavailable``
-(transient) or ``BackendError`` and never as the driver's own classes.
+precision), so the conformance suite never sleeps; the times of jobs, leases, attempts and
+workers are whole milliseconds (callers pass them so), a ``Schedule``'s are kept as given.
+
+Every state change is one atomic step in the backend (one transaction, one Lua script): a call
+is applied entirely or not at all, and no reader sees it half-way. The exceptions are named
+where they apply: an ``enqueue`` of more jobs than a backend writes in one step, and calls that
+change jobs of several queues (``extend``, ``finish``, ``promote``, ``purge``, ``requeue``),
+which a backend may apply queue by queue, each queue's part one atomic step, one after the other
+(answers are then those of the parts in turn; a failure half-way leaves the parts before it
+applied). Expected outcomes are return values (``created=False``, ``False`` for a stale token),
+not exceptions; driver errors surface as ``BackendUnavailable`` (transient) or ``BackendError``
+and never as the driver's own classes.
+
+A ``limit`` of zero or less always means none (nothing claimed, moved, deleted or answered).
 
 Ordering: jobs are claimed by ``(priority, run_at, id)``; ``run_at`` of a job queued at once is its
 enqueue time, so within a priority claims are FIFO.
@@ -72,11 +82,22 @@ class Backend(Protocol):
         """Store ``jobs`` in one atomic step (all or nothing) and answer one ``Enqueued`` each.
 
         A job is SCHEDULED when ``run_at > now``, else QUEUED with ``run_at = now``.
-        ``created_at = now``, ``attempt = 0``. When ``idempotency_key`` matches a job of the same
-        queue that has not been purged, nothing is written for it and the answer carries that
-        original job with ``created=False``; two jobs of one batch with the same key yield one
-        job. A job whose id is already stored (a caller retrying a call whose answer it lost) is
-        answered with the stored job and ``created=False`` too. Idle ``wait_for_jobs`` callers on the job's queue are woken.
+        ``created_at = now``, ``attempt = 0``. A job whose id is already stored, in whatever
+        queue (a caller retrying a call whose answer it lost), is answered with the stored job
+        and ``created=False``, whatever its key. Else, when ``idempotency_key`` matches a job of
+        the same queue that has not been purged, nothing is written for it and the answer
+        carries that original job with ``created=False``. Jobs of one batch are taken in order,
+        each seeing the ones before it: of two with the same id, or the same key in one queue,
+        the first is stored and the second answered with it. A queue becomes known (see
+        ``stats``) when a job is stored in it. Idle ``wait_for_jobs`` callers on the job's
+        queue are woken.
+
+        A batch larger than what a backend writes in one step (Redis: its ``batch_size``
+        option, 1000 by default; memory and SQLite have no such size) is written in parts of
+        that size, in order, each one atomic step; the answers are the same as for one step.
+        If such a call raises, a first few parts may be stored (each one whole) and the others
+        not; calling again with the same jobs is safe and completes it: the stored ones are
+        answered with ``created=False``.
         """
         ...
 
@@ -93,8 +114,10 @@ class Backend(Protocol):
     ) -> list[Lease]:
         """Lease up to ``limit`` QUEUED jobs from ``queues`` in one atomic step.
 
-        Queues are tried in the order given (the worker rotates it for fairness); paused queues are
-        skipped; within a queue, jobs go by ``(priority, run_at, id)``. Each claimed job becomes
+        Queues are tried in the order given (the worker rotates it for fairness; a name given
+        twice counts once); paused queues are skipped; within a queue, jobs go by
+        ``(priority, run_at, id)``; the leases are answered in the order claimed. The step is
+        one however many queues are given. Each claimed job becomes
         RUNNING with ``attempt += 1`` (counted here, so a job that kills its worker still uses up
         its retries), ``started_at = now``, ``worker_id``, a fresh token and
         ``expires_at = now + lease_for``; an attempt record is opened. Never blocks.
@@ -119,6 +142,7 @@ class Backend(Protocol):
 
         Per lease: HELD if the token is current, CANCEL_REQUESTED if it is current but the job was
         cancelled (the lease is still extended), LOST if the token is stale (nothing changes).
+        Leases of several queues may be extended queue by queue (see the module docstring).
         """
         ...
 
@@ -130,15 +154,21 @@ class Backend(Protocol):
         COMPLETED: state completed, result stored, finished_at = now.
         RETRY: state retrying with run_at = retry_at, error stored.
         DEAD: state dead, error stored, finished_at = now.
-        CANCELLED: state cancelled, finished_at = now.
+        CANCELLED: state cancelled, error stored, finished_at = now.
         RELEASED: state queued with ``attempt -= 1`` (the run is refunded), run_at kept.
         RETRY, DEAD and RELEASED become CANCELLED when a cancel was requested during the run
-        (the attempt record keeps what the worker reported). The lease is
-        cleared and the run's attempt record is closed with finished_at, outcome and error.
+        (the attempt record keeps what the worker reported). "error stored": the job's
+        ``error`` becomes ``str(item.error)`` when the item has one, and stays the last error
+        when it has none; COMPLETED and RELEASED leave ``error`` as it was (an error they carry
+        goes to the attempt record only). The lease is cleared (``worker_id`` and
+        ``lease_expires_at`` become None; ``cancel_requested`` stays) and the run's attempt
+        record is closed with finished_at, outcome and the item's error (type, message and
+        traceback as given, an empty text kept as empty).
         In the same step the throughput counters of the job's queue for the minute of ``now``
         grow as ``core.counters.finish_counts`` says: completed for a COMPLETED run, failed for
         a run the worker (or reaper) reported as RETRY or DEAD, dead when the job becomes DEAD.
-        Items are applied in one atomic step each (a batch may be one transaction).
+        Items are applied in one atomic step each, in order (a batch may be one transaction;
+        items of several queues may be applied queue by queue).
         """
         ...
 
@@ -167,8 +197,11 @@ class Backend(Protocol):
     async def promote(self, *, now: datetime, limit: int) -> int:
         """Move up to ``limit`` SCHEDULED and RETRYING jobs with ``run_at <= now`` to QUEUED.
 
-        Answers how many moved; waiting workers of their queues are woken. Safe to run from
-        several schedulers at once (each job moves once).
+        Answers how many moved (``min(limit, due)`` when nothing else runs); waiting workers of
+        their queues are woken. Which of more than ``limit`` due jobs move first is up to the
+        backend (callers repeat until fewer than ``limit`` move, and then every due job has).
+        Jobs of several queues may be moved queue by queue. Safe to run from several schedulers
+        at once (each job moves once).
         """
         ...
 
@@ -184,7 +217,8 @@ class Backend(Protocol):
         ...
 
     async def expired_leases(self, *, now: datetime, limit: int) -> list[Lease]:
-        """Up to ``limit`` RUNNING jobs whose lease expired before ``now``, oldest expiry first.
+        """Up to ``limit`` RUNNING jobs whose lease expired before ``now``, oldest expiry first
+        (ties by id), each with its current token.
 
         The caller ends each with ``finish`` (a failed attempt); when several schedulers race,
         the token lets exactly one of them win.
@@ -202,7 +236,9 @@ class Backend(Protocol):
         """Delete up to ``limit`` jobs in terminal ``states`` finished before the horizon.
 
         Their attempt records and idempotency keys go with them. Non-terminal states in
-        ``states`` are ignored. Answers how many were deleted.
+        ``states`` are ignored. Answers how many were deleted. Which of more than ``limit``
+        such jobs go first is up to the backend (callers repeat until fewer than ``limit`` go);
+        jobs of several queues may be deleted queue by queue.
         """
         ...
 
@@ -249,9 +285,11 @@ class Backend(Protocol):
         ...
 
     async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
-        """Counts by state for the given queues (every known queue when None), by queue name.
+        """Counts by state for the given queues, each once, in the order first asked (an
+        unknown one answers zero counts); every known queue, by name, when None.
 
-        A queue is known once a job was enqueued into it or it was paused. ``oldest_queued_at``
+        A queue is known once a job was stored in it (an enqueue that only answered stored jobs
+        makes none known) or it was paused or resumed; it stays known. ``oldest_queued_at``
         is the smallest ``run_at`` of the queue's QUEUED jobs (None when none is queued), read
         from the claim order index, not by visiting the queued jobs.
         """
@@ -345,8 +383,9 @@ class Backend(Protocol):
     async def requeue(self, job_ids: Sequence[str], *, now: datetime) -> list[str]:
         """Move DEAD or CANCELLED jobs back to QUEUED with ``attempt = 0``, ``run_at = now``.
 
-        Error, result and finished_at are cleared; attempt records stay. Jobs in other states are
-        left alone. Answers the ids that moved. Waiting workers are woken.
+        Error, result, finished_at and cancel_requested are cleared; attempt records stay. Jobs
+        in other states are left alone. Answers the ids that moved, each once, in the order
+        given. Waiting workers are woken. Jobs of several queues may be moved queue by queue.
         """
         ...
 
@@ -358,7 +397,8 @@ class Backend(Protocol):
 
     async def put_schedule(self, schedule: Schedule) -> None:
         """Insert or replace the schedule with ``schedule.id``: every field is stored as given,
-        ``last_fire_at`` included (callers that edit a definition carry it over)."""
+        ``last_fire_at`` included (callers that edit a definition carry it over), times to the
+        microsecond."""
         ...
 
     async def get_schedule(self, schedule_id: str) -> Schedule | None:
@@ -385,16 +425,21 @@ class Backend(Protocol):
                                   ) -> int:
         """Delete the schedule's terminal runs that are not among its ``keep`` newest runs.
 
-        The newest ``keep`` jobs with this ``schedule_id`` (any state) are kept; of the older
-        ones, up to ``limit`` terminal jobs are deleted with their attempts and idempotency keys.
-        Answers how many were deleted.
+        The newest ``keep`` jobs with this ``schedule_id`` (any state; none when ``keep <= 0``)
+        are kept; of the older ones, up to ``limit`` terminal jobs are deleted, newest first,
+        with their attempts and idempotency keys. Answers how many were deleted.
         """
         ...
 
     # -- workers ------------------------------------------------------------------------------
 
     async def report_worker(self, info: WorkerInfo, *, ttl: timedelta) -> None:
-        """Record a worker heartbeat; it is listed until ``info.last_seen + ttl``."""
+        """Record a worker heartbeat; it is listed while ``now <= info.last_seen + ttl``.
+
+        In the same step, the workers whose listing ended before ``info.last_seen`` are
+        forgotten (so dead workers do not pile up): they would not be listed at any ``now``
+        from this heartbeat on.
+        """
         ...
 
     async def remove_worker(self, worker_id: str) -> None:
@@ -402,7 +447,8 @@ class Backend(Protocol):
         ...
 
     async def list_workers(self, *, now: datetime) -> list[WorkerInfo]:
-        """Workers whose last heartbeat is still within its ttl, by id."""
+        """Workers whose last heartbeat is still within its ttl at ``now`` (``now <=
+        last_seen + ttl``: a worker exactly at the end of its ttl is listed), by id."""
         ...
 
 
