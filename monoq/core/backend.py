@@ -11,7 +11,7 @@ where they apply: an ``enqueue`` of more jobs than a backend writes in one step,
 change jobs of several queues (``extend``, ``finish``, ``promote``, ``purge``, ``requeue``),
 which a backend may apply queue by queue, each queue's part one atomic step, one after the other
 (answers are then those of the parts in turn; a failure half-way leaves the parts before it
-applied). Expected outcomes are return values (``created=False``, ``False`` for a stale token),
+applied), and ``purge_schedule_runs``, which may walk a schedule's runs in bounded steps. Expected outcomes are return values (``created=False``, ``False`` for a stale token),
 not exceptions; driver errors surface as ``BackendUnavailable`` (transient) or ``BackendError``
 and never as the driver's own classes.
 
@@ -427,7 +427,9 @@ class Backend(Protocol):
 
         The newest ``keep`` jobs with this ``schedule_id`` (any state; none when ``keep <= 0``)
         are kept; of the older ones, up to ``limit`` terminal jobs are deleted, newest first,
-        with their attempts and idempotency keys. Answers how many were deleted.
+        with their attempts and idempotency keys. Answers how many were deleted. A backend may
+        walk the runs in several atomic steps of a bounded number of runs each (Redis: 2000),
+        so that many unfinished old runs never hold the storage for long.
         """
         ...
 
