@@ -12,8 +12,8 @@ from hypothesis import HealthCheck, Phase, settings
 from tests.differential.machine import harness, run
 
 CI_SETTINGS = settings(
-    max_examples=60,
-    stateful_step_count=40,
+    max_examples=100,
+    stateful_step_count=50,
     derandomize=True,
     database=None,
     deadline=None,
