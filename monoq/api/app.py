@@ -24,6 +24,7 @@ from litestar.handlers.http_handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.response.base import ASGIResponse
+from litestar.routes import HTTPRoute
 from litestar.types import Message, Receive, Scope, Send
 from prometheus_client import CollectorRegistry
 
@@ -161,7 +162,7 @@ def create_app(
         ),
         security=[{"bearer": []}],
     )
-    return Litestar(
+    app = Litestar(
         route_handlers=[v1, root, *ui_routes],
         dependencies={
             "client": Provide(provide_client, sync_to_thread=False),
@@ -175,3 +176,9 @@ def create_app(
         state=State({STATE_KEY: state}),
         debug=False,
     )
+    state.allowed_methods.update(
+        (route.path, ", ".join(sorted(route.methods)))
+        for route in app.routes
+        if isinstance(route, HTTPRoute)
+    )
+    return app

@@ -1,7 +1,8 @@
 """Authorisation: every route declares the scope it needs in ``opt["scope"]``.
 
-``public`` routes (health, readiness, the OpenAPI document) need nothing. Other routes pass the
-``authorize`` hook (``require_scope`` as a guard), which runs before the body is read:
+``public`` routes (health, readiness, the OpenAPI document) and litestar's OPTIONS answers need
+nothing. Other routes pass the ``authorize`` hook (``require_scope`` as a guard), which runs
+before the body is read:
 
 - with tokens configured (sent as ``Authorization: Bearer <token>`` or ``X-API-Key: <token>``),
   a missing or unknown token is 401 and a token whose scope
@@ -17,7 +18,9 @@ import logging
 import math
 from typing import Any, Final
 
+from litestar import Response
 from litestar.connection import ASGIConnection, Request
+from litestar.enums import MediaType
 from litestar.handlers.base import BaseRouteHandler
 
 from monoq.api.body import header as raw_header
@@ -28,6 +31,7 @@ from monoq.api.tokens import ACCEPTED_SCOPES
 logger = logging.getLogger(__name__)
 
 ROUTE_SCOPES: Final = frozenset({"public", "enqueue", "read", "admin"})
+_OPTIONS: Final = frozenset({"OPTIONS"})
 _BEARER: Final = {"WWW-Authenticate": 'Bearer realm="monoq"'}
 _INVALID: Final = {"WWW-Authenticate": 'Bearer realm="monoq", error="invalid_token"'}
 
@@ -51,14 +55,26 @@ def _bearer(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
     return value.strip()
 
 
-async def authorize(request: Request[Any, Any, Any]) -> None:
+async def authorize(request: Request[Any, Any, Any]) -> Response[None] | None:
     """The ``before_request`` hook of every guarded route: ``require_scope`` for its handler.
 
     A hook rather than a litestar guard: a guard is handed a copy of the route handler on every
     request, which costs more than the check itself. Like a guard it runs before the body is
     read and its ``Problem`` reaches the app's exception handlers.
+
+    The OPTIONS handler litestar adds to every path declares no scope: it is answered here,
+    publicly (it tells which methods exist; a CORS preflight asks it without a token), with the
+    path's methods. litestar 2's own answer lists only the methods of the first handler
+    registered on the path (litestar issue 4169).
     """
-    check_scope(request, request.scope["route_handler"])
+    handler = request.scope["route_handler"]
+    if request.scope["method"] == "OPTIONS" and route_scope(handler) is None \
+            and frozenset(getattr(handler, "http_methods", ())) == _OPTIONS:
+        allowed = api_state(request).allowed_methods.get(next(iter(handler.paths)), "OPTIONS")
+        return Response(content=None, status_code=204, headers={"Allow": allowed},
+                        media_type=MediaType.TEXT)
+    check_scope(request, handler)
+    return None
 
 
 def require_scope(

@@ -109,6 +109,8 @@ class ApiState:
     enqueued: EnqueueCounter = attrs.field(factory=EnqueueCounter)
     started_at: datetime = attrs.field(factory=utcnow)
     started_monotonic: float = attrs.field(factory=time.monotonic)
+    # path template -> its methods, as an ``Allow`` header (filled by create_app)
+    allowed_methods: dict[str, str] = attrs.field(factory=dict)
 
 
 def api_state(connection: ASGIConnection[Any, Any, Any, Any]) -> ApiState:
