@@ -17,6 +17,8 @@ from monoq.api.routes._common import (
     Json,
     answer,
     check_name,
+    check_priority,
+    integral_numbers,
     job_answer,
     parse_cursor,
     parse_limit,
@@ -24,6 +26,22 @@ from monoq.api.routes._common import (
 from monoq.client import Client, run_to_dict
 from monoq.core.models import Schedule
 from monoq.errors import ScheduleNotFound, ValidationError
+
+
+def _precheck(data: dict[str, Any], *, change: bool) -> dict[str, Any]:
+    """Refuse what ``Client.build_schedule`` would take too leniently or fail on: a priority
+    text it misreads (``check_priority``), a timezone that is not a string, and, in a change,
+    a null ``cron`` or ``every`` (whether that leaves the schedule a timetable would depend on
+    what it holds now: give the other field to switch)."""
+    check_priority("priority", data.get("priority"))
+    integral_numbers(data)
+    if "timezone" in data and not isinstance(data["timezone"], str):
+        raise ValidationError("timezone", "must be an IANA timezone name")
+    if change:
+        for key, other in (("cron", "every"), ("every", "cron")):
+            if key in data and data[key] is None:
+                raise ValidationError(key, f"cannot be null; give {other} to switch to it")
+    return data
 
 
 async def _get(client: Client, schedule_id: str) -> Schedule:
@@ -48,7 +66,7 @@ async def create_schedule(request: Request[Any, Any, Any], client: ClientDep) ->
     (seconds or "30s"), ``timezone``, ``payload``, ``queue``, ``priority``, ``max_retries``,
     ``timeout``, ``enabled``, ``overlap`` (allow|skip), ``misfire`` (skip|once). 409 if the id
     is taken; a bad cron expression or timezone is 422 naming the field."""
-    data = await read_json_object(request)
+    data = _precheck(await read_json_object(request), change=False)
     schedule = client.build_schedule(data)
     if await client.backend.get_schedule(schedule.id) is not None:
         raise Problem(409, f"schedule {schedule.id!r} exists; PATCH it instead")
@@ -70,7 +88,7 @@ async def update_schedule(schedule_id: FromPath[str], request: Request[Any, Any,
                           client: ClientDep) -> Response[Json]:
     """Change some fields (same names as create); the fire history is kept."""
     current = await _get(client, schedule_id)
-    data = await read_json_object(request)
+    data = _precheck(await read_json_object(request), change=True)
     stored = await client.put_schedule(client.build_schedule(data, base=current))
     return answer(await client.schedule_status(stored))
 
