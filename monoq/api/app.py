@@ -22,7 +22,7 @@ from litestar.di import Provide
 from litestar.exceptions import NotFoundException
 from litestar.handlers.http_handlers import HTTPRouteHandler
 from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.spec import Components, SecurityRequirement, SecurityScheme
 from litestar.response.base import ASGIResponse
 from litestar.routes import HTTPRoute
 from litestar.types import Message, Receive, Scope, Send
@@ -30,7 +30,7 @@ from prometheus_client import CollectorRegistry
 
 from monoq.api.auth import ROUTE_SCOPES, authorize, route_scope
 from monoq.api.metrics import ApiMetrics
-from monoq.api.openapi import PROBLEM_SCHEMA
+from monoq.api.openapi import ComponentSchemas, request_bodies
 from monoq.api.problems import EXCEPTION_HANDLERS
 from monoq.api.routes import compat, dlq, jobs, queues, schedules, system
 from monoq.api.state import STATE_KEY, ApiState, RateLimiter
@@ -145,22 +145,38 @@ def create_app(
     def provide_state() -> ApiState:
         return state
 
+    known = client.registry if client.known_handlers_only else None
+    # Without tokens, auth is off: nothing is required (the role then binds to loopback only).
+    security: list[SecurityRequirement] | None = (
+        [{"bearer": []}, {"apiKey": []}] if state.tokens.enabled else None
+    )
     openapi = OpenAPIConfig(
         title="monoq",
         version="1",
-        description="Jobs, queues and the dead-letter queue of a monoq deployment.",
+        description="Jobs, queues and the dead-letter queue of a monoq deployment. Every error "
+        "is `application/problem+json` (the `Problem` schema).",
         path=SCHEMA_PATH,
         components=Components(
-            schemas={"Problem": PROBLEM_SCHEMA},
+            request_bodies=request_bodies(
+                None if known is None else [spec.name for spec in known]
+            ),
             security_schemes={
                 "bearer": SecurityScheme(
                     type="http",
                     scheme="bearer",
                     description="A token from `monoq token create` (scopes: enqueue, read, admin).",
-                )
+                ),
+                "apiKey": SecurityScheme(
+                    type="apiKey",
+                    name="X-API-Key",
+                    security_scheme_in="header",
+                    description="The same tokens, for API-key clients.",
+                ),
             },
         ),
-        security=[{"bearer": []}],
+        security=security,
+        # operationIds are the handler names (get_job, cancel_job...): what the links name
+        operation_id_creator=lambda handler, _method, _path: handler.handler_name,
     )
     app = Litestar(
         route_handlers=[v1, root, *ui_routes],
@@ -172,6 +188,7 @@ def create_app(
         before_send=[count_request],
         request_max_body_size=api_config.max_body_bytes,
         openapi_config=openapi,
+        plugins=[ComponentSchemas()],
         logging_config=None,
         state=State({STATE_KEY: state}),
         debug=False,

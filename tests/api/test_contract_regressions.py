@@ -26,6 +26,71 @@ def registered(make_app: AppFactory) -> Litestar:
     return make_app(registry=Registry.discover())
 
 
+# --- the document ------------------------------------------------------------------------------
+
+
+def test_the_problem_schema_is_defined(http_app: Litestar) -> None:
+    doc = _doc(http_app)
+    response = doc["paths"]["/api/v1/jobs/{job_id}"]["get"]["responses"]["404"]
+    assert response["content"]["application/problem+json"]["schema"] == {
+        "$ref": "#/components/schemas/Problem"}
+    assert doc["components"]["schemas"]["Problem"]["required"] == [
+        "detail", "status", "title", "type"]
+
+
+@pytest.fixture
+def http_app(make_app: AppFactory) -> Litestar:
+    return make_app()
+
+
+@pytest.mark.parametrize("path", ["/api/v1/jobs", "/jobs"])
+async def test_a_replayed_submit_answers_the_documented_200(
+    make_app: AppFactory, path: str
+) -> None:
+    app = make_app()
+    responses = _doc(app)["paths"][path]["post"]["responses"]
+    for status in ("200", "201"):
+        assert responses[status]["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/Job"}
+        assert responses[status]["headers"]["Location"]["required"] is True
+    async with AsyncTestClient(app) as http:
+        body = {"handler": "echo", "idempotency_key": "k1"}
+        first = await http.post(path, json=body)
+        again = await http.post(path, json=body)
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["id"] == first.json()["id"]
+    assert again.headers["location"] == f"/api/v1/jobs/{first.json()['id']}"
+
+
+def test_a_created_job_links_to_its_routes(http_app: Litestar) -> None:
+    answer = _doc(http_app)["paths"]["/api/v1/jobs"]["post"]["responses"]["201"]
+    assert {name: (link["operationId"], link["parameters"])
+            for name, link in answer["links"].items()} == {
+        op: (op, {"job_id": "$response.body#/id"})
+        for op in ("get_job", "cancel_job", "retry_job", "job_attempts", "wait_job")}
+
+
+def test_health_and_readiness_need_no_token(make_app: AppFactory) -> None:
+    paths = _doc(make_app(tokens=True))["paths"]
+    assert paths["/healthz"]["get"]["security"] == []
+    assert paths["/readyz"]["get"]["security"] == []
+
+
+def test_the_submit_body_lists_the_registered_handlers(registered: Litestar) -> None:
+    body = _doc(registered)["components"]["requestBodies"]["SubmitJob"]
+    handler = body["content"]["application/json"]["schema"]["properties"]["handler"]
+    assert handler["enum"] == sorted(spec.name for spec in Registry.discover())
+
+
+def test_query_parameters_carry_the_rules_they_are_checked_by(http_app: Litestar) -> None:
+    params = {p["name"]: p["schema"]
+              for p in _doc(http_app)["paths"]["/api/v1/jobs"]["get"]["parameters"]}
+    assert params["limit"] == {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}
+    assert params["queue"]["pattern"] == r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$"
+    assert params["cursor"]["pattern"] == r"^[A-Za-z0-9_.:=+/-]{0,256}$"
+    assert params["state"]["type"] == "array"
+
+
 # --- the API -----------------------------------------------------------------------------------
 
 

@@ -19,10 +19,22 @@ from litestar import Request, Response, get, post
 from litestar.params import FromQuery
 
 from monoq.api.body import decode_json, is_json_type, media_type, read_json_object
-from monoq.api.openapi import BODY, ENQUEUE_BODY, GUARDED, SUBMIT_BODY, documented
+from monoq.api.openapi import (
+    BODY,
+    GUARDED,
+    IDEMPOTENCY_HEADER,
+    JOB_LINKS,
+    Answer,
+    Enqueued,
+    Param,
+    QueueLength,
+    QueueStats,
+    documented,
+    name,
+)
 from monoq.api.problems import Problem
 from monoq.api.routes._common import ClientDep, Json, StateDep, answer, check_name, count_created
-from monoq.api.routes.jobs import submit_body, submitted, with_idempotency_header
+from monoq.api.routes.jobs import SUBMITTED, submit_body, submitted, with_idempotency_header
 from monoq.api.routes.system import totals
 from monoq.core.models import JobState
 
@@ -37,7 +49,17 @@ _PENDING: Final = (JobState.QUEUED, JobState.SCHEDULED, JobState.RETRYING)
     status_code=201,
     summary="Enqueue text or JSON",
     tags=["compatibility"],
-    operation_class=documented(GUARDED, BODY, body=ENQUEUE_BODY),
+    **documented(
+        GUARDED,
+        BODY,
+        answers=[
+            Answer(201, Enqueued, "The job was created.", links=JOB_LINKS),
+            Answer(200, Enqueued, "A replay of an idempotency key: the job it created first.",
+                   links=JOB_LINKS),
+        ],
+        body="Enqueue",
+        headers=[IDEMPOTENCY_HEADER],
+    ),
 )
 async def enqueue(
     request: Request[Any, Any, Any], client: ClientDep, api: StateDep
@@ -74,7 +96,8 @@ async def enqueue(
     status_code=201,
     summary="Submit a job (compatibility)",
     tags=["compatibility"],
-    operation_class=documented(GUARDED, BODY, body=SUBMIT_BODY),
+    **documented(GUARDED, BODY, answers=SUBMITTED, body="SubmitJob",
+                 headers=[IDEMPOTENCY_HEADER]),
 )
 async def legacy_submit(
     request: Request[Any, Any, Any], client: ClientDep, api: StateDep
@@ -89,7 +112,12 @@ async def legacy_submit(
     opt={"scope": "read"},
     summary="Queue length (compatibility)",
     tags=["compatibility"],
-    operation_class=documented(GUARDED, 422),
+    **documented(
+        GUARDED,
+        422,
+        answers=[Answer(200, QueueLength, "The queue's jobs still to start.")],
+        params={"queue": Param(name(), "The queue (default: api.queue_name).")},
+    ),
 )
 async def queue_length(
     client: ClientDep, api: StateDep, queue: FromQuery[str | None] = None
@@ -105,7 +133,7 @@ async def queue_length(
     opt={"scope": "read"},
     summary="Queue stats (compatibility)",
     tags=["compatibility"],
-    operation_class=documented(GUARDED),
+    **documented(GUARDED, answers=[Answer(200, QueueStats, "Counts by state.")]),
 )
 async def queue_stats(client: ClientDep) -> Response[Json]:
     """Totals by state and counts by state per queue."""

@@ -14,9 +14,23 @@ from litestar import Request, Response, delete, get, post
 from litestar.params import FromQuery
 
 from monoq.api.body import read_json_object
-from monoq.api.openapi import BODY, GUARDED, REQUEUE_BODY, documented
+from monoq.api.openapi import (
+    BODY,
+    GUARDED,
+    HANDLER_FILTER,
+    PAGE,
+    QUEUE_FILTER,
+    Answer,
+    JobPage,
+    Purged,
+    Requeued,
+    documented,
+    seconds_param,
+)
 from monoq.api.problems import Problem
 from monoq.api.routes._common import (
+    MAX_AGE,
+    MAX_REQUEUE_IDS,
     ClientDep,
     Json,
     answer,
@@ -31,15 +45,17 @@ from monoq.api.routes._common import (
 from monoq.core.models import JobState
 from monoq.errors import ValidationError
 
-MAX_IDS: Final = 10_000
-MAX_AGE: Final = 100 * 365 * 86400.0
-
 
 @get(
     "/dead-letter",
     opt={"scope": "read"},
     summary="List dead jobs",
-    operation_class=documented(GUARDED, 422),
+    **documented(
+        GUARDED,
+        422,
+        answers=[Answer(200, JobPage, "A page of dead jobs, newest first.")],
+        params={"queue": QUEUE_FILTER, "handler": HANDLER_FILTER, **PAGE},
+    ),
 )
 async def list_dead(
     client: ClientDep,
@@ -62,8 +78,8 @@ async def list_dead(
 def _ids(value: object) -> list[str]:
     if not isinstance(value, list) or not all(isinstance(i, str) for i in value):
         raise ValidationError("ids", "must be a list of job id strings")
-    if not 1 <= len(value) <= MAX_IDS:
-        raise ValidationError("ids", f"must hold 1 to {MAX_IDS} ids")
+    if not 1 <= len(value) <= MAX_REQUEUE_IDS:
+        raise ValidationError("ids", f"must hold 1 to {MAX_REQUEUE_IDS} ids")
     for item in value:
         try:
             job_id_or_404(item)
@@ -77,7 +93,12 @@ def _ids(value: object) -> list[str]:
     opt={"scope": "admin"},
     status_code=200,
     summary="Requeue dead jobs",
-    operation_class=documented(GUARDED, BODY, body=REQUEUE_BODY),
+    **documented(
+        GUARDED,
+        BODY,
+        answers=[Answer(200, Requeued, "How many jobs were requeued, and which.")],
+        body="RequeueDead",
+    ),
 )
 async def requeue_dead(request: Request[Any, Any, Any], client: ClientDep) -> Response[Json]:
     """Requeue by ``ids``, by ``queue``/``handler`` filters, or ``{"all": true}``."""
@@ -108,7 +129,16 @@ async def requeue_dead(request: Request[Any, Any, Any], client: ClientDep) -> Re
     opt={"scope": "admin"},
     status_code=200,
     summary="Purge dead jobs",
-    operation_class=documented(GUARDED, 422),
+    **documented(
+        GUARDED,
+        422,
+        answers=[Answer(200, Purged, "How many dead jobs were deleted.")],
+        params={
+            "queue": QUEUE_FILTER,
+            "older_than": seconds_param(MAX_AGE, 0, "Only jobs that died more than this "
+                                        "many seconds ago (0: all)."),
+        },
+    ),
 )
 async def purge_dead(
     client: ClientDep, queue: FromQuery[str | None] = None, older_than: FromQuery[str | None] = None

@@ -13,8 +13,31 @@ from litestar.params import FromPath, FromQuery, QueryParameter
 from monoq.api.body import header as raw_header
 from monoq.api.body import read_json_object
 from monoq.api.jsonout import job_bytes, jobs_bytes
-from monoq.api.openapi import BATCH_BODY, BODY, GUARDED, SUBMIT_BODY, documented
+from monoq.api.openapi import (
+    BODY,
+    CURSOR,
+    FIRST_JOB_LINKS,
+    GUARDED,
+    HANDLER_FILTER,
+    IDEMPOTENCY_HEADER,
+    JOB_ID,
+    JOB_LINKS,
+    LIMIT,
+    LOCATION,
+    QUEUE_FILTER,
+    STATE_FILTER,
+    WAIT_HEADER,
+    Answer,
+    Attempts,
+    Job,
+    JobList,
+    JobPage,
+    documented,
+    seconds_param,
+)
 from monoq.api.routes._common import (
+    MAX_BATCH,
+    MAX_WAIT,
     ClientDep,
     Json,
     answer,
@@ -34,9 +57,13 @@ from monoq.api.state import ApiState, api_state
 from monoq.core.models import Enqueued
 from monoq.errors import ValidationError, WaitTimeout
 
-MAX_BATCH: Final = 1000
-MAX_WAIT: Final = 60.0
 DEFAULT_WAIT: Final = 30.0
+# A submit answers the job: 201 when created, 200 for the original on a replay of its key.
+SUBMITTED: Final = (
+    Answer(201, Job, "The job was created.", LOCATION, JOB_LINKS),
+    Answer(200, Job, "A replay of an idempotency key: the job it created first.", LOCATION,
+           JOB_LINKS),
+)
 
 
 def with_idempotency_header(
@@ -76,7 +103,8 @@ async def submit_body(api: ApiState, data: dict[str, Any]) -> Enqueued:
     opt={"scope": "enqueue"},
     status_code=201,
     summary="Submit a job",
-    operation_class=documented(GUARDED, BODY, body=SUBMIT_BODY),
+    **documented(GUARDED, BODY, answers=SUBMITTED, body="SubmitJob",
+                 headers=[IDEMPOTENCY_HEADER]),
 )
 async def submit_job(request: Request[Any, Any, Any]) -> Response[Json]:
     """Enqueue one job. Body: ``handler`` (or ``name``), ``payload``, ``queue``, ``priority``,
@@ -92,7 +120,16 @@ async def submit_job(request: Request[Any, Any, Any]) -> Response[Json]:
     opt={"scope": "enqueue"},
     status_code=201,
     summary="Submit many jobs",
-    operation_class=documented(GUARDED, BODY, body=BATCH_BODY),
+    **documented(
+        GUARDED,
+        BODY,
+        answers=[
+            Answer(201, JobList, "At least one job was created.", links=FIRST_JOB_LINKS),
+            Answer(200, JobList, "Every job was a replay of an idempotency key.",
+                   links=FIRST_JOB_LINKS),
+        ],
+        body="SubmitBatch",
+    ),
 )
 async def submit_batch(request: Request[Any, Any, Any]) -> Response[Json]:
     """Enqueue ``{"jobs": [submit, ...]}`` (1 to 1000) all or nothing: every job is validated
@@ -121,14 +158,26 @@ async def submit_batch(request: Request[Any, Any, Any]) -> Response[Json]:
     "/jobs/{job_id:str}",
     opt={"scope": "read"},
     summary="Get a job",
-    operation_class=documented(GUARDED, 404),
+    **documented(GUARDED, 404, answers=[Answer(200, Job, "The job.")],
+                 params={"job_id": JOB_ID}),
 )
 async def get_job(job_id: FromPath[str], client: ClientDep) -> Response[Json]:
     """The job's JSON form (DESIGN.md §3); 404 if there is no such job."""
     return answer(job_answer(await client.get(job_id_or_404(job_id))))
 
 
-@get("/jobs", opt={"scope": "read"}, summary="List jobs", operation_class=documented(GUARDED, 422))
+@get(
+    "/jobs",
+    opt={"scope": "read"},
+    summary="List jobs",
+    **documented(
+        GUARDED,
+        422,
+        answers=[Answer(200, JobPage, "A page of jobs, newest first.")],
+        params={"queue": QUEUE_FILTER, "state": STATE_FILTER, "handler": HANDLER_FILTER,
+                "limit": LIMIT, "cursor": CURSOR},
+    ),
+)
 async def list_jobs(
     client: ClientDep,
     queue: FromQuery[str | None] = None,
@@ -154,7 +203,9 @@ async def list_jobs(
     opt={"scope": "admin"},
     status_code=200,
     summary="Cancel a job",
-    operation_class=documented(GUARDED, 404, 409),
+    **documented(GUARDED, 404, 409, params={"job_id": JOB_ID},
+                 answers=[Answer(200, Job, "The job, cancelled (or to be cancelled at its next "
+                                 "heartbeat).", links=JOB_LINKS)]),
 )
 async def cancel_job(job_id: FromPath[str], client: ClientDep) -> Response[Json]:
     """Cancel now if waiting, at the next heartbeat if running; 409 if completed or dead."""
@@ -166,7 +217,8 @@ async def cancel_job(job_id: FromPath[str], client: ClientDep) -> Response[Json]
     opt={"scope": "admin"},
     status_code=200,
     summary="Retry a job",
-    operation_class=documented(GUARDED, 404, 409),
+    **documented(GUARDED, 404, 409, params={"job_id": JOB_ID},
+                 answers=[Answer(200, Job, "The job, queued again.", links=JOB_LINKS)]),
 )
 async def retry_job(job_id: FromPath[str], client: ClientDep) -> Response[Json]:
     """Requeue a dead or cancelled job with a fresh retry budget; 409 in any other state."""
@@ -177,7 +229,8 @@ async def retry_job(job_id: FromPath[str], client: ClientDep) -> Response[Json]:
     "/jobs/{job_id:str}/attempts",
     opt={"scope": "read"},
     summary="A job's attempts",
-    operation_class=documented(GUARDED, 404),
+    **documented(GUARDED, 404, answers=[Answer(200, Attempts, "The job's attempts.")],
+                 params={"job_id": JOB_ID}),
 )
 async def job_attempts(job_id: FromPath[str], client: ClientDep) -> Response[Json]:
     """``{"job_id": ..., "attempts": [...]}``, oldest first."""
@@ -189,7 +242,15 @@ async def job_attempts(job_id: FromPath[str], client: ClientDep) -> Response[Jso
     "/jobs/{job_id:str}/wait",
     opt={"scope": "read"},
     summary="Wait for a job to finish",
-    operation_class=documented(GUARDED, 404, 422),
+    **documented(
+        GUARDED,
+        404,
+        422,
+        answers=[Answer(200, Job, "The job as it is when it finished or the wait ended.",
+                        WAIT_HEADER)],
+        params={"job_id": JOB_ID,
+                "timeout": seconds_param(MAX_WAIT, DEFAULT_WAIT, "Seconds to wait at most.")},
+    ),
 )
 async def wait_job(
     job_id: FromPath[str], client: ClientDep, timeout: FromQuery[str | None] = None
@@ -220,4 +281,4 @@ HANDLERS: Final = [
     wait_job,
 ]
 
-__all__ = ["HANDLERS", "submit_body", "submitted", "with_idempotency_header"]
+__all__ = ["HANDLERS", "SUBMITTED", "submit_body", "submitted", "with_idempotency_header"]

@@ -5,7 +5,8 @@ from typing import Final
 from litestar import Response, get, post
 from litestar.params import FromPath
 
-from monoq.api.openapi import GUARDED, documented
+from monoq.api.openapi import GUARDED, QUEUE_NAME, Answer, QueueList, documented
+from monoq.api.openapi import Queue as QueueSchema
 from monoq.api.problems import Problem
 from monoq.api.routes._common import ClientDep, Json, answer, check_name
 from monoq.client import Client
@@ -20,7 +21,8 @@ async def _find(client: Client, name: str) -> QueueStats:
     raise Problem(404, f"no queue named {name!r}: nothing was ever enqueued into it")
 
 
-@get("/queues", opt={"scope": "read"}, summary="List queues", operation_class=documented(GUARDED))
+@get("/queues", opt={"scope": "read"}, summary="List queues",
+     **documented(GUARDED, answers=[Answer(200, QueueList, "Every known queue.")]))
 async def list_queues(client: ClientDep) -> Response[Json]:
     """``{"queues": [{"queue", "paused", "counts": {state: n}}, ...]}`` for every known queue."""
     return answer({"queues": [s.to_dict() for s in await client.queues()]})
@@ -30,7 +32,8 @@ async def list_queues(client: ClientDep) -> Response[Json]:
     "/queues/{name:str}",
     opt={"scope": "read"},
     summary="Get a queue",
-    operation_class=documented(GUARDED, 404, 422),
+    **documented(GUARDED, 404, 422, answers=[Answer(200, QueueSchema, "The queue.")],
+                 params={"name": QUEUE_NAME}),
 )
 async def get_queue(name: FromPath[str], client: ClientDep) -> Response[Json]:
     """One queue's counts by state; 404 for a queue nothing was ever enqueued into."""
@@ -42,7 +45,8 @@ async def get_queue(name: FromPath[str], client: ClientDep) -> Response[Json]:
     opt={"scope": "admin"},
     status_code=200,
     summary="Pause a queue",
-    operation_class=documented(GUARDED, 404, 422),
+    **documented(GUARDED, 404, 422, answers=[Answer(200, QueueSchema, "The queue, paused.")],
+                 params={"name": QUEUE_NAME}),
 )
 async def pause_queue(name: FromPath[str], client: ClientDep) -> Response[Json]:
     """Workers stop claiming from the queue (enqueue still works). Answers the queue."""
@@ -55,7 +59,8 @@ async def pause_queue(name: FromPath[str], client: ClientDep) -> Response[Json]:
     opt={"scope": "admin"},
     status_code=200,
     summary="Resume a queue",
-    operation_class=documented(GUARDED, 404, 422),
+    **documented(GUARDED, 404, 422, answers=[Answer(200, QueueSchema, "The queue, resumed.")],
+                 params={"name": QUEUE_NAME}),
 )
 async def resume_queue(name: FromPath[str], client: ClientDep) -> Response[Json]:
     """Workers claim from the queue again. Answers the queue."""

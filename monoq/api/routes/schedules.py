@@ -10,7 +10,22 @@ from litestar import Request, Response, delete, get, patch, post
 from litestar.params import FromPath, FromQuery
 
 from monoq.api.body import read_json_object
-from monoq.api.openapi import BODY, GUARDED, SCHEDULE_BODY, SCHEDULE_PATCH_BODY, documented
+from monoq.api.openapi import (
+    BODY,
+    GUARDED,
+    JOB_LINKS,
+    LOCATION,
+    PAGE,
+    SCHEDULE_ID,
+    SCHEDULE_LINKS,
+    Answer,
+    Job,
+    ScheduleDeleted,
+    ScheduleList,
+    ScheduleRuns,
+    documented,
+)
+from monoq.api.openapi import Schedule as ScheduleSchema
 from monoq.api.problems import Problem
 from monoq.api.routes._common import (
     ClientDep,
@@ -44,6 +59,9 @@ def _precheck(data: dict[str, Any], *, change: bool) -> dict[str, Any]:
     return data
 
 
+ID_PARAM: Final = {"schedule_id": SCHEDULE_ID}
+
+
 async def _get(client: Client, schedule_id: str) -> Schedule:
     try:
         return await client.get_schedule(check_name("id", schedule_id))
@@ -52,7 +70,7 @@ async def _get(client: Client, schedule_id: str) -> Schedule:
 
 
 @get("/schedules", opt={"scope": "read"}, summary="List schedules",
-     operation_class=documented(GUARDED))
+     **documented(GUARDED, answers=[Answer(200, ScheduleList, "Every schedule, by id.")]))
 async def list_schedules(client: ClientDep) -> Response[Json]:
     """Every schedule with its next fire time, last success and last failure."""
     return answer({"schedules": [await client.schedule_status(s)
@@ -60,7 +78,9 @@ async def list_schedules(client: ClientDep) -> Response[Json]:
 
 
 @post("/schedules", opt={"scope": "admin"}, status_code=201, summary="Create a schedule",
-      operation_class=documented(GUARDED, BODY, 409, body=SCHEDULE_BODY))
+      **documented(GUARDED, BODY, 409, body="CreateSchedule",
+                   answers=[Answer(201, ScheduleSchema, "The schedule was created.", LOCATION,
+                                   SCHEDULE_LINKS)]))
 async def create_schedule(request: Request[Any, Any, Any], client: ClientDep) -> Response[Json]:
     """Body: ``id``, ``handler``, ``cron`` (5 fields, or 6 with seconds first) or ``every``
     (seconds or "30s"), ``timezone``, ``payload``, ``queue``, ``priority``, ``max_retries``,
@@ -76,14 +96,16 @@ async def create_schedule(request: Request[Any, Any, Any], client: ClientDep) ->
 
 
 @get("/schedules/{schedule_id:str}", opt={"scope": "read"}, summary="Get a schedule",
-     operation_class=documented(GUARDED, 404))
+     **documented(GUARDED, 404, answers=[Answer(200, ScheduleSchema, "The schedule.")],
+                  params=ID_PARAM))
 async def get_schedule(schedule_id: FromPath[str], client: ClientDep) -> Response[Json]:
     """One schedule with its next fire time, last success and last failure."""
     return answer(await client.schedule_status(await _get(client, schedule_id)))
 
 
 @patch("/schedules/{schedule_id:str}", opt={"scope": "admin"}, summary="Change a schedule",
-       operation_class=documented(GUARDED, BODY, 404, body=SCHEDULE_PATCH_BODY))
+       **documented(GUARDED, BODY, 404, body="ChangeSchedule", params=ID_PARAM,
+                    answers=[Answer(200, ScheduleSchema, "The schedule as changed.")]))
 async def update_schedule(schedule_id: FromPath[str], request: Request[Any, Any, Any],
                           client: ClientDep) -> Response[Json]:
     """Change some fields (same names as create); the fire history is kept."""
@@ -94,7 +116,9 @@ async def update_schedule(schedule_id: FromPath[str], request: Request[Any, Any,
 
 
 @delete("/schedules/{schedule_id:str}", opt={"scope": "admin"}, status_code=200,
-        summary="Delete a schedule", operation_class=documented(GUARDED, 404))
+        summary="Delete a schedule",
+        **documented(GUARDED, 404, answers=[Answer(200, ScheduleDeleted, "It is gone.")],
+                     params=ID_PARAM))
 async def delete_schedule(schedule_id: FromPath[str], client: ClientDep) -> Response[Json]:
     """Delete the schedule; its runs stay until retention removes them."""
     await _get(client, schedule_id)
@@ -103,7 +127,9 @@ async def delete_schedule(schedule_id: FromPath[str], client: ClientDep) -> Resp
 
 
 @post("/schedules/{schedule_id:str}/trigger", opt={"scope": "admin"}, status_code=201,
-      summary="Run a schedule now", operation_class=documented(GUARDED, 404))
+      summary="Run a schedule now",
+      **documented(GUARDED, 404, 422, params=ID_PARAM,
+                   answers=[Answer(201, Job, "The run's job.", LOCATION, JOB_LINKS)]))
 async def trigger_schedule(schedule_id: FromPath[str], client: ClientDep) -> Response[Json]:
     """Enqueue one run now, outside the timetable; 201 with the job."""
     await _get(client, schedule_id)
@@ -112,7 +138,8 @@ async def trigger_schedule(schedule_id: FromPath[str], client: ClientDep) -> Res
 
 
 @get("/schedules/{schedule_id:str}/runs", opt={"scope": "read"}, summary="A schedule's runs",
-     operation_class=documented(GUARDED, 404, 422))
+     **documented(GUARDED, 404, 422, params={**ID_PARAM, **PAGE},
+                  answers=[Answer(200, ScheduleRuns, "A page of runs, newest first.")]))
 async def schedule_runs(schedule_id: FromPath[str], client: ClientDep,
                         limit: FromQuery[str | None] = None,
                         cursor: FromQuery[str | None] = None) -> Response[Json]:

@@ -24,7 +24,7 @@ import anyio
 from litestar import Response, get
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from monoq.api.openapi import GUARDED, documented
+from monoq.api.openapi import GUARDED, Answer, Health, Ready, Stats, WorkerList, documented
 from monoq.api.problems import RETRY_AFTER_BACKEND, problem_response
 from monoq.api.routes._common import ClientDep, Json, StateDep, answer
 from monoq.api.state import WINDOWS
@@ -43,7 +43,7 @@ PROBE_TIMEOUT: Final = 5.0  # seconds a readiness probe or a scrape waits for th
     "/workers",
     opt={"scope": "read"},
     summary="List live workers",
-    operation_class=documented(GUARDED),
+    **documented(GUARDED, answers=[Answer(200, WorkerList, "Workers with a recent heartbeat.")]),
 )
 async def list_workers(client: ClientDep) -> Response[Json]:
     """``{"workers": [...]}``: workers whose heartbeat is recent."""
@@ -83,7 +83,7 @@ async def throughput(client: Client) -> dict[str, dict[str, int | float]]:
     "/stats",
     opt={"scope": "read"},
     summary="Counts, throughput and this process's enqueue rates",
-    operation_class=documented(GUARDED),
+    **documented(GUARDED, answers=[Answer(200, Stats, "The numbers.")]),
 )
 async def stats(client: ClientDep, api: StateDep) -> Response[Json]:
     """Counts per state, queue count, paused queues, ``throughput`` (jobs completed, dead and
@@ -105,7 +105,8 @@ async def stats(client: ClientDep, api: StateDep) -> Response[Json]:
     )
 
 
-@get("/healthz", opt={"scope": "public"}, summary="Liveness", tags=["health"])
+@get("/healthz", opt={"scope": "public"}, summary="Liveness", tags=["health"],
+     **documented(answers=[Answer(200, Health, "The process serves HTTP.")], public=True))
 async def healthz() -> Response[Json]:
     """Always 200 ``{"status": "ok"}`` while the process serves HTTP."""
     return answer({"status": "ok"})
@@ -116,7 +117,8 @@ async def healthz() -> Response[Json]:
     opt={"scope": "public"},
     summary="Readiness",
     tags=["health"],
-    operation_class=documented(503),
+    **documented(500, 503, answers=[Answer(200, Ready, "The job store answered.")],
+                 public=True),
 )
 async def readyz(client: ClientDep) -> Response[Json]:
     """200 ``{"status": "ready"}`` if the backend answers a ping within 5 s, else 503 with
@@ -138,7 +140,7 @@ async def readyz(client: ClientDep) -> Response[Json]:
     summary="Prometheus metrics",
     tags=["health"],
     media_type=METRICS_TYPE,
-    operation_class=documented(401, 403, 429),
+    **documented(401, 403, 429, 500),
 )
 async def metrics(client: ClientDep, api: StateDep) -> Response[bytes]:
     """The Prometheus text format: requests, enqueues, queue depth (read at scrape time) and,
