@@ -7,8 +7,10 @@ SQLite-specific promise.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import stat
+import threading
 import time
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -396,6 +398,27 @@ async def test_foreign_database_is_refused(db_path: Path) -> None:
 # -- group commit -----------------------------------------------------------------------------
 
 
+@contextlib.asynccontextmanager
+async def writer_held(backend: SqliteBackend) -> AsyncIterator[Callable[[int], Any]]:
+    """Keep the writer thread busy until the block has queued its requests, so that they go
+    into one transaction whatever the threads' timing: the block awaits ``queued(n)`` once it
+    has started ``n`` writes."""
+    writer, thread = backend._writer, backend._writer_thread
+    assert writer is not None and thread is not None
+    gate = threading.Event()
+    thread.submit(gate.wait)
+
+    async def queued(n: int) -> None:
+        with anyio.fail_after(WAIT):
+            while len(writer._queue) < n:
+                await anyio.lowlevel.checkpoint()
+
+    try:
+        yield queued
+    finally:
+        gate.set()
+
+
 def count_batches(backend: SqliteBackend, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Record the size of every transaction the writer runs."""
     writer = backend._writer
@@ -451,9 +474,10 @@ async def test_a_failing_request_does_not_poison_its_group(
             errors.append(exc)
 
     with anyio.fail_after(WAIT):
-        async with anyio.create_task_group() as tg:
+        async with anyio.create_task_group() as tg, writer_held(backend) as queued:
             for job in [*good[:10], bad, *good[10:]]:
                 tg.start_soon(one, job)
+            await queued(21)
 
     assert sizes == [21]  # all in one transaction
     [error] = errors
@@ -575,9 +599,10 @@ async def test_full_disk_is_unavailable_then_recovers(
         else:
             outcomes[job.id] = None
 
-    async with anyio.create_task_group() as tg:
+    async with anyio.create_task_group() as tg, writer_held(backend) as queued:
         for job in [small[0], big, *small[1:]]:
             tg.start_soon(one, job)
+        await queued(4)
 
     assert sizes == [4]  # one group: the big job hit SQLITE_FULL after small[0] had run
 
