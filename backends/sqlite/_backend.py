@@ -1858,13 +1858,20 @@ class SqliteBackend:
     async def list_schedules(self) -> list[Schedule]:
         """Every schedule, enabled or not, by id."""
 
-        def fn(conn: sqlite3.Connection) -> list[Schedule]:
+        def fn(conn: sqlite3.Connection) -> tuple[list[Schedule], tuple[int, int | None]]:
             rows = conn.execute(
                 f"SELECT {_SCHEDULE_COLUMNS} FROM schedules ORDER BY id"  # noqa: S608
             ).fetchall()
-            return [_schedule(r) for r in rows]
+            return [_schedule(r) for r in rows], _schedules_stamp(conn)
 
-        return await self._read(fn, "list_schedules")
+        schedules, stamp = await self._read(fn, "list_schedules")
+        if self._seen_schedules is None:
+            # The baseline wait_for_changes compares against. Without it the first wait had
+            # none, so a schedule put (by another process, or by this one before the wait
+            # registered) after a scheduler read the list went unnoticed until the wait timed
+            # out. Any stamp read no later than the scheduler's own list is a safe baseline.
+            self._seen_schedules = stamp
+        return schedules
 
     async def delete_schedule(self, schedule_id: str) -> bool:
         """Delete a schedule (its runs stay); False if there is none."""

@@ -743,3 +743,23 @@ async def test_a_schedule_put_by_another_process_wakes_its_schedulers(db_path: P
     finally:
         await editor.aclose()
         await scheduler.aclose()
+
+
+async def test_a_schedule_put_right_after_the_first_read_wakes_the_first_wait(
+    db_path: Path,
+) -> None:
+    """At start-up a scheduler reads the schedules, then waits: a schedule put in between
+    (here by another process, before the wait even began) must wake that very first wait."""
+    editor = SqliteBackend(url_of(db_path))
+    scheduler = SqliteBackend(url_of(db_path), {"poll_interval_ms": 10, "poll_max_ms": 50})
+    await editor.connect()
+    await scheduler.connect()
+    try:
+        assert await scheduler.list_schedules() == []
+        await editor.put_schedule(Schedule(id="s", handler="echo", every=60,
+                                           created_at=T0, updated_at=T0))
+        with anyio.fail_after(WAIT):  # far below the 600 s it would otherwise sleep
+            await scheduler.wait_for_changes(timeout=600)
+    finally:
+        await editor.aclose()
+        await scheduler.aclose()
