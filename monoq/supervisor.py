@@ -13,13 +13,14 @@ import logging
 import signal
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, Protocol
+from typing import Protocol
 
 import anyio
 import anyio.abc
 
 from monoq.client import Client, client_from_config
 from monoq.config import Config, ScheduleConfig
+from monoq.core.backend import Backend, Doctor, ServerTime
 from monoq.core.clock import ServerClock
 from monoq.core.codec import json_encode
 from monoq.core.loop import loop_name
@@ -184,13 +185,12 @@ class Supervisor:
         logger.info("monoq running roles %s on %s (event loop: %s)", ",".join(self.roles),
                     backend.url, loop_name())
         await self._check_server(backend)
-        server_now = getattr(backend, "server_now", None)
         try:
             async with anyio.create_task_group() as tg:
                 if self.handle_signals:
                     tg.start_soon(self._watch_signals, tg.cancel_scope)
-                if server_now is not None:
-                    await tg.start(self._sync_clock, server_now)
+                if isinstance(backend, ServerTime):
+                    await tg.start(self._sync_clock, backend)
                 # The api role is built before any role starts: importing litestar and building
                 # the app holds the loop for most of a second, which would stall running jobs.
                 first = {name: self._factory(name)() for name in self.roles if name == "api"}
@@ -208,7 +208,7 @@ class Supervisor:
         logger.info("monoq stopped")
         return 0
 
-    async def _sync_clock(self, server_now: Callable[[], Any], *,
+    async def _sync_clock(self, backend: ServerTime, *,
                           task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED
                           ) -> None:
         """Keep the roles on the backend's clock: measure the offset now and every minute."""
@@ -216,7 +216,7 @@ class Supervisor:
         started = False
         while True:
             try:
-                offset = await clock.sync(server_now)
+                offset = await clock.sync(backend.server_now)
                 if abs(offset) > timedelta(seconds=1):
                     logger.warning("this host's clock is %.3fs off the backend's; monoq uses "
                                    "the backend's clock", offset.total_seconds())
@@ -229,13 +229,12 @@ class Supervisor:
             await anyio.sleep(60)
 
     @staticmethod
-    async def _check_server(backend: object) -> None:
+    async def _check_server(backend: Backend) -> None:
         """Say loudly at start what ``monoq doctor`` would flag (eviction, no persistence)."""
-        doctor = getattr(backend, "doctor", None)
-        if doctor is None:
+        if not isinstance(backend, Doctor):
             return
         try:
-            checks = await doctor()
+            checks = await backend.doctor()
         except BackendError as exc:
             logger.warning("could not check the backend's settings: %s", exc)
             return

@@ -48,13 +48,61 @@ from monoq.core.models import (
 
 @attrs.frozen
 class Capabilities:
-    """What a backend can do beyond the common contract."""
+    """What a backend can do beyond the common contract.
+
+    The conformance suite (``monoq.testing``) runs the tests of a capability only on backends
+    that declare it, so a flag set to True is a promise the suite checks.
+    """
 
     # False for memory://: its state lives in one process, so roles and CLI commands in other
-    # processes cannot reach it.
+    # processes cannot reach it. True: another instance built from the same URL and options
+    # (in this process or another) sees the same jobs, and its enqueues, promotions and
+    # requeues wake this instance's ``wait_for_jobs`` and ``wait_for_changes`` (polling allowed:
+    # within the backend's poll interval rather than the caller's ``timeout``).
     shared_across_processes: bool
-    # True when wait_for_jobs is woken by enqueues from other processes without polling.
+    # True when such wake-ups from other instances arrive without polling (within about a
+    # network round trip): ``wait_for_jobs`` on an enqueue, ``wait_for_changes`` on a delayed
+    # enqueue (even to a queue unknown when the wait began) and on a ``put_schedule``. Implies
+    # ``shared_across_processes``.
     cross_process_wakeup: bool = False
+
+
+DoctorCheck = tuple[str, str, str]
+"""One finding of ``Doctor.doctor``: ``(check, level, message)``, level ``ok``, ``warn`` or
+``error``."""
+
+
+@runtime_checkable
+class ServerTime(Protocol):
+    """Optional: a backend whose storage has a clock of its own (Redis ``TIME``).
+
+    Roles spread over hosts whose clocks drift then agree on lease deadlines, retry times and
+    cron fires: the supervisor and ``monoq.connect`` measure this host's offset to it
+    (``core.clock.ServerClock``) and take ``now`` from there. A backend without one is read on
+    the local clock. Test with ``isinstance(backend, ServerTime)``.
+    """
+
+    async def server_now(self) -> datetime:
+        """The storage's current time: aware UTC, truncated to whole milliseconds. Reads only;
+        raises ``BackendUnavailable`` or ``BackendError`` like any call."""
+        ...
+
+
+@runtime_checkable
+class Doctor(Protocol):
+    """Optional: a backend that can check how its storage is set up for monoq.
+
+    ``monoq doctor`` lists the findings, and the supervisor logs the ``warn`` and ``error``
+    ones at start (an ``error`` does not stop it). Test with ``isinstance(backend, Doctor)``.
+    """
+
+    async def doctor(self) -> list[DoctorCheck]:
+        """Findings about the connected storage's settings (e.g. an eviction policy that can
+        drop jobs, no persistence), each ``(check, level, message)``: ``check`` a dotted name
+        (``"redis.maxmemory-policy"``), ``level`` one of ``ok``, ``warn`` or ``error``,
+        ``message`` a sentence for the operator. Reads only, changes nothing; raises
+        ``BackendError`` (or ``BackendUnavailable``) when the storage cannot be asked."""
+        ...
 
 
 @runtime_checkable
