@@ -23,6 +23,7 @@ local changed = false
 local done, failed, dead = 0, 0, 0
 local ended = {}  -- the ids that left running
 local moved = {{}, {}, {}, {}, {}, {}}  -- by the KEYS index of their new state's ZSET
+local scored = {{}, {}, {}, {}, {}, {}}  -- the same, as (score, id) pairs for its ZADD
 for i = 1, n do
   local jk = KEYS[K + 2 * i - 1]
   local ak = KEYS[K + 2 * i]
@@ -36,43 +37,63 @@ for i = 1, n do
     if v[3] == '1' and (outcome == 'retry' or outcome == 'dead' or outcome == 'released') then
       outcome = 'cancelled'
     end
-    redis.call('ZREM', KEYS[2], id)
-    redis.call('HDEL', jk, 'tk', 'le', 'w')
     local to = 0  -- the KEYS index of the new state's ZSET
+    local score = now
+    local set = {}  -- one HSET and one HDEL per item
+    local unset = {'tk', 'le', 'w'}
     -- A failed or cancelled run stores its error when it has one (else the last one stays);
     -- a completed or released run leaves the job's error alone.
     if F[a + 4] ~= '' and (outcome == 'retry' or outcome == 'dead' or outcome == 'cancelled')
     then
-      redis.call('HSET', jk, 'e', string.sub(F[a + 4], 2))
+      set[#set + 1] = 'e'
+      set[#set + 1] = string.sub(F[a + 4], 2)
     end
     if outcome == 'completed' then
-      redis.call('HSET', jk, 'st', 'completed', 'fa', now)
+      set[#set + 1] = 'st'
+      set[#set + 1] = 'completed'
+      set[#set + 1] = 'fa'
+      set[#set + 1] = now
       if F[a + 3] ~= '' then
-        redis.call('HSET', jk, 'r', F[a + 3])
+        set[#set + 1] = 'r'
+        set[#set + 1] = F[a + 3]
       else
-        redis.call('HDEL', jk, 'r')
+        unset[#unset + 1] = 'r'
       end
-      redis.call('ZADD', KEYS[4], now, id)
       to = 4
     elseif outcome == 'retry' then
-      redis.call('HSET', jk, 'st', 'retrying', 'ra', F[a + 8])
-      redis.call('ZADD', KEYS[3], F[a + 8], id)
+      set[#set + 1] = 'st'
+      set[#set + 1] = 'retrying'
+      set[#set + 1] = 'ra'
+      set[#set + 1] = F[a + 8]
+      score = F[a + 8]
       to = 3
       changed = true
     elseif outcome == 'dead' then
-      redis.call('HSET', jk, 'st', 'dead', 'fa', now)
-      redis.call('ZADD', KEYS[5], now, id)
+      set[#set + 1] = 'st'
+      set[#set + 1] = 'dead'
+      set[#set + 1] = 'fa'
+      set[#set + 1] = now
       to = 5
     elseif outcome == 'cancelled' then
-      redis.call('HSET', jk, 'st', 'cancelled', 'fa', now)
-      redis.call('ZADD', KEYS[6], now, id)
+      set[#set + 1] = 'st'
+      set[#set + 1] = 'cancelled'
+      set[#set + 1] = 'fa'
+      set[#set + 1] = now
       to = 6
     else -- released: back to the queue, the attempt refunded, run_at kept
-      redis.call('HSET', jk, 'st', 'queued', 'a', tonumber(v[7]) - 1)
-      redis.call('ZADD', KEYS[1], ready_score(v[5], v[6]), id)
+      set[#set + 1] = 'st'
+      set[#set + 1] = 'queued'
+      set[#set + 1] = 'a'
+      set[#set + 1] = tonumber(v[7]) - 1
+      score = ready_score(v[5], v[6])
       to = 1
       woken = woken + 1
     end
+    redis.call('HDEL', jk, unpack(unset))
+    redis.call('HSET', jk, unpack(set))
+    local pairs_to = scored[to]
+    pairs_to[#pairs_to + 1] = score
+    pairs_to[#pairs_to + 1] = id
     ended[#ended + 1] = id
     moved[to][#moved[to] + 1] = id
     -- finish_counts of monoq.core.counters: the run by how it ended (the attempt outcome the
@@ -116,7 +137,14 @@ if done + failed + dead > 0 then
     if #drop > 0 then redis.call('HDEL', KEYS[9], unpack(drop)) end
   end
 end
--- the id indexes, one call per index for the whole batch
+-- the state sets and the id indexes, one call per set for the whole batch
+zrem_all(KEYS[2], ended)
+for to = 1, 6 do
+  local members = scored[to]
+  for i = 1, #members, 1000 do
+    redis.call('ZADD', KEYS[to], unpack(members, i, math.min(i + 999, #members)))
+  end
+end
 zrem_all(KEYS[2 + IDS], ended)
 for to = 1, 6 do zadd0_all(KEYS[to + IDS], moved[to]) end
 push_tokens(KEYS[7], woken, cap)
