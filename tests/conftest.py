@@ -23,6 +23,10 @@ import redis.asyncio as aioredis
 
 from monoq.backends.redis import RedisBackend
 
+# The conformance kit's fixtures (``backend`` from ``monoq_backend_factory``); tests/conformance
+# runs the kit on every built-in backend.
+pytest_plugins = ["monoq.testing.plugin"]
+
 
 class RedisServer:
     """A ``redis-server`` child process listening on a Unix socket only, or with ``port`` on

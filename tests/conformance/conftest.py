@@ -1,20 +1,21 @@
-"""The ``backend`` fixture: every conformance test runs once per backend.
+"""The conformance kit (``monoq.testing``) on every built-in backend.
 
-litestar's pattern: each param names another fixture, resolved by ``request.getfixturevalue``, so a
-backend that needs a server or a temporary file only builds it when its params run.
+The tests are the kit's (``monoq.testing.suite``, one thin module here per part); the plugin
+(``monoq.testing.plugin``, registered in tests/conftest.py) turns ``monoq_backend_factory`` into
+the ``backend`` they take. This file only says which backends run them: one param each, exactly
+as a third-party backend's project would (CONTRIBUTING.md, "Adding a backend").
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import cast
 
 import pytest
 
 from monoq.backends.memory import MemoryBackend
+from monoq.backends.redis import RedisBackend
 from monoq.backends.sqlite import SqliteBackend
-from monoq.core.backend import Backend
+from monoq.testing import OpenBackend, connected
 
 
 @pytest.fixture(scope="module")
@@ -23,37 +24,24 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-async def memory_backend() -> AsyncIterator[Backend]:
-    backend = MemoryBackend()
-    await backend.connect()
-    try:
-        yield backend
-    finally:
-        await backend.aclose()
-
-
-@pytest.fixture
-async def sqlite_backend(tmp_path: Path) -> AsyncIterator[Backend]:
-    backend = SqliteBackend(f"sqlite:///{tmp_path / 'monoq.db'}")
-    await backend.connect()
-    try:
-        yield backend
-    finally:
-        await backend.aclose()
-
-
 @pytest.fixture(
     params=[
-        pytest.param("memory_backend", id="memory"),
-        # Add one pytest.param per backend here, naming its fixture, e.g.
-        # pytest.param("sqlite_backend", id="sqlite"),
-        # pytest.param("redis_backend", id="redis", marks=pytest.mark.redis),
-        pytest.param("sqlite_backend", id="sqlite"),
-        pytest.param("redis_backend", id="redis", marks=pytest.mark.redis),
+        pytest.param("memory", id="memory"),
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("redis", id="redis", marks=pytest.mark.redis),
     ]
 )
-def backend(request: pytest.FixtureRequest) -> Backend:
-    # Deliberately sync: anyio's plugin refuses getfixturevalue() of an async fixture from inside
-    # a running async fixture ("Cannot schedule a coroutine in the test runner...").
-    return cast(Backend, request.getfixturevalue(request.param))
+def monoq_backend_factory(request: pytest.FixtureRequest, tmp_path: Path) -> OpenBackend:
+    """Opens instances of each built-in backend on storage of this test alone: memory (one
+    instance: it cannot be shared), a SQLite file in ``tmp_path``, or the session's
+    redis-server with its database flushed first."""
+    if request.param == "memory":
+        return connected(MemoryBackend)
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'monoq.db'}"
+        return connected(lambda: SqliteBackend(url))
+    # Deliberately a sync fixture: anyio's plugin refuses getfixturevalue() of an async fixture
+    # (redis_client flushes the database) from inside a running async fixture.
+    request.getfixturevalue("redis_client")
+    server = request.getfixturevalue("redis_server")
+    return connected(lambda: RedisBackend(server.url))

@@ -19,7 +19,7 @@ from monoq.core.models import (
     QueueStats,
     WorkerInfo,
 )
-from tests.conformance._support import (
+from monoq.testing.support import (
     LEASE,
     T0,
     at,
@@ -31,6 +31,8 @@ from tests.conformance._support import (
     new_job,
     payload,
 )
+
+pytestmark = pytest.mark.anyio  # the suite's tests are async, in any host project
 
 # -- cancel -----------------------------------------------------------------------------------
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import attrs
+import pytest
 
 from monoq.core.backend import Backend
 from monoq.core.models import (
@@ -16,7 +17,7 @@ from monoq.core.models import (
     Schedule,
     WorkerInfo,
 )
-from tests.conformance._support import (
+from monoq.testing.support import (
     T0,
     at,
     claim,
@@ -26,6 +27,8 @@ from tests.conformance._support import (
     new_job,
     payload,
 )
+
+pytestmark = pytest.mark.anyio  # the suite's tests are async, in any host project
 
 US = timedelta(microseconds=1)
 

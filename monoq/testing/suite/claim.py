@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import anyio
+import pytest
 
 from monoq.core.backend import Backend
 from monoq.core.models import JobState, Outcome
-from tests.conformance._support import (
+from monoq.testing.support import (
     LEASE,
     T0,
     WAIT,
@@ -17,6 +18,8 @@ from tests.conformance._support import (
     finish,
     new_job,
 )
+
+pytestmark = pytest.mark.anyio  # the suite's tests are async, in any host project
 
 
 async def claim_ids(

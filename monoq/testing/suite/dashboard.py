@@ -14,7 +14,7 @@ import pytest
 from monoq.core.backend import Backend
 from monoq.core.models import ErrorInfo, Finish, Job, JobState, Outcome, Page, ThroughputBucket
 from monoq.errors import ValidationError
-from tests.conformance._support import (
+from monoq.testing.support import (
     LEASE,
     T0,
     at,
@@ -25,6 +25,8 @@ from tests.conformance._support import (
     make_job_in,
     new_job,
 )
+
+pytestmark = pytest.mark.anyio  # the suite's tests are async, in any host project
 
 MINUTE = timedelta(minutes=1)
 HOUR = timedelta(hours=1)
@@ -156,7 +158,9 @@ async def test_a_reaped_lease_counts_as_a_failed_attempt(backend: Backend) -> No
     )
 
 
-async def test_a_requeued_job_counts_again_when_it_finishes_anew(backend: Backend) -> None:
+async def test_a_requeued_job_counts_again_in_throughput_when_it_finishes_anew(
+    backend: Backend,
+) -> None:
     dead = await run_once(backend, Outcome.DEAD, now=at(10))
     assert await backend.requeue([dead.id], now=at(20)) == [dead.id]
     lease = await claim_one(backend, dead.id, now=at(30))

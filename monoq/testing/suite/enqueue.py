@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from monoq.core.backend import Backend
 from monoq.core.ids import new_id
 from monoq.core.models import JobState, NewJob, Outcome
-from tests.conformance._support import (
+from monoq.testing.support import (
     T0,
     at,
     claim_one,
@@ -14,6 +16,8 @@ from tests.conformance._support import (
     new_job,
     payload,
 )
+
+pytestmark = pytest.mark.anyio  # the suite's tests are async, in any host project
 
 
 async def test_enqueue_stores_a_queued_job(backend: Backend) -> None:

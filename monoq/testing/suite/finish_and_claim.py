@@ -5,9 +5,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from monoq.core.backend import Backend
 from monoq.core.models import ErrorInfo, Finish, JobState, Outcome
-from tests.conformance._support import LEASE, at, claim, enqueue, new_job
+from monoq.testing.support import LEASE, at, claim, enqueue, new_job
+
+pytestmark = pytest.mark.anyio  # the suite's tests are async, in any host project
 
 
 async def test_outcomes_are_applied_and_the_freed_slots_are_refilled(backend: Backend) -> None:

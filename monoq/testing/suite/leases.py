@@ -18,7 +18,7 @@ from monoq.core.models import (
     LeaseStatus,
     Outcome,
 )
-from tests.conformance._support import (
+from monoq.testing.support import (
     LEASE,
     T0,
     WAIT,
@@ -30,6 +30,8 @@ from tests.conformance._support import (
     new_job,
     payload,
 )
+
+pytestmark = pytest.mark.anyio  # the suite's tests are async, in any host project
 
 FORGED = "0" * 24  # a token no backend issued
 BOOM = ErrorInfo("ValueError", "bad input", "Traceback (most recent call last):\n  ...")

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from monoq.core.backend import Backend, Capabilities
-from tests.conformance._support import enqueue
+from monoq.testing.support import enqueue
+
+pytestmark = pytest.mark.anyio  # the suite's tests are async, in any host project
 
 
 async def test_backend_satisfies_the_protocol(backend: Backend) -> None:

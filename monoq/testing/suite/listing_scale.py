@@ -24,7 +24,7 @@ from monoq.core.models import (
     Outcome,
     error_type_of,
 )
-from tests.conformance._support import (
+from monoq.testing.support import (
     LEASE,
     T0,
     at,
@@ -36,6 +36,8 @@ from tests.conformance._support import (
     new_job,
     payload,
 )
+
+pytestmark = pytest.mark.anyio  # the suite's tests are async, in any host project
 
 HOUR = timedelta(hours=1)
 QUEUES = ("q1", "q2", "q3")

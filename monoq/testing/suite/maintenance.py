@@ -7,7 +7,7 @@ import pytest
 
 from monoq.core.backend import Backend
 from monoq.core.models import TERMINAL_STATES, JobState, Outcome
-from tests.conformance._support import (
+from monoq.testing.support import (
     LEASE,
     T0,
     WAIT,
@@ -19,6 +19,8 @@ from tests.conformance._support import (
     make_job_in,
     new_job,
 )
+
+pytestmark = pytest.mark.anyio  # the suite's tests are async, in any host project
 
 # -- delayed jobs and promote -----------------------------------------------------------------
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import attrs
+import pytest
 
 from monoq.core.backend import Backend
 from monoq.core.ids import new_id
@@ -14,7 +15,9 @@ from monoq.core.models import (
     OverlapPolicy,
     Schedule,
 )
-from tests.conformance._support import T0, at, claim_one, enqueue, finish, payload
+from monoq.testing.support import T0, at, claim_one, enqueue, finish, payload
+
+pytestmark = pytest.mark.anyio  # the suite's tests are async, in any host project
 
 
 def schedule(schedule_id: str = "nightly", **changes: object) -> Schedule:

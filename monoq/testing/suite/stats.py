@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import pytest
+
 from monoq.core.backend import Backend
 from monoq.core.models import JobState, Outcome
-from tests.conformance._support import (
+from monoq.testing.support import (
     T0,
     at,
     claim_one,
@@ -15,6 +17,8 @@ from tests.conformance._support import (
     make_job_in,
     new_job,
 )
+
+pytestmark = pytest.mark.anyio  # the suite's tests are async, in any host project
 
 COMPLETED, DEAD, CANCELLED = JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED
 MS = timedelta(milliseconds=1)
