@@ -1,8 +1,8 @@
-"""Shared values and helpers of the conformance suite.
+"""Shared values and helpers of the conformance suite (``monoq.testing.suite``).
 
 Only ``monoq.core`` and ``monoq.errors`` are imported, so a third-party backend can run the suite
 by providing a fixture. Times sit on a fixed clock at millisecond precision (what backends store);
-nothing sleeps.
+nothing sleeps, except where a test waits for a wake-up (bounded by ``WAIT``).
 """
 
 from __future__ import annotations
@@ -11,13 +11,25 @@ import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from monoq.core.backend import Backend
+import attrs
+import pytest
+
+from monoq.core.backend import Backend, Capabilities
 from monoq.core.ids import new_id
 from monoq.core.models import ErrorInfo, Finish, Job, JobState, Lease, NewJob, Outcome
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
 WAIT = 5.0  # seconds: the generous bound (anyio.fail_after) for anything that waits
+
+
+def require_capability(backend: Backend, capability: str) -> None:
+    """Skip the test unless ``backend.capabilities`` declares ``capability`` (a field name of
+    ``Capabilities``)."""
+    if capability not in attrs.fields_dict(Capabilities):
+        raise ValueError(f"Capabilities has no field {capability!r}")
+    if not getattr(backend.capabilities, capability):
+        pytest.skip(f"{type(backend).__name__} does not declare {capability}")
 
 
 def at(seconds: float = 0.0) -> datetime:

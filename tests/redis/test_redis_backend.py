@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from redis.crc import key_slot
 
 from monoq.backends.redis import RedisBackend
-from monoq.core.backend import Backend
+from monoq.core.backend import Backend, Doctor, ServerTime
 from monoq.core.ids import new_id
 from monoq.core.models import ErrorInfo, Finish, JobState, NewJob, Outcome
 from monoq.errors import BackendError, BackendUnavailable, ConfigError
@@ -77,6 +77,8 @@ def test_satisfies_the_protocol() -> None:
     assert isinstance(backend, Backend)
     assert backend.capabilities.shared_across_processes
     assert backend.capabilities.cross_process_wakeup
+    assert isinstance(backend, ServerTime)
+    assert isinstance(backend, Doctor)
 
 
 @pytest.mark.parametrize(
@@ -383,66 +385,8 @@ async def test_server_now_reads_the_redis_clock(redis_backend: RedisBackend) -> 
 
 
 # -- wakeups --------------------------------------------------------------------------------------
-
-
-async def test_wait_for_jobs_wakes_on_an_enqueue_from_another_instance(
-    redis_server: Server, redis_backend: RedisBackend
-) -> None:
-    producer = RedisBackend(redis_server.url)
-    await producer.connect()
-    try:
-        woke_after: list[float] = []
-
-        async def waiter() -> None:
-            start = time.monotonic()
-            await redis_backend.wait_for_jobs(["other", "default"], timeout=30)
-            woke_after.append(time.monotonic() - start)
-
-        with anyio.fail_after(5):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(waiter)
-                await anyio.sleep(0.1)  # the waiter is blocked in BLPOP by now
-                sent = time.monotonic()
-                await producer.enqueue([job()], now=T0)
-            latency = time.monotonic() - sent
-        assert woke_after
-        assert latency < 0.5, latency
-    finally:
-        await producer.aclose()
-
-
-async def test_wait_for_changes_wakes_on_a_delayed_enqueue_from_another_instance(
-    redis_server: Server, redis_backend: RedisBackend
-) -> None:
-    producer = RedisBackend(redis_server.url)
-    await producer.connect()
-    try:
-        # "fresh" is unknown when the scheduler starts waiting: the global list covers it
-        with anyio.fail_after(5):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(lambda: redis_backend.wait_for_changes(timeout=30))
-                await anyio.sleep(0.1)
-                await producer.enqueue([job("fresh", run_at=T0 + timedelta(hours=1))], now=T0)
-    finally:
-        await producer.aclose()
-
-
-async def test_wait_for_changes_wakes_on_a_schedule_put_by_another_instance(
-    redis_server: Server, redis_backend: RedisBackend
-) -> None:
-    from monoq.core.models import Schedule
-
-    editor = RedisBackend(redis_server.url)
-    await editor.connect()
-    try:
-        with anyio.fail_after(5):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(lambda: redis_backend.wait_for_changes(timeout=30))
-                await anyio.sleep(0.1)
-                await editor.put_schedule(Schedule(id="s", handler="echo", every=60,
-                                                   created_at=T0, updated_at=T0))
-    finally:
-        await editor.aclose()
+# Wake-ups by another instance are conformance tests (monoq.testing.suite.wakeups), run here
+# because RedisBackend declares cross_process_wakeup.
 
 
 async def test_a_blocked_waiter_does_not_starve_commands(redis_server: Server) -> None:

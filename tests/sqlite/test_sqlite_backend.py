@@ -632,6 +632,7 @@ async def test_closed_backend_is_unavailable(db_path: Path) -> None:
 
 
 # -- wake-ups ---------------------------------------------------------------------------------
+# A wake-up by another instance (polling) is a conformance test (monoq.testing.suite.wakeups).
 
 NO_POLL = {"poll_interval_ms": 600_000, "poll_max_ms": 600_000}
 
@@ -666,34 +667,6 @@ async def test_same_process_delayed_enqueue_wakes_wait_for_changes(db_path: Path
         assert await backend.next_wakeup(now=T0) == later
     finally:
         await backend.aclose()
-
-
-async def test_another_instance_wakes_a_waiter_by_polling(db_path: Path) -> None:
-    producer = SqliteBackend(url_of(db_path))
-    consumer = SqliteBackend(url_of(db_path), {"poll_interval_ms": 10, "poll_max_ms": 50})
-    await producer.connect()
-    await consumer.connect()
-    try:
-        with anyio.fail_after(WAIT):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(lambda: consumer.wait_for_jobs(["default"], timeout=600))
-                await anyio.sleep(0.1)
-                await producer.enqueue([new_job()], now=T0)
-        [lease] = await consumer.claim(["default"], limit=5, lease_for=LEASE, worker_id="w", now=T0)
-        assert lease.job.queue == "default"
-
-        # wait_for_changes: an earlier due time made by the other instance.
-        later = T0 + timedelta(hours=1)
-        await producer.enqueue([new_job(run_at=later)], now=T0)
-        assert await consumer.next_wakeup(now=T0) == T0 + LEASE
-        with anyio.fail_after(WAIT):
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(lambda: consumer.wait_for_changes(timeout=600))
-                await anyio.sleep(0.1)
-                await producer.enqueue([new_job(run_at=T0 + timedelta(seconds=5))], now=T0)
-    finally:
-        await producer.aclose()
-        await consumer.aclose()
 
 
 async def test_wait_for_jobs_ignores_paused_queues(db_path: Path) -> None:

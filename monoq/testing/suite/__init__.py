@@ -23,8 +23,10 @@ from monoq.testing.suite import (
     lifecycle,
     listing_scale,
     maintenance,
+    optional,
     schedules,
     stats,
+    wakeups,
 )
 
 MODULES: tuple[ModuleType, ...] = (
@@ -38,8 +40,10 @@ MODULES: tuple[ModuleType, ...] = (
     lifecycle,
     listing_scale,
     maintenance,
+    optional,
     schedules,
     stats,
+    wakeups,
 )
 
 

@@ -1,0 +1,3 @@
+"""monoq.testing.suite.wakeups (the conformance kit) on every built-in backend."""
+
+from monoq.testing.suite.wakeups import *
