@@ -128,7 +128,9 @@ async def test_wait_for_changes_wakes_on_a_delayed_enqueue(backend: Backend) -> 
             await enqueue(backend, new_job(run_at=at(60)))
 
 
-async def test_wait_for_changes_returns_after_the_timeout(backend: Backend) -> None:
+async def test_an_idle_wait_for_changes_returns_without_being_woken(backend: Backend) -> None:
+    # Only that a wait nothing wakes ends by itself (within WAIT); the contract lets
+    # wait_for_changes return before its timeout, so there is no lower bound to check.
     with anyio.fail_after(WAIT):
         await backend.wait_for_changes(timeout=0.05)
 
