@@ -481,15 +481,36 @@ def cmd_schedules(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_token(args: argparse.Namespace, out: TextIO) -> int:
     """monoq token create: print a new bearer token once, and the config that admits it."""
-    from monoq.api.tokens import create_token, token_toml
+    from datetime import UTC, datetime, timedelta
 
+    from monoq.api.tokens import create_token, token_toml
+    from monoq.config import format_expiry, parse_expiry
+
+    expires = None
+    if args.expires:
+        try:  # a duration from now ("30d", "12h") or an RFC 3339 time
+            expires = (datetime.now(UTC) + timedelta(seconds=parse_duration(args.expires))
+                       ).replace(microsecond=0)
+        except ValueError:
+            try:
+                expires = parse_expiry(args.expires)
+            except ValueError as exc:
+                raise CommandError(f"token create: --expires {exc} or a duration such as "
+                                   "30d") from None
     try:
-        token, line = create_token(args.scope, name=args.name)
+        token, line = create_token(args.scope, name=args.name, queues=args.queues,
+                                   expires=expires)
     except ValueError as exc:
         raise CommandError(f"token create: {exc}") from exc
     if args.json:
-        name, scope, digest = line.split()
-        _dump({"token": token, "name": name, "scope": scope, "sha256": digest}, out)
+        name, scope, digest = line.split()[:3]
+        data: dict[str, object] = {"token": token, "name": name, "scope": scope,
+                                   "sha256": digest}
+        if args.queues:
+            data["queues"] = list(dict.fromkeys(args.queues))
+        if expires is not None:
+            data["expires"] = format_expiry(expires)
+        _dump(data, out)
         return 0
     out.write(f"token (shown once, keep it secret):\n  {token}\n\n")
     out.write(f"add to config.toml:\n{token_toml(line)}\n")
@@ -639,6 +660,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = token_sub.add_parser("create", parents=[js], help="create a token (printed once)")
     p.add_argument("--scope", required=True, choices=["enqueue", "read", "admin"])
     p.add_argument("--name", help="shown in logs; default <scope>-<hash prefix>")
+    p.add_argument("--queue", dest="queues", action="append", metavar="QUEUE",
+                   help="limit the token to this queue (repeat for more); default every queue")
+    p.add_argument("--expires", metavar="WHEN",
+                   help="when the token stops working: a duration from now (30d, 12h) or an "
+                        "RFC 3339 time (2027-01-31T00:00:00Z); default never")
 
     sub.add_parser("doctor", parents=[common, js], help="check the backend's setup")
 

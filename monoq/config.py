@@ -26,6 +26,7 @@ import re
 import tomllib
 import typing
 from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
@@ -59,8 +60,10 @@ __all__ = [
     "WorkerConfig",
     "config_as_dict",
     "config_keys",
+    "format_expiry",
     "load_config",
     "parse_duration",
+    "parse_expiry",
 ]
 
 DEFAULT_CONFIG_FILE: Final = "config.toml"  # read from the working directory when present
@@ -209,6 +212,57 @@ def _sha256(value: str) -> str:
     if _SHA256.fullmatch(value):
         return value.lower()
     raise ValueError("must be the SHA-256 of the token, 64 hexadecimal characters")
+
+
+# An RFC 3339 time with an offset (T or a space between date and time), as TOML and JSON give it.
+_RFC3339: Final = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-5][0-9](?:\.[0-9]+)?"
+    r"(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+
+
+def parse_expiry(value: object) -> datetime:
+    """A token's ``expires``: an RFC 3339 time with an offset (a string, or a TOML offset
+    date-time), as an aware UTC datetime. ValueError (its text completes "must ...")."""
+    problem = "must be an RFC 3339 time with an offset, such as 2027-01-31T00:00:00Z"
+    if isinstance(value, datetime):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise ValueError(problem)
+        return value.astimezone(UTC)
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value.strip()):
+        raise ValueError(problem)
+    try:
+        return datetime.fromisoformat(value.strip().upper().replace(" ", "T")).astimezone(UTC)
+    except (ValueError, OverflowError):
+        raise ValueError(problem) from None
+
+
+def format_expiry(when: datetime) -> str:
+    """``when`` as the RFC 3339 UTC text ``expires`` is stored as (``...Z``)."""
+    text = when.astimezone(UTC).isoformat()
+    return text.removesuffix("+00:00") + "Z"
+
+
+def _expires(value: object) -> str:
+    """``api.tokens[].expires``: "" (never) or an RFC 3339 time, stored as UTC text."""
+    if value == "":
+        return ""
+    return format_expiry(parse_expiry(value))
+
+
+def _token_queues(value: object) -> tuple[str, ...]:
+    """``api.tokens[].queues``: the default () (every queue) or a non-empty list of names."""
+    if value == ():
+        return ()
+    if not isinstance(value, list | tuple) or not value \
+            or not all(isinstance(item, str) for item in value):
+        raise ValueError("must be a non-empty list of queue names")
+    return tuple(dict.fromkeys(_name(item) for item in value))
+
+
+def _list_to_tuple(value: object) -> object:
+    """attrs converter: a non-empty list becomes a tuple (the class stays hashable)."""
+    return tuple(value) if isinstance(value, list) and value else value
 
 
 def _priority(value: object) -> int:
@@ -434,6 +488,31 @@ class ApiToken:
         validator=_validate_field,
         metadata={_META: _Spec("Hex SHA-256 of the token (monoq token create).", check=_sha256)},
     )
+    queues: tuple[str, ...] = attrs.field(
+        default=(),
+        converter=_list_to_tuple,
+        validator=_validate_field,
+        metadata={
+            _META: _Spec(
+                "Queues the token is limited to; none = every queue.",
+                convert=_token_queues,
+                problem="must be a non-empty list of queue names (1-128 letters, digits and "
+                "_ . : -, starting with a letter or digit)",
+            )
+        },
+    )
+    expires: str = attrs.field(
+        default="",
+        validator=_validate_field,
+        metadata={
+            _META: _Spec(
+                'When the token stops working, an RFC 3339 time; "" = never.',
+                convert=_expires,
+                problem="must be an RFC 3339 time with an offset, such as "
+                "2027-01-31T00:00:00Z",
+            )
+        },
+    )
 
 
 @attrs.frozen
@@ -464,6 +543,20 @@ class ApiConfig:
     rate_limit_per_minute: int = _key(
         0, "Requests per minute allowed per client; 0 = no limit.", min=0
     )
+    tls_certfile: str = _key(
+        "",
+        'PEM certificate chain the API serves HTTPS with (its own certificate first); "" = '
+        "plain HTTP. Needs tls_keyfile.",
+    )
+    tls_keyfile: str = _key("", 'PEM private key of tls_certfile; "" = none.')
+    tls_keyfile_password: str = _key(
+        "", 'Password of an encrypted tls_keyfile; "" = the key is not encrypted.'
+    )
+    tls_client_ca: str = _key(
+        "",
+        'PEM CA certificates: when set, every client must present a certificate they signed '
+        '(mutual TLS); "" = no client certificates.',
+    )
 
     def __attrs_post_init__(self) -> None:
         seen: set[str] = set()
@@ -471,6 +564,15 @@ class ApiConfig:
             if token.name in seen:
                 raise ConfigError(f"api.tokens: duplicate token name {token.name!r}")
             seen.add(token.name)
+        if bool(self.tls_certfile) != bool(self.tls_keyfile):
+            given, missing = (("tls_certfile", "tls_keyfile") if self.tls_certfile
+                              else ("tls_keyfile", "tls_certfile"))
+            raise ConfigError(f"api.{missing}: required when api.{given} is set (HTTPS needs "
+                              "both the certificate and its key)")
+        for key in ("tls_keyfile_password", "tls_client_ca"):
+            if getattr(self, key) and not self.tls_certfile:
+                raise ConfigError(f"api.{key}: set only with api.tls_certfile and "
+                                  "api.tls_keyfile")
 
 
 def _secret_key_name(value: str) -> str:
@@ -1135,10 +1237,16 @@ def _schedules(value: object, where: str) -> tuple[ScheduleConfig, ...]:
     return items
 
 
+# A token's optional keys, left out of ``config_as_dict`` when not set.
+_TOKEN_OPTIONAL: Final = frozenset({"queues", "expires"})
+
+
 def _plain(value: object) -> Any:
     cls: Any = type(value)
     if attrs.has(cls):
-        return {f.name: _plain(getattr(value, f.name)) for f in attrs.fields(cls)}
+        return {f.name: _plain(getattr(value, f.name)) for f in attrs.fields(cls)
+                if not (cls is ApiToken and f.name in _TOKEN_OPTIONAL
+                        and getattr(value, f.name) == f.default)}
     if isinstance(value, tuple | list):
         return [_plain(item) for item in value]
     if isinstance(value, Mapping):

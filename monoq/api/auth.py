@@ -5,8 +5,10 @@ nothing. Other routes pass the ``authorize`` hook (``require_scope`` as a guard)
 before the body is read:
 
 - with tokens configured (sent as ``Authorization: Bearer <token>`` or ``X-API-Key: <token>``),
-  a missing or unknown token is 401 and a token whose scope
-  does not cover the route is 403;
+  a missing or unknown token is 401, so is an expired one (its answer says it expired: only
+  the holder of the token can learn that), and a token whose scope does not cover the route is
+  403; a token limited to some queues reaches the routes through a ``ScopedClient``
+  (``monoq.api.scoping``), which answers 403 for anything about another queue;
 - with no tokens configured, auth is off (the role then refuses a non-loopback bind);
 - then the per-client rate limit: the key is the token's name, or the client address when auth
   is off; over the limit is 429 with ``Retry-After``.
@@ -34,6 +36,11 @@ ROUTE_SCOPES: Final = frozenset({"public", "enqueue", "read", "admin"})
 _OPTIONS: Final = frozenset({"OPTIONS"})
 _BEARER: Final = {"WWW-Authenticate": 'Bearer realm="monoq"'}
 _INVALID: Final = {"WWW-Authenticate": 'Bearer realm="monoq", error="invalid_token"'}
+_EXPIRED: Final = {"WWW-Authenticate": 'Bearer realm="monoq", error="invalid_token", '
+                                       'error_description="the token expired"'}
+# Request state key of a queue-limited token: (its queues, its name), read by the ``client``
+# dependency (``monoq.api.scoping``).
+QUEUES_KEY: Final = "monoq_queues"
 
 
 def route_scope(handler: BaseRouteHandler) -> str | None:
@@ -105,12 +112,18 @@ def check_scope(
         if entry is None:
             logger.info("rejected an unknown bearer token for %s", connection.url.path)
             raise Problem(401, "the bearer token is not valid", headers=_INVALID)
+        if entry.expired():
+            logger.info("rejected the expired token %r for %s", entry.name, connection.url.path)
+            raise Problem(401, "the bearer token has expired", headers=_EXPIRED)
         if entry.scope not in ACCEPTED_SCOPES[required]:
             raise Problem(
                 403,
                 f"token {entry.name!r} has scope {entry.scope!r}; this route needs {required!r}",
             )
-        connection.scope.setdefault("state", {})["monoq_token"] = entry.name
+        request_state = connection.scope.setdefault("state", {})
+        request_state["monoq_token"] = entry.name
+        if entry.queues is not None:
+            request_state[QUEUES_KEY] = (entry.queues, entry.name)
         key = f"token:{entry.name}"
     else:
         client = connection.client

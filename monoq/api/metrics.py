@@ -14,6 +14,8 @@ Families:
 - ``monoq_queue_jobs{queue,state}`` and ``monoq_queue_paused{queue}``: read from the backend
   when ``/metrics`` is scraped (one ``stats`` call per scrape).
 - ``monoq_backend_up``: 1 if that read succeeded, else 0 (and the queue families are left out).
+
+A queue-limited token's scrape leaves out every sample labelled with another queue.
 """
 
 from collections.abc import Iterator, Sequence
@@ -100,7 +102,30 @@ class ApiMetrics:
             child = self._enqueued_children[labels] = self.enqueued.labels(*labels)
         child.inc(count)
 
-    def render(self, snapshot: Sequence[QueueStats] | None) -> bytes:
-        """The text exposition format, with queue depths from ``snapshot``."""
+    def render(
+        self, snapshot: Sequence[QueueStats] | None, allowed: frozenset[str] | None = None
+    ) -> bytes:
+        """The text exposition format, with queue depths from ``snapshot``; with ``allowed``
+        (a queue-limited token), samples labelled with another queue are left out."""
         self.queues.snapshot = snapshot
-        return generate_latest(self.registry)
+        if allowed is None:
+            return generate_latest(self.registry)
+        return generate_latest(QueueFilter(self.registry, allowed))
+
+
+class QueueFilter(Collector):
+    """The families of ``source`` without the samples whose ``queue`` label is not allowed."""
+
+    def __init__(self, source: CollectorRegistry, allowed: frozenset[str]) -> None:
+        self.source = source
+        self.allowed = allowed
+
+    def collect(self) -> Iterator[Metric]:
+        """Every family, filtered."""
+        for family in self.source.collect():
+            kept = Metric(family.name, family.documentation, family.type, family.unit)
+            kept.samples = [
+                sample for sample in family.samples
+                if "queue" not in sample.labels or sample.labels["queue"] in self.allowed
+            ]
+            yield kept

@@ -19,6 +19,7 @@ from litestar.exceptions import HTTPException
 from litestar.exceptions import ValidationException as LitestarValidationException
 from litestar.types import ExceptionHandlersMap
 
+from monoq.api.scoping import QueueForbidden
 from monoq.errors import (
     BackendError,
     BackendUnavailable,
@@ -94,7 +95,7 @@ def handle_problem(request: Request[Any, Any, Any], exc: Exception) -> Response[
 
 
 def handle_monoq_error(request: Request[Any, Any, Any], exc: Exception) -> Response[dict[str, Any]]:
-    """monoq's errors -> 404, 409, 422 or 503."""
+    """monoq's errors -> 403 (a queue-limited token), 404, 409, 422 or 503."""
     if isinstance(exc, ValidationError):
         return problem_response(request, 422, str(exc), extra={"field": exc.field})
     if isinstance(exc, HandlerNotFound):
@@ -103,6 +104,8 @@ def handle_monoq_error(request: Request[Any, Any, Any], exc: Exception) -> Respo
         return problem_response(request, 422, str(exc), extra={"field": "payload"})
     if isinstance(exc, JobNotFound | ScheduleNotFound):
         return problem_response(request, 404, str(exc))
+    if isinstance(exc, QueueForbidden):
+        return problem_response(request, 403, str(exc))
     if isinstance(exc, Conflict):
         return problem_response(request, 409, str(exc))
     if isinstance(exc, BackendUnavailable):

@@ -8,6 +8,12 @@ so a 60 s long-poll cannot hold the shutdown).
 
 Without any token configured, binding a non-loopback host is refused unless
 ``api.allow_public_bind`` is true: an open API on a public address lets anyone enqueue.
+
+With ``api.tls_certfile`` and ``api.tls_keyfile`` the server speaks HTTPS only (plain HTTP to
+it fails); ``api.tls_client_ca`` also requires client certificates signed by that CA. The files
+are read and checked when the role is built, before anything starts: a missing or unreadable
+file, a file that is not PEM, or a key that does not match the certificate (or its password)
+is a ConfigError naming the key.
 """
 
 import contextlib
@@ -15,7 +21,9 @@ import ipaddress
 import logging
 import math
 import socket
+import ssl
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Final
 
 import anyio
@@ -84,13 +92,66 @@ def bind_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def uvicorn_config(app: Litestar, shutdown_timeout: float) -> uvicorn.Config:
-    """The uvicorn settings the api role serves with."""
+def check_tls(api_config: ApiConfig) -> ssl.SSLContext | None:
+    """The server's TLS context from ``api.tls_*`` (None without a certificate), or a
+    ConfigError naming the key whose file cannot be used."""
+    if not api_config.tls_certfile:
+        return None
+    for key in ("tls_certfile", "tls_keyfile", "tls_client_ca"):
+        path = getattr(api_config, key)
+        if not path:
+            continue
+        try:
+            with Path(path).open("rb") as fh:
+                fh.read(1)
+        except OSError as exc:
+            raise ConfigError(f"api.{key}: cannot read {path!r}: {exc.strerror or exc}") \
+                from None
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        probe.load_verify_locations(cafile=api_config.tls_certfile)
+    except ssl.SSLError:
+        raise ConfigError(f"api.tls_certfile: {api_config.tls_certfile!r} holds no PEM "
+                          "certificate") from None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(api_config.tls_certfile, api_config.tls_keyfile,
+                                api_config.tls_keyfile_password or None)
+    except ssl.SSLError as exc:
+        raise ConfigError(
+            f"api.tls_keyfile: {api_config.tls_keyfile!r} is not a PEM private key matching "
+            f"api.tls_certfile, or api.tls_keyfile_password is wrong ({exc.reason or exc})"
+        ) from None
+    if api_config.tls_client_ca:
+        try:
+            context.load_verify_locations(cafile=api_config.tls_client_ca)
+        except ssl.SSLError:
+            raise ConfigError(f"api.tls_client_ca: {api_config.tls_client_ca!r} holds no PEM "
+                              "certificate") from None
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def uvicorn_config(
+    app: Litestar, shutdown_timeout: float, api_config: ApiConfig | None = None
+) -> uvicorn.Config:
+    """The uvicorn settings the api role serves with (HTTPS when ``api_config`` has a
+    certificate)."""
+    tls: dict[str, object] = {}
+    if api_config is not None and api_config.tls_certfile:
+        tls = {
+            "ssl_certfile": api_config.tls_certfile,
+            "ssl_keyfile": api_config.tls_keyfile,
+            "ssl_keyfile_password": api_config.tls_keyfile_password or None,
+        }
+        if api_config.tls_client_ca:
+            tls.update(ssl_ca_certs=api_config.tls_client_ca, ssl_cert_reqs=ssl.CERT_REQUIRED)
     return uvicorn.Config(
         app,
         log_config=None,
         lifespan="on",
         timeout_graceful_shutdown=math.ceil(shutdown_timeout),
+        **tls,  # type: ignore[arg-type]
     )
 
 
@@ -122,6 +183,7 @@ class ApiRole:
         state = self.app.state[STATE_KEY]
         assert isinstance(state, ApiState)  # noqa: S101
         check_bind(api_config, auth_enabled=state.tokens.enabled)
+        self.tls = check_tls(api_config) is not None
         self.shutdown_timeout = shutdown_timeout
         self.address: tuple[str, int] | None = None  # (host, port) once listening
         self._server: EmbeddedServer | None = None
@@ -147,7 +209,8 @@ class ApiRole:
         try:
             host, port = sock.getsockname()[:2]
             self.address = (host, port)
-            server = EmbeddedServer(uvicorn_config(self.app, self.shutdown_timeout))
+            server = EmbeddedServer(
+                uvicorn_config(self.app, self.shutdown_timeout, self.config))
             self._server = server
             server.should_exit = self._stopping
             done = anyio.Event()
@@ -164,7 +227,8 @@ class ApiRole:
                     if done.is_set():
                         raise RuntimeError("the api server stopped before it started listening")
                     await anyio.sleep(0.005)
-                logger.info("api listening on http://%s:%d", _url_host(host), port)
+                logger.info("api listening on %s://%s:%d", "https" if self.tls else "http",
+                            _url_host(host), port)
                 task_status.started()
             logger.info("api stopped")
         finally:

@@ -3,7 +3,7 @@
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, Final
 
@@ -107,10 +107,27 @@ class ApiState:
     limiter: RateLimiter
     metrics: ApiMetrics
     enqueued: EnqueueCounter = attrs.field(factory=EnqueueCounter)
+    # the same per queue, for the /stats of a queue-limited token
+    enqueued_by_queue: dict[str, EnqueueCounter] = attrs.field(factory=dict)
     started_at: datetime = attrs.field(factory=utcnow)
     started_monotonic: float = attrs.field(factory=time.monotonic)
     # path template -> its methods, as an ``Allow`` header (filled by create_app)
     allowed_methods: dict[str, str] = attrs.field(factory=dict)
+
+
+def enqueued_in(api: ApiState, queues: Iterable[str] | None) -> dict[str, int]:
+    """``{"total": n, "1m": n, "5m": n, "15m": n}``: jobs this process created, in every queue
+    (``queues`` None) or in ``queues``."""
+    if queues is None:
+        return {"total": api.enqueued.total, **api.enqueued.recent()}
+    out = {"total": 0, **{f"{window // 60}m": 0 for window in WINDOWS}}
+    for queue in queues:
+        counter = api.enqueued_by_queue.get(queue)
+        if counter is not None:
+            out["total"] += counter.total
+            for key, n in counter.recent().items():
+                out[key] += n
+    return out
 
 
 def api_state(connection: ASGIConnection[Any, Any, Any, Any]) -> ApiState:

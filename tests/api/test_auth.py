@@ -196,7 +196,7 @@ def test_tokens_file_toml_form(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("only two", "expected 'name scope sha256'"),
+        ("only two", "expected 'name scope sha256 \\[queues"),
         ("x root " + "a" * 64, "scope"),
         ("x read nothex", "sha256"),
         ("x read " + "g" * 64, "sha256"),

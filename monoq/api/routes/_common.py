@@ -9,7 +9,7 @@ from litestar import Response
 from litestar.di import NamedDependency
 
 from monoq.api.problems import Problem
-from monoq.api.state import ApiState
+from monoq.api.state import ApiState, EnqueueCounter
 from monoq.client import Client
 from monoq.core.models import KEY_RE, NAME_RE, Enqueued, Job, JobState, Page, validate_name
 from monoq.errors import ValidationError
@@ -218,6 +218,10 @@ def count_created(api: ApiState, answers: Iterable[Enqueued]) -> int:
     created = 0
     for labels, count in per_label.items():
         api.metrics.count_enqueued(labels, count)
+        counter = api.enqueued_by_queue.get(labels[0])
+        if counter is None:
+            counter = api.enqueued_by_queue.setdefault(labels[0], EnqueueCounter())
+        counter.add(count)
         created += count
     api.enqueued.add(created)
     return created

@@ -85,7 +85,7 @@ async def enqueue(
         request,
         {"handler": api.config.default_handler, "queue": api.config.queue_name, "payload": payload},
     )
-    result = await submit_body(api, data)
+    result = await submit_body(client, data)
     count_created(api, [result])
     return answer({"enqueued": True, "id": result.job.id}, 201 if result.created else 200)
 
@@ -104,7 +104,7 @@ async def legacy_submit(
 ) -> Response[Json]:
     """Same as ``POST /api/v1/jobs``."""
     data = with_idempotency_header(request, await read_json_object(request))
-    return submitted(api, await submit_body(api, data))
+    return submitted(api, await submit_body(client, data))
 
 
 @get(

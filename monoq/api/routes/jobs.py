@@ -54,6 +54,7 @@ from monoq.api.routes._common import (
     precheck_submit,
 )
 from monoq.api.state import ApiState, api_state
+from monoq.client import Client
 from monoq.core.models import Enqueued
 from monoq.errors import ValidationError, WaitTimeout
 
@@ -87,15 +88,16 @@ def submitted(api: ApiState, result: Enqueued, prefix: str = "/api/v1/jobs") -> 
     return answer_bytes(job_bytes(job), status, {"Location": f"{prefix}/{job.id}"})
 
 
-async def submit_body(api: ApiState, data: dict[str, Any]) -> Enqueued:
+async def submit_body(client: Client, data: dict[str, Any]) -> Enqueued:
     """Validate a submit body and enqueue it (nothing is written if it is invalid).
 
     The job is built (and so validated) here, alone; only then does it join other requests'
-    jobs in a shared backend call (``Client.submit_job``).
+    jobs in a shared backend call (``Client.submit_job``). A queue-limited token's client
+    refuses a job for another queue (403).
     """
     precheck_submit(data)
-    new = api.client.build_from_dict(data)
-    return await api.client.submit_job(new)
+    new = client.build_from_dict(data)
+    return await client.submit_job(new)
 
 
 @post(
@@ -106,13 +108,13 @@ async def submit_body(api: ApiState, data: dict[str, Any]) -> Enqueued:
     **documented(GUARDED, BODY, answers=SUBMITTED, body="SubmitJob",
                  headers=[IDEMPOTENCY_HEADER]),
 )
-async def submit_job(request: Request[Any, Any, Any]) -> Response[Json]:
+async def submit_job(request: Request[Any, Any, Any], client: ClientDep) -> Response[Json]:
     """Enqueue one job. Body: ``handler`` (or ``name``), ``payload``, ``queue``, ``priority``,
     ``delay`` or ``run_at``, ``max_retries``, ``timeout``, ``idempotency_key`` (or the
     ``Idempotency-Key`` header). 201 with the job; 200 with the original job on a replay."""
     api = api_state(request)
     data = with_idempotency_header(request, await read_json_object(request))
-    return submitted(api, await submit_body(api, data))
+    return submitted(api, await submit_body(client, data))
 
 
 @post(
@@ -131,7 +133,7 @@ async def submit_job(request: Request[Any, Any, Any]) -> Response[Json]:
         body="SubmitBatch",
     ),
 )
-async def submit_batch(request: Request[Any, Any, Any]) -> Response[Json]:
+async def submit_batch(request: Request[Any, Any, Any], client: ClientDep) -> Response[Json]:
     """Enqueue ``{"jobs": [submit, ...]}`` (1 to 1000) all or nothing: every job is validated
     before any is written. 201 with ``{"jobs": [job, ...]}`` in order (200 if every one was an
     idempotent replay)."""
@@ -149,7 +151,7 @@ async def submit_batch(request: Request[Any, Any, Any]) -> Response[Json]:
     for index, item in enumerate(items):
         if isinstance(item, dict):
             precheck_submit(item, f"jobs[{index}].")
-    results = await api.client.submit_many(items)
+    results = await client.submit_many(items)
     created = count_created(api, results)
     return answer_bytes(jobs_bytes(r.job for r in results), 201 if created else 200)
 

@@ -9,12 +9,15 @@ from monoq.api.openapi import GUARDED, QUEUE_NAME, Answer, QueueList, documented
 from monoq.api.openapi import Queue as QueueSchema
 from monoq.api.problems import Problem
 from monoq.api.routes._common import ClientDep, Json, answer, check_name
+from monoq.api.scoping import ScopedClient
 from monoq.client import Client
 from monoq.core.models import QueueStats
 
 
 async def _find(client: Client, name: str) -> QueueStats:
     check_name("queue", name)
+    if isinstance(client, ScopedClient):
+        client.check(name)  # 403 rather than 404 for a queue outside the token's
     for stats in await client.queues():
         if stats.queue == name:
             return stats

@@ -27,7 +27,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from monoq.api.openapi import GUARDED, Answer, Health, Ready, Stats, WorkerList, documented
 from monoq.api.problems import RETRY_AFTER_BACKEND, problem_response
 from monoq.api.routes._common import ClientDep, Json, StateDep, answer
-from monoq.api.state import WINDOWS
+from monoq.api.scoping import ScopedClient, count_finished
+from monoq.api.state import WINDOWS, enqueued_in
 from monoq.client import Client
 from monoq.core.models import JobState, QueueStats, rfc3339
 from monoq.errors import BackendError
@@ -60,14 +61,15 @@ def totals(queues: list[QueueStats]) -> dict[str, int]:
 
 
 async def throughput(client: Client) -> dict[str, dict[str, int | float]]:
-    """Jobs finished per terminal state in the last 1, 5 and 15 minutes, over every queue:
+    """Jobs finished per terminal state in the last 1, 5 and 15 minutes, over every queue (the
+    token's queues for a queue-limited token):
     ``{"1m": {"window_seconds": 60, "completed": n, "dead": n, "cancelled": n,
     "completed_per_second": completed / 60}, "5m": ..., "15m": ...}``. Every window ends at
     the same ``now``; a job finished exactly at a window's start counts."""
     now = client.clock()
     out: dict[str, dict[str, int | float]] = {}
     for window in WINDOWS:
-        counts = await client.backend.count_finished(since=now - timedelta(seconds=window))
+        counts = await count_finished(client, now - timedelta(seconds=window))
         completed = counts[JobState.COMPLETED]
         out[f"{window // 60}m"] = {
             "window_seconds": window,
@@ -99,7 +101,8 @@ async def stats(client: ClientDep, api: StateDep) -> Response[Json]:
             "process": {
                 "started_at": rfc3339(api.started_at),
                 "uptime_seconds": round(time.monotonic() - api.started_monotonic, 3),
-                "enqueued": {"total": api.enqueued.total, **api.enqueued.recent()},
+                "enqueued": enqueued_in(
+                    api, client.ordered if isinstance(client, ScopedClient) else None),
             },
         }
     )
@@ -144,14 +147,16 @@ async def readyz(client: ClientDep) -> Response[Json]:
 )
 async def metrics(client: ClientDep, api: StateDep) -> Response[bytes]:
     """The Prometheus text format: requests, enqueues, queue depth (read at scrape time) and,
-    when the process shares its registry with a worker, the worker's families."""
+    when the process shares its registry with a worker, the worker's families. A queue-limited
+    token gets only the samples of its queues among those labelled by queue."""
     snapshot: list[QueueStats] | None = None
     with anyio.move_on_after(PROBE_TIMEOUT):
         try:
             snapshot = await client.queues()
         except BackendError:
             logger.warning("metrics scrape: the job store is unavailable")
-    body = api.metrics.render(snapshot)
+    allowed = client.allowed if isinstance(client, ScopedClient) else None
+    body = api.metrics.render(snapshot, allowed)
     return Response(content=body, media_type=METRICS_TYPE)
 
 
