@@ -293,7 +293,11 @@ class Backend(Protocol):
     # -- inspection and admin -----------------------------------------------------------------
 
     async def get(self, job_id: str) -> Job | None:
-        """The job, or None if there is no such job."""
+        """The job, or None if there is no such job: exactly ``get_many([job_id])[0]``.
+
+        Kept as a call of its own because it is the most frequent read (every job page, every
+        poll of a waiting client), one key with no batch to build.
+        """
         ...
 
     async def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:

@@ -13,6 +13,7 @@ from monoq.testing.support import (
     claim_one,
     enqueue,
     finish,
+    make_job_in,
     new_job,
     payload,
 )
@@ -95,6 +96,18 @@ async def test_get_many_keeps_order_and_answers_none_for_unknown(backend: Backen
     jobs = await backend.get_many([b.id, unknown, a.id])
     assert [None if job is None else job.id for job in jobs] == [b.id, None, a.id]
     assert await backend.get_many([]) == []
+
+
+@pytest.mark.parametrize("state", list(JobState), ids=lambda state: state.value)
+async def test_get_answers_what_get_many_answers_for_one_id(
+    backend: Backend, state: JobState
+) -> None:
+    # get is get_many([id])[0], kept as a call of its own for the most frequent read
+    job = await make_job_in(backend, state, now=at(1))
+    assert await backend.get(job.id) == (await backend.get_many([job.id]))[0] == job
+    unknown = new_id()
+    assert await backend.get(unknown) is None
+    assert await backend.get_many([unknown]) == [None]
 
 
 # -- idempotency keys -------------------------------------------------------------------------
