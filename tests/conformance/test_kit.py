@@ -101,3 +101,11 @@ def test_every_module_of_the_kit_is_gathered_and_run_here() -> None:
     for name in found:
         thin = HERE / f"test_{name}.py"
         assert f"from monoq.testing.suite.{name} import *" in thin.read_text(), thin
+
+
+def test_import_monoq_does_not_load_the_kit_or_pytest() -> None:
+    code = ("import sys, monoq, monoq.client, monoq.core.backend; "
+            "print(sorted(m for m in ('monoq.testing', 'pytest', '_pytest') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, cwd=HERE)
+    assert done.stdout.strip() == "[]"
