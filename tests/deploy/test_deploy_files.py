@@ -56,7 +56,7 @@ from monoq.api.routes.system import ROOT_HANDLERS
 from monoq.backends.memory import MemoryBackend
 from monoq.cli import build_parser
 from monoq.client import Client
-from monoq.config import CONFIG_ENV, Config, load_config
+from monoq.config import CONFIG_ENV, Config, config_keys, load_config
 from monoq.core.durations import parse_duration
 from monoq.core.models import JobState, QueueStats
 
@@ -793,3 +793,30 @@ def test_autoscaling_uses_the_metric_monoq_exports() -> None:
     (patch,) = overlay["patches"]
     assert patch["target"]["name"] == spec["scaleTargetRef"]["name"]
     assert "path: /spec/replicas" in patch["patch"] and "replicas" in worker["spec"]
+
+
+# -- README ---------------------------------------------------------------------------------
+
+
+def test_readme_deployment_sections_name_what_exists() -> None:
+    """The README's "Deploying" and "Running on many machines" name only variables, config
+    keys, commands, files and metrics that exist."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    start, end = text.index("\n## Deploying\n"), text.index("\n## Development\n")
+    sections = text[start:end]
+    assert "\n## Running on many machines\n" in sections
+    keys = {key.key for key in config_keys()}
+    envs = {key.env for key in config_keys()} | {CONFIG_ENV}
+    config_sections = {key.partition(".")[0] for key in keys}
+    families = exported_metrics()
+    for code in re.findall(r"`([^`]+)`", sections):
+        for name in re.findall(r"\bMONOQ_[A-Z_]+\b", code):
+            assert name in envs, f"README: monoq reads no variable {name}"
+        for metric in re.findall(r"\bmonoq_[a-z_]+\b", code):
+            assert metric in families, f"README: monoq exports no metric {metric}"
+        if re.fullmatch(r"[a-z_]+\.[a-z_]+", code) and code.partition(".")[0] in config_sections:
+            assert code in keys, f"README: no config key {code}"
+        if code.startswith("monoq "):
+            parse_cli(code.split()[1:])
+        if code.startswith("deploy/") or re.fullmatch(r"[\w.]+\.(yaml|toml)", code):
+            assert (ROOT / code).exists() or (KUBE / code).exists(), f"README: no file {code}"
