@@ -48,6 +48,7 @@ from typing import Any
 
 import anyio
 import pytest
+import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
 from monoq.api.metrics import ApiMetrics
@@ -313,18 +314,27 @@ def free_port() -> int:
         return port
 
 
+@pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])
 async def test_image_healthcheck_against_a_running_api(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tls: bool
 ) -> None:
-    """The HEALTHCHECK script answers 0 while the api role serves, 1 once it stopped, and runs
-    `monoq doctor` in a process without the api role."""
+    """The HEALTHCHECK script answers 0 while the api role serves (over HTTPS when the api
+    serves it), 1 once it stopped, and runs `monoq doctor` in a process without the api
+    role."""
     script = load_healthcheck()
     port = free_port()
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv(CONFIG_ENV, str(ROOT / "deploy" / "docker" / "config.toml"))
     monkeypatch.setenv("MONOQ_API_HOST", "127.0.0.1")
     monkeypatch.setenv("MONOQ_API_PORT", str(port))
+    if tls:
+        server = trustme.CA().issue_cert("localhost")
+        server.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+        server.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+        monkeypatch.setenv("MONOQ_API_TLS_CERTFILE", str(tmp_path / "cert.pem"))
+        monkeypatch.setenv("MONOQ_API_TLS_KEYFILE", str(tmp_path / "key.pem"))
     config = load_config()
+    assert script.healthz_url(config).startswith("https://" if tls else "http://")
     role = ApiRole(Client(MemoryBackend()), config.api)
     with anyio.fail_after(20):
         async with anyio.create_task_group() as tg:
@@ -606,9 +616,12 @@ def test_kubernetes_probes_use_what_each_role_serves() -> None:
                       for kind in ("readinessProbe", "livenessProbe", "startupProbe")}
             assert probes["readinessProbe"]["path"] == "/readyz"
             assert probes["livenessProbe"]["path"] == "/healthz"
+            scheme = "HTTPS" if config.api.tls_certfile else "HTTP"
             for probe in probes.values():
                 assert probe["path"] in PUBLIC_PATHS, "probes carry no token"
                 assert ports[probe["port"]] == config.api.port
+                assert probe.get("scheme", "HTTP") == scheme
+            assert not config.api.tls_client_ca, "the kubelet has no client certificate"
             assert not ipaddress.ip_address(config.api.host).is_loopback
         else:
             # Only the api role serves HTTP: a worker or scheduler is probed with a command.
