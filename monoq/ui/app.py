@@ -28,6 +28,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 from litestar.types import Message, Scope
 
+from monoq.api.scoping import QueueForbidden
 from monoq.api.state import ApiState
 from monoq.config import UiConfig
 from monoq.errors import (
@@ -98,12 +99,14 @@ def handle_http_exception(request: Request[Any, Any, Any], exc: Exception) -> Re
 
 
 def handle_monoq_error(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    """monoq's errors as HTML pages: 404, 409, 422, 503."""
+    """monoq's errors as HTML pages: 403 (a queue-limited token), 404, 409, 422, 503."""
     if isinstance(exc, JobNotFound):
         return _error_page(request, 404, "No such job", f"{exc} (it may have been purged by "
                            "retention).")
     if isinstance(exc, ScheduleNotFound):
         return _error_page(request, 404, "No such schedule", str(exc) + ".")
+    if isinstance(exc, QueueForbidden):
+        return _error_page(request, 403, "Not your queue", str(exc) + ".")
     if isinstance(exc, Conflict):
         return _error_page(request, 409, "Not possible now", str(exc) + ".")
     if isinstance(exc, ValidationError | HandlerNotFound):

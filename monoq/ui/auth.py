@@ -9,6 +9,10 @@
   ``enqueue`` token gets no dashboard (403).
 - A ``read`` viewer sees every page without action buttons; each action route needs ``admin``
   and answers a read viewer 403.
+- A token limited to some queues sees and acts on those queues only (``client_of`` hands its
+  pages a ``monoq.api.scoping.ScopedClient``): anything about another queue is a 403 page, and
+  lists and counts leave other queues out. An expired token cannot log in, and its sessions end
+  when it expires.
 
 CSRF is checked before any of this (litestar's CSRF middleware on the dashboard app), so a
 forged POST is refused even by an open dashboard.
@@ -138,17 +142,26 @@ async def login(request: Request[Any, Any, Any]) -> Response[Any]:
         logger.info("dashboard login refused: unknown token")
         return page(request, "login.html", status=401, title="Log in", next=target,
                     error="This token is not valid.")
+    if entry.expired():
+        logger.info("dashboard login refused: token %r has expired", entry.name)
+        return page(request, "login.html", status=401, title="Log in", next=target,
+                    error="This token has expired.")
     if entry.scope not in ("read", "admin"):
         logger.info("dashboard login refused for token %r of scope %s", entry.name, entry.scope)
         return page(request, "error.html", status=403, title="No dashboard for this token",
                     message=f"Token {entry.name!r} has scope {entry.scope!r}, which may only "
                             "submit jobs. The dashboard needs a read or admin token.")
     scope: ViewerScope = "admin" if entry.scope == "admin" else "read"
-    value, viewer = ui.sessions.issue(entry.name, scope)
+    value, viewer = ui.sessions.issue(
+        entry.name, scope, queues=entry.queues,
+        token_expires=None if entry.expires is None else entry.expires.timestamp())
     logger.info("dashboard login: token %r (%s)", entry.name, scope)
+    lifetime = int(ui.config.session_seconds)
+    if viewer.expires is not None:
+        lifetime = max(0, min(lifetime, int(viewer.expires - ui.sessions.clock())))
     cookie = Cookie(
         key=SESSION_COOKIE, value=value, path=ui.prefix, httponly=True, samesite="strict",
-        secure=secure_cookies(ui, request), max_age=int(ui.config.session_seconds),
+        secure=secure_cookies(ui, request), max_age=lifetime,
     )
     request.scope.setdefault("state", {})[VIEWER_KEY] = viewer
     return Redirect(path=target, status_code=303, cookies=[cookie])

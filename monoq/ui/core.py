@@ -17,6 +17,7 @@ import attrs
 from litestar import Request
 from litestar.response import Redirect, Template
 
+from monoq.api.scoping import ScopedClient
 from monoq.api.state import ApiState
 from monoq.client import Client
 from monoq.config import UiConfig
@@ -25,6 +26,7 @@ from monoq.ui.session import Sessions, Viewer
 
 UI_STATE_KEY: Final = "monoq_ui"
 VIEWER_KEY: Final = "monoq_viewer"
+CLIENT_KEY: Final = "monoq_client"
 STATIC_DIR: Final = Path(__file__).parent / "static"
 TEMPLATE_DIR: Final = Path(__file__).parent / "templates"
 POLL_SECONDS: Final = 2
@@ -102,6 +104,21 @@ def viewer_of(request: Request[Any, Any, Any]) -> Viewer | None:
     """The viewer the guard admitted, None before the guard ran (early errors)."""
     viewer = request.scope.get("state", {}).get(VIEWER_KEY)
     return viewer if isinstance(viewer, Viewer) else None
+
+
+def client_of(request: Request[Any, Any, Any]) -> Client:
+    """The client of this request's viewer: the API's client, or, for a token limited to some
+    queues, a ``ScopedClient`` over it (which refuses other queues with ``QueueForbidden``)."""
+    ui = ui_state(request)
+    viewer = viewer_of(request)
+    if viewer is None or viewer.queues is None:
+        return ui.client
+    state = request.scope.setdefault("state", {})
+    found = state.get(CLIENT_KEY)
+    if not isinstance(found, ScopedClient):
+        found = state[CLIENT_KEY] = ScopedClient(ui.client, viewer.queues,
+                                                 name=viewer.name or "")
+    return found
 
 
 def page(

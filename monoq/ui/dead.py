@@ -16,7 +16,7 @@ from litestar import Request, Response, get, post
 from monoq.core.durations import parse_duration
 from monoq.core.models import JobState
 from monoq.errors import ValidationError
-from monoq.ui.core import back, page, ui_state
+from monoq.ui.core import back, client_of, page, ui_state
 from monoq.ui.jobs import filter_cursor, filter_name, gather_page, job_id
 
 REQUEUE_PAGE: Final = 500
@@ -114,8 +114,7 @@ class DeadFilter:
 @get("/dead", opt={"ui": "read"}, name="ui-dead")
 async def dead(request: Request[Any, Any, Any]) -> Response[Any]:
     """Dead jobs newest first, with filters, selection, requeue and purge."""
-    ui = ui_state(request)
-    client = ui.client
+    client = client_of(request)
     params = {k: request.query_params.get(k, "") for k in (*_FIELDS, "cursor")}
     filters = DeadFilter(params, client.clock())
     try:
@@ -143,7 +142,7 @@ async def requeue(request: Request[Any, Any, Any]) -> Response[Any]:
     """Requeue the selected jobs (``ids``), or with ``all`` every dead job matching the
     filters, a page at a time."""
     ui = ui_state(request)
-    client = ui.client
+    client = client_of(request)
     form = await request.form()
     filters = DeadFilter({k: str(form.get(k) or "") for k in _FIELDS}, client.clock())
     if form.get("all") == "1":
@@ -178,8 +177,7 @@ def _purge_args(values: dict[str, str]) -> tuple[str | None, float]:
 @get("/dead/purge", opt={"ui": "admin"}, name="ui-dead-purge-confirm")
 async def purge_confirm(request: Request[Any, Any, Any]) -> Response[Any]:
     """How many dead jobs a purge would delete, and the button that does it."""
-    ui = ui_state(request)
-    client = ui.client
+    client = client_of(request)
     values = {k: request.query_params.get(k, "") for k in ("queue", "older_than")}
     queue, age = _purge_args(values)
     horizon = client.clock() - timedelta(seconds=age)
@@ -195,7 +193,7 @@ async def purge(request: Request[Any, Any, Any]) -> Response[Any]:
     ui = ui_state(request)
     form = await request.form()
     queue, age = _purge_args({k: str(form.get(k) or "") for k in ("queue", "older_than")})
-    purged = await ui.client.purge_dead(queue=queue, older_than=timedelta(seconds=age))
+    purged = await client_of(request).purge_dead(queue=queue, older_than=timedelta(seconds=age))
     return back(ui, "/dead", "purged", purged)
 
 

@@ -12,7 +12,7 @@ from litestar.response import Redirect
 from monoq.client import Client
 from monoq.core.models import TERMINAL_STATES, Job, JobState
 from monoq.errors import JobNotFound, ValidationError
-from monoq.ui.core import back, page, ui_state
+from monoq.ui.core import back, client_of, page, ui_state
 
 PAGE_SIZE: Final = 50
 MAX_CALLS: Final = 4  # backend pages joined into one page of the dashboard at most
@@ -74,7 +74,7 @@ async def jobs(request: Request[Any, Any, Any]) -> Response[Any]:
     """Jobs newest first, filtered by ``queue``, ``state`` and ``handler``, a page at a time
     (``cursor``); ``id`` jumps to one job."""
     ui = ui_state(request)
-    client = ui.client
+    client = client_of(request)
     params = request.query_params
     queue, state, handler = params.get("queue"), params.get("state"), params.get("handler")
     cursor, lookup = params.get("cursor"), params.get("id")
@@ -121,9 +121,8 @@ async def jobs(request: Request[Any, Any, Any]) -> Response[Any]:
 async def job_detail(request: Request[Any, Any, Any], job: FromPath[str]) -> Response[Any]:
     """Every field of a job, its payload and result, its attempts, and the actions its state
     allows."""
-    ui = ui_state(request)
-    found = await ui.client.get(job_id(job))
-    attempts = await ui.client.attempts(found.id)
+    found = await client_of(request).get(job_id(job))
+    attempts = await client_of(request).attempts(found.id)
     return page(
         request, "job.html", nav="jobs", title=f"Job {found.id}", job=found,
         attempts=list(reversed(attempts)), can_cancel=found.state in CANCELLABLE,
@@ -136,7 +135,7 @@ async def job_detail(request: Request[Any, Any, Any], job: FromPath[str]) -> Res
 async def cancel(request: Request[Any, Any, Any], job: FromPath[str]) -> Response[Any]:
     """Cancel a waiting job at once, a running one at its next heartbeat."""
     ui = ui_state(request)
-    done = await ui.client.cancel(job_id(job))
+    done = await client_of(request).cancel(job_id(job))
     notice = "cancel_requested" if done.state is JobState.RUNNING else "cancelled"
     return back(ui, f"/jobs/{done.id}", notice)
 
@@ -145,7 +144,7 @@ async def cancel(request: Request[Any, Any, Any], job: FromPath[str]) -> Respons
 async def retry(request: Request[Any, Any, Any], job: FromPath[str]) -> Response[Any]:
     """Put a dead or cancelled job back in its queue with a fresh retry budget."""
     ui = ui_state(request)
-    done = await ui.client.retry(job_id(job))
+    done = await client_of(request).retry(job_id(job))
     return back(ui, f"/jobs/{done.id}", "retried")
 
 
@@ -153,8 +152,8 @@ async def retry(request: Request[Any, Any, Any], job: FromPath[str]) -> Response
 async def copy(request: Request[Any, Any, Any], job: FromPath[str]) -> Response[Any]:
     """Enqueue a new job with a completed job's handler, payload, queue and settings."""
     ui = ui_state(request)
-    original = await ui.client.get(job_id(job))
-    new = await ui.client.enqueue(
+    original = await client_of(request).get(job_id(job))
+    new = await client_of(request).enqueue(
         original.handler, original.payload, queue=original.queue, priority=original.priority,
         max_retries=original.max_retries, timeout=original.timeout,
     )

@@ -16,10 +16,11 @@ import attrs
 from litestar import Request, Response, get, post
 from litestar.params import FromPath
 
+from monoq.api.scoping import ScopedClient
 from monoq.core.models import JobState, QueueStats, Schedule, WorkerInfo
 from monoq.errors import ValidationError
 from monoq.ui.charts import sparkline, throughput_chart
-from monoq.ui.core import back, page, ui_state
+from monoq.ui.core import back, client_of, page, ui_state
 from monoq.ui.fmt import num, percentile, span
 
 MINUTE: Final = timedelta(minutes=1)
@@ -130,7 +131,7 @@ async def overview(request: Request[Any, Any, Any]) -> Response[Any]:
     """Counts by state per queue, attempts per minute over the last hour, live workers, the
     scheduler's last pass and the problems worth a look."""
     ui = ui_state(request)
-    client = ui.client
+    client = client_of(request)
     now = client.clock()
     stats = await client.queues()
     buckets = await client.throughput(since=now - CHART_WINDOW, until=now, bucket=MINUTE)
@@ -174,7 +175,7 @@ class QueueRow:
 
 async def _queue_row(request: Request[Any, Any, Any], stats: QueueStats, now: datetime
                      ) -> QueueRow:
-    client = ui_state(request).client
+    client = client_of(request)
     buckets = await client.throughput(since=now - CHART_WINDOW, until=now, bucket=MINUTE,
                                       queue=stats.queue)
     recent = [b for b in buckets if b.start + MINUTE > now - timedelta(minutes=5)]
@@ -196,22 +197,24 @@ async def _queue_row(request: Request[Any, Any, Any], stats: QueueStats, now: da
 @get("/queues", opt={"ui": "read"}, name="ui-queues")
 async def queues(request: Request[Any, Any, Any]) -> Response[Any]:
     """Depth by state, paused or not, throughput and the wait from due to start per queue."""
-    ui = ui_state(request)
-    now = ui.client.clock()
-    rows = [await _queue_row(request, stats, now) for stats in await ui.client.queues()]
+    now = client_of(request).clock()
+    rows = [await _queue_row(request, stats, now) for stats in await client_of(request).queues()]
     return page(request, "queues.html", nav="queues", title="Queues", rows=rows,
                 depth_states=DEPTH_STATES, wait_samples=WAIT_SAMPLES)
 
 
 async def _set_paused(request: Request[Any, Any, Any], name: str, paused: bool) -> Response[Any]:
     ui = ui_state(request)
-    known = {s.queue for s in await ui.client.queues()}
+    client = client_of(request)
+    if isinstance(client, ScopedClient):
+        client.check(name)  # a 403 page rather than "no queue" for another team's queue
+    known = {s.queue for s in await client.queues()}
     if name not in known:
         raise ValidationError("queue", f"no queue named {name!r}")
     if paused:
-        await ui.client.pause(name)
+        await client.pause(name)
     else:
-        await ui.client.resume(name)
+        await client.resume(name)
     return back(ui, "/queues", "paused" if paused else "resumed")
 
 
@@ -230,8 +233,7 @@ async def resume_queue(request: Request[Any, Any, Any], name: FromPath[str]) -> 
 @get("/workers", opt={"ui": "read"}, name="ui-workers")
 async def workers(request: Request[Any, Any, Any]) -> Response[Any]:
     """Live workers from their heartbeats."""
-    ui = ui_state(request)
-    found = sorted(await ui.client.workers(), key=lambda w: (w.host, w.id))
+    found = sorted(await client_of(request).workers(), key=lambda w: (w.host, w.id))
     return page(request, "workers.html", nav="workers", title="Workers", workers=found)
 
 

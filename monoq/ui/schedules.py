@@ -17,7 +17,7 @@ from litestar.params import FromPath
 
 from monoq.core.models import Schedule
 from monoq.errors import HandlerNotFound, ScheduleNotFound, ValidationError
-from monoq.ui.core import UiState, back, page, ui_state
+from monoq.ui.core import UiState, back, client_of, page, ui_state
 from monoq.ui.jobs import _NAME_RE
 
 RUNS_SHOWN: Final = 20
@@ -116,8 +116,8 @@ def form_body(values: dict[str, str], current: Schedule | None, ui: UiState, *,
 @get("/schedules", opt={"ui": "read"}, name="ui-schedules")
 async def schedules(request: Request[Any, Any, Any]) -> Response[Any]:
     """Every schedule: timetable, timezone, next fire, last success and failure, enabled."""
-    ui = ui_state(request)
-    rows = [await ui.client.schedule_status(s) for s in await ui.client.list_schedules()]
+    client = client_of(request)
+    rows = [await client.schedule_status(s) for s in await client.list_schedules()]
     return page(request, "schedules.html", nav="schedules", title="Schedules", rows=rows)
 
 
@@ -154,27 +154,26 @@ async def _save(request: Request[Any, Any, Any], current: Schedule | None) -> Re
     schedule = None
     if not errors:
         try:
-            schedule = ui.client.build_schedule(body, base=current)
+            schedule = client_of(request).build_schedule(body, base=current)
         except ValidationError as exc:
             errors[_form_field(exc.field)] = exc.message
         except HandlerNotFound as exc:
             errors["handler"] = str(exc).partition(": ")[2] or str(exc)
     if schedule is not None and current is None \
-            and await ui.client.backend.get_schedule(schedule.id) is not None:
+            and await client_of(request).backend.get_schedule(schedule.id) is not None:
         errors["id"] = f"a schedule named {schedule.id!r} exists already"
     if errors or schedule is None:
         return _form_page(request, ui, current, values, errors, status=422)
-    await ui.client.put_schedule(schedule)
+    await client_of(request).put_schedule(schedule)
     return back(ui, f"/schedules/{schedule.id}", "saved" if current else "created")
 
 
 @get("/schedules/{sid:str}", opt={"ui": "read"}, name="ui-schedule")
 async def detail(request: Request[Any, Any, Any], sid: FromPath[str]) -> Response[Any]:
     """One schedule with its last runs."""
-    ui = ui_state(request)
-    schedule = await ui.client.get_schedule(schedule_id(sid))
-    info = await ui.client.schedule_status(schedule)
-    runs = await ui.client.schedule_runs(schedule.id, limit=RUNS_SHOWN)
+    schedule = await client_of(request).get_schedule(schedule_id(sid))
+    info = await client_of(request).schedule_status(schedule)
+    runs = await client_of(request).schedule_runs(schedule.id, limit=RUNS_SHOWN)
     return page(request, "schedule.html", nav="schedules", title=f"Schedule {schedule.id}",
                 schedule=schedule, info=info, runs=runs.jobs)
 
@@ -183,7 +182,7 @@ async def detail(request: Request[Any, Any, Any], sid: FromPath[str]) -> Respons
 async def edit_form(request: Request[Any, Any, Any], sid: FromPath[str]) -> Response[Any]:
     """The form filled with a schedule's definition."""
     ui = ui_state(request)
-    schedule = await ui.client.get_schedule(schedule_id(sid))
+    schedule = await client_of(request).get_schedule(schedule_id(sid))
     visible = ui.payloads_visible(request.scope["state"].get("monoq_viewer"))
     return _form_page(request, ui, schedule, form_values(schedule, ui, visible=visible), {})
 
@@ -192,8 +191,7 @@ async def edit_form(request: Request[Any, Any, Any], sid: FromPath[str]) -> Resp
       name="ui-schedule-save")
 async def save(request: Request[Any, Any, Any], sid: FromPath[str]) -> Response[Any]:
     """Save the edited schedule (its fire history is kept), or show the errors (422)."""
-    ui = ui_state(request)
-    return await _save(request, await ui.client.get_schedule(schedule_id(sid)))
+    return await _save(request, await client_of(request).get_schedule(schedule_id(sid)))
 
 
 @post("/schedules/{sid:str}/enable", opt={"ui": "admin"}, status_code=303,
@@ -201,7 +199,7 @@ async def save(request: Request[Any, Any, Any], sid: FromPath[str]) -> Response[
 async def enable(request: Request[Any, Any, Any], sid: FromPath[str]) -> Response[Any]:
     """Enable the schedule."""
     ui = ui_state(request)
-    await ui.client.set_schedule_enabled(schedule_id(sid), True)
+    await client_of(request).set_schedule_enabled(schedule_id(sid), True)
     return back(ui, await _return_to(request, sid), "enabled")
 
 
@@ -210,7 +208,7 @@ async def enable(request: Request[Any, Any, Any], sid: FromPath[str]) -> Respons
 async def disable(request: Request[Any, Any, Any], sid: FromPath[str]) -> Response[Any]:
     """Disable the schedule (it stops firing; its history stays)."""
     ui = ui_state(request)
-    await ui.client.set_schedule_enabled(schedule_id(sid), False)
+    await client_of(request).set_schedule_enabled(schedule_id(sid), False)
     return back(ui, await _return_to(request, sid), "disabled")
 
 
@@ -219,15 +217,14 @@ async def disable(request: Request[Any, Any, Any], sid: FromPath[str]) -> Respon
 async def trigger(request: Request[Any, Any, Any], sid: FromPath[str]) -> Response[Any]:
     """Enqueue one run now, outside the timetable; go to the new job."""
     ui = ui_state(request)
-    job = await ui.client.trigger_schedule(schedule_id(sid))
+    job = await client_of(request).trigger_schedule(schedule_id(sid))
     return back(ui, f"/jobs/{job.id}", "triggered")
 
 
 @get("/schedules/{sid:str}/delete", opt={"ui": "admin"}, name="ui-schedule-delete-confirm")
 async def delete_confirm(request: Request[Any, Any, Any], sid: FromPath[str]) -> Response[Any]:
     """Ask before deleting."""
-    ui = ui_state(request)
-    schedule = await ui.client.get_schedule(schedule_id(sid))
+    schedule = await client_of(request).get_schedule(schedule_id(sid))
     return page(request, "schedule_delete.html", nav="schedules",
                 title=f"Delete schedule {schedule.id}", schedule=schedule)
 
@@ -237,7 +234,7 @@ async def delete_confirm(request: Request[Any, Any, Any], sid: FromPath[str]) ->
 async def delete(request: Request[Any, Any, Any], sid: FromPath[str]) -> Response[Any]:
     """Delete the schedule; its runs stay until retention removes them."""
     ui = ui_state(request)
-    await ui.client.delete_schedule(schedule_id(sid))
+    await client_of(request).delete_schedule(schedule_id(sid))
     return back(ui, "/schedules", "deleted")
 
 

@@ -2,14 +2,15 @@
 
 With tokens configured, the login form takes a ``read`` or ``admin`` token once; the dashboard
 then keeps a session cookie instead of the token. The cookie holds the token's *name* and scope,
-an expiry and a random session id, signed with HMAC-SHA256; it never holds the token. It is
+the queues it is limited to (if any), an expiry (never later than the token's own) and a random
+session id, signed with HMAC-SHA256; it never holds the token. It is
 HttpOnly, SameSite=Strict, limited to the dashboard's path, and Secure over HTTPS (or with
 ``ui.cookie_secure``).
 
 Keys come from ``ui.session_keys`` (the first signs, every one verifies, so a key can be rotated
 in); without any, a random key is drawn per process. A session is refused when its signature,
-expiry or form is wrong, when it was logged out, or when its token is no longer configured
-with that scope.
+expiry or form is wrong, when it was logged out, when its token has expired, or when its token
+is no longer configured with that scope and those queues.
 
 Logout remembers the session id until the session would have expired, in this process. (With
 several api processes, a copied cookie stays valid on the others until it expires; the
@@ -46,13 +47,15 @@ class Viewer:
 
     ``scope`` is ``admin`` (may act) or ``read`` (sees, never acts). ``name`` is the token's
     configured name, None when the dashboard is open (no tokens configured). ``session`` is the
-    session id, None when open.
+    session id, None when open. ``queues`` are the queues the token is limited to (None: every
+    queue): the dashboard then shows and acts on those queues only.
     """
 
     scope: ViewerScope
     name: str | None = None
     session: str | None = None
     expires: float | None = None
+    queues: frozenset[str] | None = None
 
     @property
     def can_act(self) -> bool:
@@ -101,16 +104,23 @@ class Sessions:
     def _sign(self, body: bytes, key: bytes) -> bytes:
         return hmac.new(key, body, hashlib.sha256).digest()
 
-    def issue(self, name: str, scope: ViewerScope) -> tuple[str, Viewer]:
-        """A new cookie value for the token ``name`` of ``scope``, and its viewer."""
+    def issue(self, name: str, scope: ViewerScope, *, queues: frozenset[str] | None = None,
+              token_expires: float | None = None) -> tuple[str, Viewer]:
+        """A new cookie value for the token ``name`` of ``scope`` (limited to ``queues``), and
+        its viewer. The session ends after ``lifetime``, or when the token expires
+        (``token_expires``, a POSIX time) if that is sooner."""
         expires = int(self.clock() + self.lifetime)
+        if token_expires is not None:
+            expires = min(expires, int(token_expires))
         session = secrets.token_urlsafe(16)
-        body = json.dumps(
-            {"v": _VERSION, "n": name, "s": scope, "e": expires, "i": session},
-            separators=(",", ":"),
-        ).encode()
+        data: dict[str, object] = {"v": _VERSION, "n": name, "s": scope, "e": expires,
+                                   "i": session}
+        if queues is not None:
+            data["q"] = sorted(queues)
+        body = json.dumps(data, separators=(",", ":")).encode()
         value = _b64(body) + "." + _b64(self._sign(body, self._keys[0]))
-        return value, Viewer(scope=scope, name=name, session=session, expires=expires)
+        return value, Viewer(scope=scope, name=name, session=session, expires=expires,
+                             queues=queues)
 
     def check(self, value: str | None) -> Viewer | None:
         """The viewer of a cookie value, or None if it is not a valid, live session."""
@@ -131,18 +141,23 @@ class Sessions:
         if not isinstance(data, dict) or data.get("v") != _VERSION:
             return None
         name, scope, expires, session = data.get("n"), data.get("s"), data.get("e"), data.get("i")
+        listed = data.get("q")
         if not (isinstance(name, str) and isinstance(session, str)
-                and isinstance(expires, int) and scope in ("read", "admin")):
+                and isinstance(expires, int) and scope in ("read", "admin")
+                and (listed is None or (isinstance(listed, list)
+                                        and all(isinstance(q, str) for q in listed)))):
             return None
+        queues = None if listed is None else frozenset(listed)
         if expires <= self.clock():
             return None
         with self._lock:
             if session in self._revoked:
                 return None
-        # The token must still be configured with this scope.
-        if not any(e.name == name and e.scope == scope for e in self.tokens.entries):
+        # The token must still be configured with this scope and these queues, and be live.
+        if not any(e.name == name and e.scope == scope and e.queues == queues and not e.expired()
+                   for e in self.tokens.entries):
             return None
-        return Viewer(scope=scope, name=name, session=session, expires=expires)
+        return Viewer(scope=scope, name=name, session=session, expires=expires, queues=queues)
 
     def revoke(self, viewer: Viewer) -> None:
         """Forget a session (logout): its cookie is refused from now on in this process."""
