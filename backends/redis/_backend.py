@@ -11,12 +11,14 @@ import secrets
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
+import attrs
 import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions as rex
 from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.typing import EncodableT, FieldT
@@ -322,6 +324,7 @@ def _str_option(key: str, value: object) -> str:
 
 
 _TLS_OPTIONS: Final = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
+_SENTINEL_OPTIONS: Final = ("sentinel_username", "sentinel_password")
 _KNOWN_OPTIONS: Final = (
     "key_prefix",
     "pool_size",
@@ -329,8 +332,72 @@ _KNOWN_OPTIONS: Final = (
     "socket_timeout",
     "connect_timeout",
     "batch_size",
+    "replicas_ack",
+    "replicas_ack_timeout",
+    *_SENTINEL_OPTIONS,
     *_TLS_OPTIONS,
 )
+_SCHEMES: Final = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
+# Scripts whose writes, with ``replicas_ack``, are acknowledged only once replicated.
+_REPLICATED: Final = frozenset({"enqueue", "finish"})
+
+
+@attrs.frozen
+class SentinelTarget:
+    """Where a ``redis+sentinel://`` URL points: the sentinels, the service they watch, the
+    database, and the credentials of the master (the sentinels' own are options)."""
+
+    sentinels: tuple[tuple[str, int], ...]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+
+def parse_sentinel_url(url: str) -> SentinelTarget:
+    """``redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]``
+    (``rediss+sentinel://`` for TLS to the master and the sentinels). Errors name the part."""
+    scheme, _, rest = url.partition("://")
+    netloc, _, path = rest.partition("/")
+    path = path.split("?", 1)[0]
+    creds, at, hosts = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = creds.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    sentinels: list[tuple[str, int]] = []
+    for part in hosts.split(","):
+        host, colon, port = part.strip().rpartition(":")
+        if not colon:
+            host, port = part.strip(), "26379"
+        host = host.strip("[]")  # [::1]:26379
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(
+                f"backend.url: {part.strip()!r} is not a sentinel host:port "
+                "(expected redis+sentinel://host:port[,host:port...]/service[/db])")
+        sentinels.append((host, int(port)))
+    segments = [unquote(x) for x in path.split("/") if x]
+    if not segments or len(segments) > 2:
+        raise ConfigError(
+            "backend.url: a sentinel URL names the monitored service and optionally the "
+            "database: redis+sentinel://host:port[,host:port...]/service[/db]")
+    db = 0
+    if len(segments) == 2:
+        if not segments[1].isdigit():
+            raise ConfigError(f"backend.url: the database must be a number, got "
+                              f"{segments[1]!r}")
+        db = int(segments[1])
+    return SentinelTarget(sentinels=tuple(sentinels), service=segments[0], db=db,
+                          username=username, password=password,
+                          tls=scheme == "rediss+sentinel")
+
+
+class _SentinelBlockingPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
+    """A pool whose connections go to the master the sentinels name (asked again whenever a
+    connection is made, so a failover is followed without a restart) and that waits, as the
+    plain pool does, for a free connection instead of failing at once."""
 
 
 _pack = msgspec.msgpack.Encoder().encode
@@ -385,7 +452,19 @@ class RedisBackend:
       outage calls fail fast with ``BackendUnavailable`` instead of hanging.
     - ``batch_size`` (1000): jobs per enqueue script call (see ``enqueue``).
     - ``ssl_ca_certs``, ``ssl_certfile``, ``ssl_keyfile``, ``ssl_cert_reqs``
-      (``required``/``optional``/``none``): TLS, for ``rediss://`` only.
+      (``required``/``optional``/``none``): TLS, for ``rediss://`` and ``rediss+sentinel://``.
+    - ``replicas_ack`` (0) and ``replicas_ack_timeout`` (1 s): when above 0, an enqueue and a
+      finish are acknowledged only once that many replicas confirmed the write (``WAIT`` on the
+      same connection); otherwise the call raises ``BackendUnavailable`` and the caller retries
+      it (safe: a stored job id is answered, not written again). Without it Redis replicates
+      asynchronously, and a failover can lose the last writes the master acknowledged.
+    - ``sentinel_username``, ``sentinel_password``: the sentinels' own credentials, when they
+      differ from the master's (which come from the URL).
+
+    High availability: ``redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]``
+    asks the sentinels for the master of ``service``, again on every new connection, so that
+    after a failover every role follows the new master without a restart (calls during the
+    failover fail with ``BackendUnavailable`` and are retried by the roles).
 
     The driver never retries a command: a script whose reply was lost may have run, and
     replaying a claim or a finish is not harmless. Pooled connections broken by a server restart
@@ -401,10 +480,13 @@ class RedisBackend:
     capabilities = Capabilities(shared_across_processes=True, cross_process_wakeup=True)
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
-        scheme = urlsplit(url).scheme
-        if scheme not in ("redis", "rediss", "unix"):
-            raise ConfigError(f"backend.url: {url!r} is not a redis://, rediss:// or unix:// URL")
+        scheme = url.partition("://")[0].lower()
+        if scheme not in _SCHEMES:
+            raise ConfigError(
+                f"backend.url: {url!r} is not a redis://, rediss://, unix://, "
+                "redis+sentinel:// or rediss+sentinel:// URL")
         self.url = url
+        self._sentinel = parse_sentinel_url(url) if scheme.endswith("+sentinel") else None
         opts = dict(options or {})
         for key in opts:
             if key not in _KNOWN_OPTIONS:
@@ -421,11 +503,22 @@ class RedisBackend:
         self._socket_timeout = _float_option("socket_timeout", opts.get("socket_timeout", 5.0))
         self._connect_timeout = _float_option("connect_timeout", opts.get("connect_timeout", 2.0))
         self.batch_size = _int_option("batch_size", opts.get("batch_size", 1000), 1, 10_000)
+        self.replicas_ack = _int_option("replicas_ack", opts.get("replicas_ack", 0), 0, 100)
+        self._replicas_ack_timeout = _float_option(
+            "replicas_ack_timeout", opts.get("replicas_ack_timeout", 1.0))
+        self._sentinel_auth: dict[str, str] = {}
+        for key in _SENTINEL_OPTIONS:
+            if key in opts:
+                if self._sentinel is None:
+                    raise ConfigError(f"backend.options.{key}: only applies to "
+                                      "redis+sentinel:// URLs")
+                self._sentinel_auth[key.removeprefix("sentinel_")] = _str_option(key, opts[key])
         self._tls: dict[str, Any] = {}
         for key in _TLS_OPTIONS:
             if key in opts:
-                if scheme != "rediss":
-                    raise ConfigError(f"backend.options.{key}: only applies to rediss:// URLs")
+                if not scheme.startswith("rediss"):
+                    raise ConfigError(f"backend.options.{key}: only applies to rediss:// and "
+                                      "rediss+sentinel:// URLs")
                 value = _str_option(key, opts[key])
                 if key == "ssl_cert_reqs" and value not in ("required", "optional", "none"):
                     raise ConfigError(
@@ -435,13 +528,25 @@ class RedisBackend:
         self._client: aioredis.Redis | None = None
         self._blocking: aioredis.Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
+        self._sentinel_managers: list[Sentinel] = []  # closed with the pools
 
     def __repr__(self) -> str:
         return f"RedisBackend(prefix={self._keys.prefix!r})"
 
+    @property
+    def description(self) -> str:
+        """Where this backend stores jobs, without credentials (for logs and doctor)."""
+        if self._sentinel is not None:
+            hosts = ",".join(f"{h}:{p}" for h, p in self._sentinel.sentinels)
+            return f"sentinel {hosts} service {self._sentinel.service} db {self._sentinel.db}"
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
+
     # -- lifecycle ----------------------------------------------------------------------------
 
     def _pool(self, *, socket_timeout: float | None) -> aioredis.BlockingConnectionPool:
+        if self._sentinel is not None:
+            return self._sentinel_pool(self._sentinel, socket_timeout=socket_timeout)
         pool = aioredis.BlockingConnectionPool.from_url(
             self.url,
             max_connections=self._pool_size,
@@ -450,6 +555,35 @@ class RedisBackend:
             socket_connect_timeout=self._connect_timeout,
             retry=Retry(NoBackoff(), 0),
             **self._tls,
+        )
+        pool.connection_class = _packing_in_c(pool.connection_class)
+        return pool
+
+    def _sentinel_pool(self, target: SentinelTarget, *, socket_timeout: float | None
+                       ) -> aioredis.BlockingConnectionPool:
+        tls: dict[str, Any] = dict(self._tls)
+        if target.tls:
+            tls["ssl"] = True
+        # Asking the sentinels is bounded like any call, so that a dead sentinel is skipped
+        # quickly; the sentinels share TLS settings with the master.
+        manager = Sentinel(  # type: ignore[no-untyped-call]
+            list(target.sentinels),
+            sentinel_kwargs={"socket_timeout": self._socket_timeout,
+                             "socket_connect_timeout": self._connect_timeout,
+                             **self._sentinel_auth, **tls},
+        )
+        self._sentinel_managers.append(manager)
+        pool = _SentinelBlockingPool(  # type: ignore[no-untyped-call]
+            target.service, manager,
+            max_connections=self._pool_size,
+            timeout=self._pool_timeout,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=self._connect_timeout,
+            retry=Retry(NoBackoff(), 0),
+            db=target.db,
+            username=target.username,
+            password=target.password,
+            **tls,
         )
         pool.connection_class = _packing_in_c(pool.connection_class)
         return pool
@@ -469,9 +603,43 @@ class RedisBackend:
         return self._blocking
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        self._r()
+        client = self._r()
+        if self.replicas_ack and name in _REPLICATED:
+            return await self._run_replicated(client, name, keys, args)
         with _driver_errors(name):
             return await self._scripts[name](keys=list(keys), args=list(args))
+
+    async def _run_replicated(self, client: aioredis.Redis, name: str, keys: Sequence[str],
+                              args: Sequence[Any]) -> Any:
+        """Run a script, then ``WAIT`` on the same connection for ``replicas_ack`` replicas."""
+        script = self._scripts[name]
+        with _driver_errors(name):
+            async with client.pipeline(transaction=False) as pipe:
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                self._wait_replicas(pipe)
+                reply, acked = await pipe.execute(raise_on_error=False)
+            if isinstance(reply, rex.NoScriptError):  # after a restart or SCRIPT FLUSH
+                script.sha = await client.script_load(script.script)
+                return await self._run_replicated(client, name, keys, args)
+            if isinstance(reply, Exception):
+                raise reply
+        self._check_replicated(name, acked)
+        return reply
+
+    def _wait_replicas(self, pipe: Any) -> None:
+        pipe.execute_command("WAIT", self.replicas_ack,
+                             max(1, int(self._replicas_ack_timeout * 1000)))
+
+    def _check_replicated(self, op: str, acked: Any) -> None:
+        """Refuse to acknowledge a write fewer replicas than ``replicas_ack`` confirmed."""
+        if isinstance(acked, Exception):
+            with _driver_errors(op):
+                raise acked
+        if int(acked) < self.replicas_ack:
+            raise BackendUnavailable(
+                f"redis {op}: written on the master but confirmed by {int(acked)} of "
+                f"{self.replicas_ack} replicas within {self._replicas_ack_timeout:g}s "
+                "(backend.options.replicas_ack); not acknowledged, retry it")
 
     async def connect(self) -> None:
         """Check that Redis answers and load the scripts. Idempotent."""
@@ -522,6 +690,10 @@ class RedisBackend:
             if c is not None:
                 with contextlib.suppress(rex.RedisError, OSError):
                     await c.aclose(close_connection_pool=True)
+        managers, self._sentinel_managers = self._sentinel_managers, []
+        for manager in managers:
+            with contextlib.suppress(rex.RedisError, OSError):
+                await manager.aclose()
 
     async def ping(self) -> None:
         """Return if Redis answers; raise ``BackendUnavailable`` otherwise."""
@@ -736,7 +908,14 @@ class RedisBackend:
             async with self._r().pipeline(transaction=False) as pipe:
                 for name, (keys, args) in zip(names, sent, strict=True):
                     pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
+                replicated = bool(self.replicas_ack and calls)
+                if replicated:
+                    self._wait_replicas(pipe)
                 replies = await pipe.execute(raise_on_error=False)
+        if replicated:
+            acked = replies.pop()
+            if not any(isinstance(reply, rex.NoScriptError) for reply in replies):
+                self._check_replicated("finish_and_claim", acked)
         for n, reply in enumerate(replies):
             if isinstance(reply, rex.NoScriptError):
                 replies[n] = await self._run(names[n], *sent[n])
