@@ -28,12 +28,12 @@ from litestar.routes import HTTPRoute
 from litestar.types import Message, Receive, Scope, Send
 from prometheus_client import CollectorRegistry
 
-from monoq.api.auth import QUEUES_KEY, ROUTE_SCOPES, authorize, route_scope
+from monoq.api.auth import ROUTE_SCOPES, authorize, route_scope
 from monoq.api.metrics import ApiMetrics
 from monoq.api.openapi import ComponentSchemas, request_bodies
 from monoq.api.problems import EXCEPTION_HANDLERS
 from monoq.api.routes import compat, dlq, jobs, queues, schedules, system
-from monoq.api.scoping import ScopedClient
+from monoq.api.scoping import request_client
 from monoq.api.state import STATE_KEY, ApiState, RateLimiter
 from monoq.api.tokens import TokenTable, load_tokens
 from monoq.client import Client
@@ -141,8 +141,7 @@ def create_app(
             count(str(scope.get("method", "?")), route, message["status"])
 
     def provide_client(request: Request[Any, Any, Any]) -> Client:
-        limited = request.scope.get("state", {}).get(QUEUES_KEY)
-        return client if limited is None else ScopedClient(client, limited[0], name=limited[1])
+        return request_client(request, state)
 
     def provide_state() -> ApiState:
         return state

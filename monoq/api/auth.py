@@ -27,6 +27,7 @@ from litestar.handlers.base import BaseRouteHandler
 
 from monoq.api.body import header as raw_header
 from monoq.api.problems import Problem
+from monoq.api.scoping import QUEUES_KEY
 from monoq.api.state import api_state
 from monoq.api.tokens import ACCEPTED_SCOPES
 
@@ -38,9 +39,6 @@ _BEARER: Final = {"WWW-Authenticate": 'Bearer realm="monoq"'}
 _INVALID: Final = {"WWW-Authenticate": 'Bearer realm="monoq", error="invalid_token"'}
 _EXPIRED: Final = {"WWW-Authenticate": 'Bearer realm="monoq", error="invalid_token", '
                                        'error_description="the token expired"'}
-# Request state key of a queue-limited token: (its queues, its name), read by the ``client``
-# dependency (``monoq.api.scoping``).
-QUEUES_KEY: Final = "monoq_queues"
 
 
 def route_scope(handler: BaseRouteHandler) -> str | None:

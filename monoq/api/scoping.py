@@ -18,10 +18,12 @@ from __future__ import annotations
 import heapq
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import attrs
+from litestar import Request
 
+from monoq.api.state import ApiState
 from monoq.client import Client
 from monoq.core.models import (
     Enqueued,
@@ -35,6 +37,9 @@ from monoq.core.models import (
     WorkerInfo,
 )
 from monoq.errors import MonoqError, ValidationError
+
+# Request state key of a queue-limited token: (its queues, its name), set by ``monoq.api.auth``.
+QUEUES_KEY: Final = "monoq_queues"
 
 
 class QueueForbidden(MonoqError):
@@ -304,6 +309,16 @@ class ScopedClient(Client):
 def scoped(client: Client, queues: frozenset[str] | None, name: str = "") -> Client:
     """``client`` itself for an unlimited token, else a ``ScopedClient`` over it."""
     return client if queues is None else ScopedClient(client, queues, name=name)
+
+
+def request_client(request: Request[Any, Any, Any], api: ApiState) -> Client:
+    """The client of an API request: the app's, or a ``ScopedClient`` over it when the request's
+    token is limited to some queues (``monoq.api.auth`` put them in the request's state). The
+    ``client`` dependency of the routes is this; the submit routes call it directly."""
+    limited = request.scope.get("state", {}).get(QUEUES_KEY)
+    if limited is None:
+        return api.client
+    return ScopedClient(api.client, limited[0], name=limited[1])
 
 
 async def count_finished(client: Client, since: datetime) -> dict[JobState, int]:

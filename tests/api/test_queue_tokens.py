@@ -6,6 +6,7 @@ metrics show only its queues. An expired token gets 401, like an unknown one, bu
 says it expired.
 """
 
+import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -371,3 +372,28 @@ def test_tokens_from_the_environment_carry_queues() -> None:
            + '", "queues": ["mail"], "expires": "2030-01-01T00:00:00+00:00"}]'}
     [token] = load_config(None, env=env).api.tokens
     assert token.queues == ("mail",) and token.expires == "2030-01-01T00:00:00Z"
+
+
+def test_the_token_command_makes_limited_expiring_tokens() -> None:
+    from io import StringIO
+
+    from monoq.cli import main
+
+    out = StringIO()
+    assert main(["token", "create", "--scope", "read", "--name", "mail-ro", "--queue", "mail",
+                 "--queue", "reports", "--expires", "1h", "--json"], out=out) == 0
+    data = json.loads(out.getvalue())
+    assert data["queues"] == ["mail", "reports"]
+    expires = datetime.fromisoformat(data["expires"])
+    assert timedelta(minutes=59) < expires - datetime.now(UTC) <= timedelta(hours=1)
+    out = StringIO()
+    assert main(["token", "create", "--scope", "admin", "--queue", "mail",
+                 "--expires", "2030-01-01T00:00:00+01:00"], out=out) == 0
+    text = out.getvalue()
+    assert 'queues = ["mail"]\nexpires = "2029-12-31T23:00:00Z"' in text
+    line = text.rsplit("api.tokens_file:\n", 1)[1].strip()
+    [entry] = parse_tokens_file(line, "t")
+    assert entry.queues == frozenset({"mail"})
+    assert entry.expires == datetime(2029, 12, 31, 23, tzinfo=UTC)
+    for bad in (["--expires", "someday"], ["--queue", "bad name"]):
+        assert main(["token", "create", "--scope", "read", *bad], out=StringIO()) != 0

@@ -53,6 +53,7 @@ from monoq.api.routes._common import (
     parse_states,
     precheck_submit,
 )
+from monoq.api.scoping import request_client
 from monoq.api.state import ApiState, api_state
 from monoq.client import Client
 from monoq.core.models import Enqueued
@@ -108,13 +109,13 @@ async def submit_body(client: Client, data: dict[str, Any]) -> Enqueued:
     **documented(GUARDED, BODY, answers=SUBMITTED, body="SubmitJob",
                  headers=[IDEMPOTENCY_HEADER]),
 )
-async def submit_job(request: Request[Any, Any, Any], client: ClientDep) -> Response[Json]:
+async def submit_job(request: Request[Any, Any, Any]) -> Response[Json]:
     """Enqueue one job. Body: ``handler`` (or ``name``), ``payload``, ``queue``, ``priority``,
     ``delay`` or ``run_at``, ``max_retries``, ``timeout``, ``idempotency_key`` (or the
     ``Idempotency-Key`` header). 201 with the job; 200 with the original job on a replay."""
     api = api_state(request)
     data = with_idempotency_header(request, await read_json_object(request))
-    return submitted(api, await submit_body(client, data))
+    return submitted(api, await submit_body(request_client(request, api), data))
 
 
 @post(
@@ -133,7 +134,7 @@ async def submit_job(request: Request[Any, Any, Any], client: ClientDep) -> Resp
         body="SubmitBatch",
     ),
 )
-async def submit_batch(request: Request[Any, Any, Any], client: ClientDep) -> Response[Json]:
+async def submit_batch(request: Request[Any, Any, Any]) -> Response[Json]:
     """Enqueue ``{"jobs": [submit, ...]}`` (1 to 1000) all or nothing: every job is validated
     before any is written. 201 with ``{"jobs": [job, ...]}`` in order (200 if every one was an
     idempotent replay)."""
@@ -151,7 +152,7 @@ async def submit_batch(request: Request[Any, Any, Any], client: ClientDep) -> Re
     for index, item in enumerate(items):
         if isinstance(item, dict):
             precheck_submit(item, f"jobs[{index}].")
-    results = await client.submit_many(items)
+    results = await request_client(request, api).submit_many(items)
     created = count_created(api, results)
     return answer_bytes(jobs_bytes(r.job for r in results), 201 if created else 200)
 
