@@ -146,15 +146,18 @@ def _validate_field(instance: object, attribute: attrs.Attribute[Any], value: ob
     _coerce(attribute, value, key=f"{prefix}.{attribute.name}", where="", text=False)
 
 
-def _key(default: _T, doc: str, *, hashed: bool = True, **spec: Any) -> _T:
+def _key(default: _T, doc: str, *, hashed: bool = True, secret: bool = False, **spec: Any
+         ) -> _T:
     """A documented, checked key with a default (attrs field).
 
-    ``hashed=False`` leaves an unhashable value (a table) out of the class's hash.
+    ``hashed=False`` leaves an unhashable value (a table) out of the class's hash;
+    ``secret=True`` leaves the value out of the class's repr.
     """
     field: _T = attrs.field(
         default=default,
         validator=_validate_field,
         hash=None if hashed else False,
+        repr=not secret,
         metadata={_META: _Spec(doc, **spec)},
     )
     return field
@@ -550,7 +553,7 @@ class ApiConfig:
     )
     tls_keyfile: str = _key("", 'PEM private key of tls_certfile; "" = none.')
     tls_keyfile_password: str = _key(
-        "", 'Password of an encrypted tls_keyfile; "" = the key is not encrypted.'
+        "", 'Password of an encrypted tls_keyfile; "" = the key is not encrypted.', secret=True
     )
     tls_client_ca: str = _key(
         "",

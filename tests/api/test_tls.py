@@ -13,8 +13,9 @@ import pytest
 import trustme
 
 from monoq.api import ApiRole
+from monoq.api.tokens import create_token
 from monoq.client import Client
-from monoq.config import ApiConfig, load_config
+from monoq.config import ApiConfig, ApiToken, load_config
 from monoq.errors import ConfigError
 from tests.api.test_role import free_port
 
@@ -136,3 +137,44 @@ def test_environment_names(certs: dict[str, str]) -> None:
                                     "MONOQ_API_TLS_CLIENT_CA": certs["ca"]})
     assert (config.api.tls_certfile, config.api.tls_keyfile, config.api.tls_client_ca) == (
         certs["cert"], certs["key"], certs["ca"])
+
+
+def _encrypted_key(certs: dict[str, str], tmp_path: Path, password: bytes) -> str:
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(Path(certs["key"]).read_bytes(), password=None)
+    path = tmp_path / "encrypted.key"
+    path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.BestAvailableEncryption(password)))
+    return str(path)
+
+
+async def test_an_encrypted_key_and_a_secure_dashboard_session(
+    client: Client, certs: dict[str, str], tmp_path: Path
+) -> None:
+    password = "open sesame"  # noqa: S105 - of a throwaway test key
+    encrypted = _encrypted_key(certs, tmp_path, password.encode())
+    with pytest.raises(ConfigError, match=r"^api\.tls_keyfile: .*tls_keyfile_password"):
+        ApiRole(client, ApiConfig(port=free_port(), tls_certfile=certs["cert"],
+                                  tls_keyfile=encrypted, tls_keyfile_password=password[::-1]))
+    token, line = create_token("admin", name="ops")
+    config = ApiConfig(port=free_port(), tls_certfile=certs["cert"], tls_keyfile=encrypted,
+                       tls_keyfile_password=password,
+                       tokens=(ApiToken(name="ops", scope="admin", sha256=line.split()[2]),))
+    assert password not in repr(config)
+    role = ApiRole(client, config)
+    verify = ssl.create_default_context(cafile=certs["ca"])
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            await tg.start(role.run)
+            base = f"https://localhost:{role.port}"
+            async with httpx.AsyncClient(base_url=base, verify=verify) as https:
+                form = await https.get("/ui/login")
+                csrf = form.text.split('name="_csrf_token" value="', 1)[1].split('"', 1)[0]
+                login = await https.post("/ui/login", data={
+                    "token": token, "_csrf_token": csrf, "next": "/ui/"})
+                session = [c for c in login.headers.get_list("set-cookie")
+                           if c.startswith("monoq_session=")]
+                assert session and "Secure" in session[0], login.headers
+            role.stop()
