@@ -60,6 +60,7 @@ from monoq.client import Client
 from monoq.config import CONFIG_ENV, Config, config_keys, load_config
 from monoq.core.durations import parse_duration
 from monoq.core.models import JobState, QueueStats
+from monoq.registry import open_backend
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -833,3 +834,8 @@ def test_readme_deployment_sections_name_what_exists() -> None:
             parse_cli(code.split()[1:])
         if code.startswith("deploy/") or re.fullmatch(r"[\w.]+\.(yaml|toml)", code):
             assert (ROOT / code).exists() or (KUBE / code).exists(), f"README: no file {code}"
+        if re.match(r"\w+(\+\w+)?://", code):  # a backend URL: its backend accepts it
+            open_backend(load_config(env={"MONOQ_BACKEND_URL": code}).backend.url, {})
+        assignment = re.fullmatch(r"(MONOQ_\w+)='(.*)'", " ".join(code.split()))
+        if assignment:  # an example value: monoq accepts it
+            load_config(env={assignment[1]: assignment[2]})
