@@ -22,6 +22,7 @@ MAX_REQUEUE_IDS: Final = 10_000  # ids per dead-letter requeue
 MAX_WAIT: Final = 60.0  # seconds a wait may last
 MAX_AGE: Final = 100 * 365 * 86400.0  # DELETE /dead-letter?older_than=
 MAX_EVERY: Final = 366 * 86400.0  # a schedule's interval (monoq.core.cron)
+MAX_QUEUE_COUNTERS: Final = 10_000  # per-queue enqueue counters kept for /stats
 # Ids and cursors are opaque to the API, but only this alphabet ever reaches a backend. Every
 # pattern here is matched whole (``fullmatch``) and is also the one the OpenAPI document shows.
 ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
@@ -220,6 +221,8 @@ def count_created(api: ApiState, answers: Iterable[Enqueued]) -> int:
         api.metrics.count_enqueued(labels, count)
         counter = api.enqueued_by_queue.get(labels[0])
         if counter is None:
+            if len(api.enqueued_by_queue) >= MAX_QUEUE_COUNTERS:  # bounded, like the metrics
+                api.enqueued_by_queue.clear()
             counter = api.enqueued_by_queue.setdefault(labels[0], EnqueueCounter())
         counter.add(count)
         created += count
