@@ -839,3 +839,13 @@ def test_readme_deployment_sections_name_what_exists() -> None:
         assignment = re.fullmatch(r"(MONOQ_\w+)='(.*)'", " ".join(code.split()))
         if assignment:  # an example value: monoq accepts it
             load_config(env={assignment[1]: assignment[2]})
+
+
+def test_every_shipped_config_logs_json_lines() -> None:
+    """What the README's Observability paragraph says: log collectors get one JSON object per
+    line from every container."""
+    files = [ROOT / "deploy" / "docker" / "config.toml", KUBE / "config.toml",
+             *sorted((ROOT / "deploy" / "compose").glob("*.toml"))]
+    assert len(files) == 4
+    for path in files:
+        assert load_config(path, env={}).monoq.log_format == "json", path
