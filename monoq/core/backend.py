@@ -56,9 +56,10 @@ class Capabilities:
 
     # False for memory://: its state lives in one process, so roles and CLI commands in other
     # processes cannot reach it. True: another instance built from the same URL and options
-    # (in this process or another) sees the same jobs, and its enqueues, promotions and
-    # requeues wake this instance's ``wait_for_jobs`` and ``wait_for_changes`` (polling allowed:
-    # within the backend's poll interval rather than the caller's ``timeout``).
+    # (in this process or another) sees the same jobs, and its enqueue wakes this instance's
+    # ``wait_for_jobs``, and its delayed enqueue (an earlier due time) this instance's
+    # ``wait_for_changes`` (polling allowed: within the backend's poll interval, not the
+    # caller's ``timeout``).
     shared_across_processes: bool
     # True when such wake-ups from other instances arrive without polling (within about a
     # network round trip): ``wait_for_jobs`` on an enqueue, ``wait_for_changes`` on a delayed
