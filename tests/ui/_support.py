@@ -25,6 +25,10 @@ for _scope in ("enqueue", "read", "admin"):
     API_TOKENS.append(ApiToken(name=_name, scope=_scope, sha256=_digest))
     TOKEN_LINES.append(_line)
 
+# An admin token limited to the queue "mail" (in the tokens file of the browser tests).
+MAIL_TOKEN, _line = create_token("admin", name="ui-mail", queues=["mail"])
+TOKEN_LINES.append(_line)
+
 SECRET = "hunter2-must-never-show"  # noqa: S105 - a value the dashboard must mask
 _CSRF = re.compile(r'name="_csrf_token" value="([^"]+)"')
 

@@ -25,7 +25,14 @@ import pytest
 from monoq.core.models import utcnow
 from monoq.registry import open_backend
 from tests.seeds._support import Monoq, wait_until
-from tests.ui._support import SECRET, TOKEN_LINES, TOKENS, seed_history, seed_workers
+from tests.ui._support import (
+    MAIL_TOKEN,
+    SECRET,
+    TOKEN_LINES,
+    TOKENS,
+    seed_history,
+    seed_workers,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -338,6 +345,32 @@ def test_an_enqueue_token_gets_no_dashboard(browser: Any, stack: Stack) -> None:
         page.goto("/ui/")
         assert "/ui/login" in page.url
         session.shot("enqueue-refused")
+    finally:
+        session.close()
+
+
+def test_a_queue_limited_token_sees_and_acts_on_its_queue_only(browser: Any,
+                                                               stack: Stack) -> None:
+    session = Session(browser, stack, "mail")
+    try:
+        page = session.page
+        page.goto("/ui/login")
+        page.fill("#token", MAIL_TOKEN)
+        page.click("#login-submit")
+        page.wait_for_url(re.compile(r".*/ui/$"))
+        assert "ui-mail · admin · mail" in page.inner_text("header")
+        page.goto("/ui/queues")
+        queues = page.locator("main table tbody th[scope=row]").all_inner_texts()
+        assert queues == ["mail"], queues
+        session.shot("queue-limited-queues")
+        page.goto("/ui/jobs")
+        listed = page.locator("main table tbody tr").count()
+        assert listed > 0
+        assert "reports" not in page.inner_text("main") and "bulk" not in page.inner_text("main")
+        foreign = page.goto("/ui/jobs?queue=reports")
+        assert foreign is not None and foreign.status == 403
+        assert "limited to the queues mail" in page.inner_text("main")
+        session.shot("queue-limited-refused")
     finally:
         session.close()
 
