@@ -13,6 +13,7 @@ import os
 import socket
 from collections.abc import Mapping
 from datetime import datetime, timedelta
+from typing import Final
 
 import anyio
 import anyio.abc
@@ -37,6 +38,10 @@ from monoq.errors import BackendError
 from monoq.errors import ValidationError as MonoqValidationError
 
 logger = logging.getLogger(__name__)
+
+# Most fire times one pass catches up on for one schedule (a per-second schedule with a
+# grace of 1000 s and more): older ones are missed.
+_MAX_CATCH_UP: Final = 1000
 
 
 def _default_retention() -> dict[JobState, timedelta]:
@@ -201,52 +206,80 @@ class Scheduler:
 
     # -- schedules ------------------------------------------------------------------------------
 
-    async def _fire(self, schedule: Schedule, now: datetime) -> tuple[bool, datetime]:
-        """Enqueue the schedule's due fire, if any; answers (fired, next fire time).
+    async def _fire(self, schedule: Schedule, now: datetime) -> tuple[int, datetime]:
+        """Enqueue the schedule's due fires, if any; answers (runs enqueued, next fire time).
 
-        The fire time considered is the latest one at or before ``now`` that is newer than
-        ``last_fire_at`` (and not before the schedule was created). Fired late by more than the
-        misfire grace, it runs only with ``misfire = once``; older missed fire times are never
-        run, so downtime yields at most one catch-up run. ``overlap = skip`` skips a fire while
-        an earlier run is unfinished. Each fire uses the key ``cron:<id>:<fire time>``, so
-        schedulers racing on the same fire enqueue one job.
+        Every fire time newer than ``last_fire_at`` (and not before the schedule was created)
+        that is at most the misfire grace old fires, oldest first, each as its own run: a
+        scheduler that could not reach the backend for a few seconds (a Redis restart, a
+        failover) catches up on every fire time it missed, so a per-second schedule still
+        fires once per second. Fire times older than the grace are missed: the latest of them
+        runs only with ``misfire = once``, so long downtime yields at most one catch-up run.
+        ``overlap = skip`` fires only the latest due time, and skips it while an earlier run
+        is unfinished. Each fire uses the key ``cron:<id>:<fire time>``, so schedulers racing
+        on the same fire enqueue one job; the job is enqueued before ``last_fire_at`` moves,
+        so a scheduler that dies in between leaves the fire to the next one, which the key
+        turns into the same job.
         """
         validate_schedule(schedule)
         upcoming = next_fire(schedule, now)
         due = latest_fire(schedule, now)
         if due is None:
-            return False, upcoming
+            return 0, upcoming
         handled = schedule.last_fire_at
         if handled is None and schedule.created_at is not None:
             handled = schedule.created_at - timedelta(milliseconds=1)
         if handled is not None and due <= handled:
-            return False, upcoming
-        late = now - due > self.settings.misfire_grace
-        run = not late or schedule.misfire is MisfirePolicy.ONCE
-        if run and schedule.overlap is OverlapPolicy.SKIP:
+            return 0, upcoming
+        grace = self.settings.misfire_grace
+        if now - due > grace:  # missed, beyond the grace
+            fire_times = [due] if schedule.misfire is MisfirePolicy.ONCE else []
+            if not fire_times:
+                logger.info("schedule %s: missed the fire of %s; misfire policy is skip",
+                            schedule.id, rfc3339(due))
+        elif schedule.overlap is OverlapPolicy.SKIP or handled is None:
+            fire_times = [due]
+        else:
+            fire_times = self._missed_within_grace(schedule, handled, due, now - grace)
+        fired = 0
+        for at in fire_times:
+            fired += await self._fire_one(schedule, at, late=now - at > grace)
+            await self.backend.advance_schedule(schedule.id, at)
+        if not fire_times:
+            await self.backend.advance_schedule(schedule.id, due)
+        return fired, upcoming
+
+    @staticmethod
+    def _missed_within_grace(schedule: Schedule, handled: datetime, due: datetime,
+                             oldest: datetime) -> list[datetime]:
+        """The fire times after ``handled`` and not before ``oldest``, up to ``due``, oldest
+        first (at most ``_MAX_CATCH_UP``; older ones are the ones dropped)."""
+        times: list[datetime] = []
+        at = next_fire(schedule, max(handled, oldest - timedelta(milliseconds=1)))
+        while at < due:
+            times.append(at)
+            at = next_fire(schedule, at)
+        return [*times[-(_MAX_CATCH_UP - 1):], due]
+
+    async def _fire_one(self, schedule: Schedule, due: datetime, *, late: bool) -> bool:
+        """Enqueue the run of ``due`` (unless ``overlap = skip`` finds one unfinished)."""
+        if schedule.overlap is OverlapPolicy.SKIP:
             unfinished = await self.backend.list_jobs(
                 schedule_id=schedule.id, states=set(JobState) - TERMINAL_STATES, limit=1)
             if unfinished.jobs:
                 logger.info("schedule %s: skipping the fire of %s, run %s is unfinished",
                             schedule.id, rfc3339(due), unfinished.jobs[0].id)
-                run = False
-        fired = False
-        if run:
-            answer = await self.client.submit(
-                schedule.handler, schedule.payload, queue=schedule.queue,
-                priority=schedule.priority, max_retries=schedule.max_retries,
-                timeout=schedule.timeout, idempotency_key=fire_key(schedule.id, due),
-                schedule_id=schedule.id,
-            )
-            fired = answer.created
-            if fired:
-                logger.info("schedule %s fired for %s%s: job %s", schedule.id, rfc3339(due),
-                            " (late, catching up once)" if late else "", answer.job.id)
-        elif late:
-            logger.info("schedule %s: missed the fire of %s; misfire policy is skip",
-                        schedule.id, rfc3339(due))
-        await self.backend.advance_schedule(schedule.id, due)
-        return fired, upcoming
+                return False
+        answer = await self.client.submit(
+            schedule.handler, schedule.payload, queue=schedule.queue,
+            priority=schedule.priority, max_retries=schedule.max_retries,
+            timeout=schedule.timeout, idempotency_key=fire_key(schedule.id, due),
+            schedule_id=schedule.id,
+        )
+        if answer.created:
+            logger.info("schedule %s fired for %s%s: job %s", schedule.id, rfc3339(due),
+                        " (late, catching up once)" if late else "", answer.job.id)
+        return answer.created
 
     async def sync(self, wanted: tuple[Schedule, ...], now: datetime) -> SyncReport:
         """Make the stored schedules match the config's ``[[schedules]]``.

@@ -114,6 +114,34 @@ async def test_after_downtime_skip_fires_nothing_and_once_fires_one(client: Clie
     assert await runs(client, "skipper") == ["cron:skipper:2030-01-05T03:00:00Z"]
 
 
+async def test_fire_times_missed_within_the_grace_each_fire_once_in_order(
+        client: Client, clock: Clock) -> None:
+    # A per-second schedule whose scheduler could not reach the backend for 3.5 s (a Redis
+    # restart): every second it missed fires, each once, because each is within the grace.
+    await client.backend.put_schedule(every(1, last_fire_at=T0))
+    s = scheduler(client, misfire_grace=timedelta(seconds=5))
+    clock.now = T0 + timedelta(seconds=3.5)
+    report = await s.tick(clock.now)
+    await scheduler(client, misfire_grace=timedelta(seconds=5)).tick(clock.now)  # a second one
+    assert report.fired == 3
+    assert await runs(client) == [f"cron:tick:2030-01-01T00:00:0{n}Z" for n in (1, 2, 3)]
+    page = await client.backend.list_jobs(schedule_id="tick", limit=10)
+    assert [j.idempotency_key for j in sorted(page.jobs, key=lambda j: j.id)] == \
+        [f"cron:tick:2030-01-01T00:00:0{n}Z" for n in (1, 2, 3)]  # enqueued oldest first
+
+
+async def test_fire_times_older_than_the_grace_are_missed(client: Client,
+                                                          clock: Clock) -> None:
+    await client.backend.put_schedule(every(1, last_fire_at=T0))
+    clock.now = T0 + timedelta(seconds=10.5)  # down for 10 s, grace 5 s
+    await scheduler(client, misfire_grace=timedelta(seconds=5)).tick(clock.now)
+    assert await runs(client) == [f"cron:tick:2030-01-01T00:00:{n:02d}Z"
+                                  for n in range(6, 11)]
+    stored = await client.backend.get_schedule("tick")
+    assert stored is not None
+    assert stored.last_fire_at == T0 + timedelta(seconds=10)
+
+
 async def test_overlap_skip_waits_for_the_previous_run(client: Client, clock: Clock) -> None:
     await client.backend.put_schedule(every(10, overlap=OverlapPolicy.SKIP))
     s = scheduler(client)
