@@ -397,3 +397,26 @@ def test_the_token_command_makes_limited_expiring_tokens() -> None:
     assert entry.expires == datetime(2029, 12, 31, 23, tzinfo=UTC)
     for bad in (["--expires", "someday"], ["--queue", "bad name"]):
         assert main(["token", "create", "--scope", "read", *bad], out=StringIO()) != 0
+
+
+# Client methods a ScopedClient does not override, and why that is safe.
+THROUGH_CHECKED = {  # they call a checked method of the ScopedClient first
+    "enqueue": "submit -> submit_job", "submit": "submit_job", "enqueue_many": "submit_many",
+    "wait": "get", "attempts": "get", "set_schedule_enabled": "get_schedule",
+    "trigger_schedule": "get_schedule, then submit_job", "schedule_runs": "get_schedule",
+}
+QUEUE_NEUTRAL = {  # they read or build nothing of a queue the caller did not name or get
+    "beats", "build", "build_from_dict", "build_schedule", "schedule_status",
+}
+
+
+def test_every_client_method_is_decided_for_queue_limited_tokens() -> None:
+    from monoq.api.scoping import ScopedClient
+
+    public = {name for name, value in vars(Client).items()
+              if callable(value) and not name.startswith("_")}
+    overridden = {name for name in vars(ScopedClient) if not name.startswith("_")}
+    undecided = public - overridden - THROUGH_CHECKED.keys() - QUEUE_NEUTRAL
+    assert not undecided, (
+        f"Client methods {sorted(undecided)} are not limited for queue-limited tokens: "
+        "override them in monoq.api.scoping.ScopedClient, or list them above with the reason")
