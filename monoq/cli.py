@@ -21,6 +21,7 @@ import anyio
 
 from monoq.client import Client, client_from_config
 from monoq.config import Config, load_config
+from monoq.core.backend import Doctor
 from monoq.core.codec import json_decode
 from monoq.core.durations import parse_duration
 from monoq.core.loop import run as run_loop
@@ -530,9 +531,8 @@ def cmd_doctor(args: argparse.Namespace, out: TextIO) -> int:
             await backend.connect()
             await backend.ping()
             checks.append(("reachable", "ok", backend.url))
-            doctor = getattr(backend, "doctor", None)
-            if doctor is not None:
-                checks += await doctor()
+            if isinstance(backend, Doctor):
+                checks += await backend.doctor()
             if not backend.capabilities.shared_across_processes:
                 checks.append(("shared", "warn", ("this backend lives in one process: run every "
                                                   "role in it, and use the HTTP API, not the CLI")))

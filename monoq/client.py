@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import attrs
 
-from monoq.core.backend import Backend
+from monoq.core.backend import Backend, ServerTime
 from monoq.core.coalesce import EnqueueCoalescer
 from monoq.core.codec import json_encode
 from monoq.core.counters import WAITS_KEPT, bucket_plan
@@ -676,12 +676,11 @@ async def connect(
         client = client_from_config(cfg)
     await client.backend.connect()
     try:
-        server_now = getattr(client.backend, "server_now", None)
-        if server_now is not None:  # delays and run_at follow the backend's clock
+        if isinstance(client.backend, ServerTime):  # delays and run_at follow its clock
             from monoq.core.clock import ServerClock
 
             clock = ServerClock()
-            await clock.sync(server_now)
+            await clock.sync(client.backend.server_now)
             client.clock = clock
         yield client
     finally:

@@ -26,6 +26,7 @@ ALLOWED: dict[str, tuple[str, ...]] = {
                         "monoq.metrics", "monoq.plugin", "monoq.context"),
     "monoq/context.py": ("monoq.core.*", "monoq.errors", "monoq.plugin"),
     "monoq/plugin.py": ("monoq.errors",),
+    "monoq/testing": ("monoq.core.*", "monoq.errors", "monoq.testing.*"),
     "monoq/scheduler.py": ("monoq.core.*", "monoq.errors", "monoq.client", "monoq.metrics"),
 }
 

@@ -13,7 +13,7 @@ import os
 import shutil
 import subprocess
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -26,7 +26,7 @@ from monoq.backends.redis import RedisBackend
 from monoq.backends.redis import _backend as redis_backend_module
 from monoq.core.ids import new_id
 from monoq.core.models import ErrorInfo, Finish, JobState, NewJob, Outcome
-from tests.conftest import RedisServer, start_redis_server
+from tests.conftest import RedisFactory, RedisServer
 
 pytestmark = pytest.mark.redis
 
@@ -325,7 +325,8 @@ def _cannot(why: str) -> None:
 
 
 @pytest.fixture
-def czech_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[RedisServer]:
+def czech_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                redis_factory: RedisFactory) -> RedisServer:
     """A redis-server whose LC_COLLATE is cs_CZ.UTF-8 (Redis sets it from its environment, and
     Lua compares strings with strcoll), compiled here with localedef into a private LOCPATH."""
     localedef = shutil.which("localedef")
@@ -339,12 +340,7 @@ def czech_redis(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Red
         _cannot(f"localedef failed: {built.stderr.decode(errors='replace')[:200]}")
     monkeypatch.setenv("LOCPATH", str(tmp_path))
     monkeypatch.setenv("LC_ALL", "cs_CZ.UTF-8")
-    server = start_redis_server()
-    try:
-        yield server
-    finally:
-        server.stop()
-        shutil.rmtree(server.directory, ignore_errors=True)
+    return redis_factory()
 
 
 async def test_listing_merges_in_byte_order_whatever_the_server_locale(

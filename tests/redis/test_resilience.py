@@ -6,22 +6,16 @@ backoff, no crash loop, no lost acknowledged job when Redis runs with AOF); an e
 an outage fails fast with a clear error instead of hanging.
 
 These tests run their own ``redis-server`` with ``--appendonly yes --appendfsync always`` (the
-shared fixtures in tests/conftest.py run without persistence), which they SIGKILL and restart
-on the same directory.
+``aof_redis`` fixture of tests/conftest.py; the others run without persistence), which they
+SIGKILL and restart on the same directory.
 """
 
 from __future__ import annotations
 
 import contextlib
-import shutil
-import signal
-import socket
-import subprocess
-import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import timedelta
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -35,83 +29,9 @@ from monoq.core.models import Finish, Job, JobState, Outcome
 from monoq.errors import BackendUnavailable
 from monoq.registry import Registry
 from monoq.supervisor import Supervisor
-from tests.conftest import redis_server_binary
+from tests.conftest import RedisServer
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
-
-
-class AofRedis:
-    """A private ``redis-server`` on a Unix socket with AOF, fsync on every write.
-
-    ``kill()`` is SIGKILL (no shutdown save: only what the AOF already holds survives);
-    ``start()`` again reloads the same directory.
-    """
-
-    def __init__(self, binary: str, directory: Path) -> None:
-        self.binary = binary
-        self.directory = directory
-        self.socket = directory / "redis.sock"
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"unix://{self.socket}?db=0"
-
-    def start(self, timeout: float = 20.0) -> None:
-        self.socket.unlink(missing_ok=True)
-        self.process = subprocess.Popen(
-            [
-                self.binary,
-                "--port", "0",
-                "--unixsocket", str(self.socket),
-                "--unixsocketperm", "700",
-                "--save", "",
-                "--appendonly", "yes",
-                "--appendfsync", "always",
-                "--maxmemory-policy", "noeviction",
-                "--dir", str(self.directory),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"redis-server exited with {self.process.returncode}")
-            if self._answers():  # +PONG only once the AOF is loaded (-LOADING before)
-                return
-            time.sleep(0.02)
-        self.kill()
-        raise RuntimeError(f"redis-server did not answer on {self.socket} within {timeout}s")
-
-    def _answers(self) -> bool:
-        with contextlib.suppress(OSError), socket.socket(socket.AF_UNIX) as sock:
-            sock.settimeout(1.0)
-            sock.connect(str(self.socket))
-            sock.sendall(b"PING\r\n")
-            return sock.recv(16).startswith(b"+PONG")
-        return False
-
-    def kill(self) -> None:
-        """SIGKILL the server and reap it."""
-        process, self.process = self.process, None
-        if process is None:
-            return
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
-
-
-@pytest.fixture
-def aof_redis() -> Iterator[AofRedis]:
-    binary = redis_server_binary()
-    # A short directory: Unix socket paths are limited to ~104 bytes.
-    server = AofRedis(binary, Path(tempfile.mkdtemp(prefix="monoq-aof-")))
-    server.start()
-    try:
-        yield server
-    finally:
-        server.kill()
-        shutil.rmtree(server.directory, ignore_errors=True)
 
 
 @contextlib.asynccontextmanager
@@ -134,7 +54,9 @@ async def snapshot(backend: RedisBackend, ids: list[str]) -> list[Job | None]:
 # -- (1) durability ----------------------------------------------------------------------------
 
 
-async def test_every_acknowledged_enqueue_survives_a_sigkill_with_aof(aof_redis: AofRedis) -> None:
+async def test_every_acknowledged_enqueue_survives_a_sigkill_with_aof(
+    aof_redis: RedisServer,
+) -> None:
     async with connected(aof_redis.url) as backend:
         client = Client(backend)
         ids: list[str] = []
@@ -175,7 +97,7 @@ async def test_every_acknowledged_enqueue_survives_a_sigkill_with_aof(aof_redis:
 
 
 @pytest.mark.slow
-async def test_worker_and_scheduler_ride_out_an_outage(aof_redis: AofRedis) -> None:
+async def test_worker_and_scheduler_ride_out_an_outage(aof_redis: RedisServer) -> None:
     config = load_config(env={}, overrides={
         "backend.url": "redis://127.0.0.1:6379/0",  # unused: the client brings its backend
         "worker.concurrency": 5,
@@ -248,7 +170,7 @@ async def test_worker_and_scheduler_ride_out_an_outage(aof_redis: AofRedis) -> N
 
 @pytest.mark.slow
 async def test_a_graceful_stop_during_an_outage_keeps_the_finished_jobs_ack(
-    aof_redis: AofRedis,
+    aof_redis: RedisServer,
 ) -> None:
     config = load_config(env={}, overrides={
         "backend.url": "redis://127.0.0.1:6379/0",  # unused: the client brings its backend
