@@ -43,5 +43,7 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     logging.getLogger("uvicorn.access").setLevel(level if level == "DEBUG" else "WARNING")
     # httpx logs every request of the http job kind at INFO with its full URL, query string
     # included (which may carry credentials): per job, so only when debugging.
-    for name in ("httpx", "httpcore"):
-        logging.getLogger(name).setLevel(level if level == "DEBUG" else "WARNING")
+    logging.getLogger("httpx").setLevel(level if level == "DEBUG" else "WARNING")
+    # httpcore's DEBUG traces hold the raw request and response headers (secret headers the
+    # http job kind resolved, Set-Cookie of the servers it calls): never, not even debugging.
+    logging.getLogger("httpcore").setLevel("WARNING")
