@@ -309,6 +309,20 @@ class MonoqConfig:
         "(refuse to start without it) or asyncio.",
         check=_one_of("auto", "uvloop", "asyncio"),
     )
+    health_port: int = _key(
+        0,
+        "Port of the health and metrics listener (GET /healthz, /readyz, /metrics, no token) "
+        "of a process without the api role; 0 = none. Ignored with the api role, which serves "
+        "these on api.port.",
+        min=0,
+        max=65535,
+    )
+    health_host: str = _key(
+        "127.0.0.1",
+        "Address the health listener binds to: loopback unless set (e.g. 0.0.0.0 for a "
+        "kubelet's probes and Prometheus).",
+        check=_nonempty,
+    )
 
 
 @attrs.frozen
