@@ -49,8 +49,9 @@ COPY deploy/docker/healthcheck.py /usr/local/lib/monoq/healthcheck.py
 WORKDIR /var/lib/monoq
 USER ${MONOQ_UID}:${MONOQ_UID}
 EXPOSE 8080
-# GET /healthz of the api role; a process without the api role (MONOQ_MONOQ_ROLES=worker) gets
-# `monoq doctor` instead, since only the api role serves HTTP.
+# GET /healthz of the api role; a process without the api role (MONOQ_MONOQ_ROLES=worker)
+# probes /healthz of its health listener when MONOQ_MONOQ_HEALTH_PORT is set, and otherwise
+# runs `monoq doctor` (the backend answers; says nothing of this process's roles).
 HEALTHCHECK --interval=30s --timeout=10s --start-period=20s --retries=3 \
     CMD ["python", "/usr/local/lib/monoq/healthcheck.py"]
 ENTRYPOINT ["/usr/bin/tini", "--", "monoq"]

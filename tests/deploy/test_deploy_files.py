@@ -5,8 +5,9 @@ Every role, flag, command, environment name, config key, endpoint and metric tha
 looked up in monoq: commands and flags are parsed by ``monoq.cli.build_parser()``, every
 config file is loaded by ``monoq.config.load_config`` with the environment the file gives the
 container, and every variable must change the loaded configuration (so a misspelt or
-unread name fails). Probe paths must be public routes of the api, and the autoscaling query's
-metric and labels must appear in what ``/metrics`` renders.
+unread name fails). Probe paths must be public routes of the api, or, for the workers and
+schedulers, routes of the health listener (``monoq.health``) on the port their configuration
+gives it; the autoscaling query's metric and labels must appear in what ``/metrics`` renders.
 
 The formats are checked with tools installed from PyPI by the ``test`` extra, none of which
 needs a network, a Docker daemon or a cluster:
@@ -49,6 +50,7 @@ from typing import Any
 import anyio
 import pytest
 import trustme
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from monoq.api.metrics import ApiMetrics
@@ -60,6 +62,8 @@ from monoq.client import Client
 from monoq.config import CONFIG_ENV, Config, config_keys, load_config
 from monoq.core.durations import parse_duration
 from monoq.core.models import JobState, QueueStats
+from monoq.health import PROBE_TIMEOUT as HEALTH_PROBE_TIMEOUT
+from monoq.health import HealthState, create_health_app, health_registry, serve_health
 from monoq.registry import open_backend
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -81,6 +85,10 @@ SECRET_SAMPLES: Mapping[str, str] = {
 }
 PUBLIC_PATHS = {path for handler in ROOT_HANDLERS if handler.opt.get("scope") == "public"
                 for path in handler.paths}
+# What the health listener of a process without the api role serves (none needs a token).
+HEALTH_PATHS = {route.path for route in create_health_app(
+    HealthState(MemoryBackend(), ("worker",), restarts={}, active={}, stopping=lambda: False),
+    CollectorRegistry()).routes}
 
 
 # -- tools ----------------------------------------------------------------------------------
@@ -348,6 +356,31 @@ async def test_image_healthcheck_against_a_running_api(
         assert await anyio.to_thread.run_sync(script.main) == 0
 
 
+async def test_image_healthcheck_against_a_health_listener(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without the api role and with MONOQ_MONOQ_HEALTH_PORT, the HEALTHCHECK script probes
+    the health listener's /healthz: 0 while it answers 200, 1 in a crash loop and once the
+    listener is gone."""
+    script = load_healthcheck()
+    port = free_port()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv(CONFIG_ENV, str(ROOT / "deploy" / "docker" / "config.toml"))
+    monkeypatch.setenv("MONOQ_MONOQ_ROLES", "worker")
+    monkeypatch.setenv("MONOQ_MONOQ_HEALTH_PORT", str(port))
+    config = load_config()
+    assert script.healthz_url(config) == f"http://127.0.0.1:{port}/healthz"
+    restarts = {"worker": 0}
+    with anyio.fail_after(20):
+        async with serve_health(config, MemoryBackend(), roles=("worker",), restarts=restarts,
+                                active={"worker": object()}, stopping=lambda: False):
+            assert await anyio.to_thread.run_sync(script.main) == 0
+            restarts["worker"] = 3  # three restarts in a row: a crash loop
+            await anyio.sleep(1.2)  # the listener samples them every second
+            assert await anyio.to_thread.run_sync(script.main) == 1
+        assert await anyio.to_thread.run_sync(script.main) == 1
+
+
 # -- compose --------------------------------------------------------------------------------
 
 _INTERPOLATION = re.compile(r"\$\$|\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
@@ -431,6 +464,15 @@ def test_compose_roles_flags_and_variables_exist() -> None:
     for name, config in configs.items():
         grace = parse_duration(services[name]["stop_grace_period"])
         assert grace > config.worker.grace_seconds + BACKEND_CLOSE_SECONDS, name
+    script = load_healthcheck()
+    for name, config in configs.items():
+        # The image's health check probes /healthz: the api's, or the health listener's on
+        # the container's loopback (never published), rather than `monoq doctor`.
+        assert script.healthz_url(config) is not None, (
+            f"compose.yaml: service {name}: set MONOQ_MONOQ_HEALTH_PORT so that the image's "
+            "health check probes this process's /healthz")
+        if "api" not in config.monoq.roles:
+            assert ipaddress.ip_address(config.monoq.health_host).is_loopback, name
     api = configs["api"]
     check_bind(api.api, auth_enabled=bool(api.api.tokens))  # it would agree to listen
     assert any(p.endswith(f":{api.api.port}") for p in services["api"]["ports"])
@@ -624,13 +666,27 @@ def test_kubernetes_probes_use_what_each_role_serves() -> None:
                 assert probe.get("scheme", "HTTP") == scheme
             assert not config.api.tls_client_ca, "the kubelet has no client certificate"
             assert not ipaddress.ip_address(config.api.host).is_loopback
+            assert not config.monoq.health_port, f"{name}: ignored with the api role"
         else:
-            # Only the api role serves HTTP: a worker or scheduler is probed with a command.
-            assert "livenessProbe" not in container and "httpGet" not in container[
-                "readinessProbe"]
-            args = parse_cli(container["readinessProbe"]["exec"]["command"][1:])
-            assert container["readinessProbe"]["exec"]["command"][0] == "monoq"
-            assert args.command == "doctor"
+            # A worker or scheduler is probed on its health listener (monoq.health).
+            assert config.monoq.health_port, f"{name}: set MONOQ_MONOQ_HEALTH_PORT"
+            assert not ipaddress.ip_address(config.monoq.health_host).is_loopback, (
+                f"{name}: the kubelet probes the pod's address")
+            ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+            probes = {kind: container[kind]["httpGet"]
+                      for kind in ("readinessProbe", "livenessProbe", "startupProbe")}
+            assert probes["readinessProbe"]["path"] == "/readyz"
+            assert probes["livenessProbe"]["path"] == "/healthz"
+            for probe in probes.values():
+                assert probe["path"] in HEALTH_PATHS
+                assert ports[probe["port"]] == config.monoq.health_port
+                assert probe.get("scheme", "HTTP") == "HTTP"
+            # /readyz answers 503 after at most HEALTH_PROBE_TIMEOUT when Redis hangs
+            assert container["readinessProbe"]["timeoutSeconds"] > HEALTH_PROBE_TIMEOUT
+            annotations = deployment["spec"]["template"]["metadata"]["annotations"]
+            assert annotations["prometheus.io/scrape"] == "true"
+            assert annotations["prometheus.io/port"] == str(config.monoq.health_port)
+            assert annotations["prometheus.io/path"] in HEALTH_PATHS
 
 
 def test_kubernetes_termination_grace_covers_the_drain() -> None:
@@ -685,6 +741,11 @@ def test_kubernetes_service_budgets_and_policies_select_the_pods() -> None:
                 and o["metadata"]["name"].startswith("monoq")]
     for name, labels in pods.items():
         assert any(selects(p["spec"]["podSelector"], labels) for p in policies), name
+        # Ingress is open on the ports the pod serves (api: http; others: health) and no other.
+        opened = {port["port"] for p in policies if selects(p["spec"]["podSelector"], labels)
+                  for rule in p["spec"].get("ingress", []) for port in rule["ports"]}
+        served = {p["name"] for p in monoq_container(deployments()[name])["ports"]}
+        assert opened == served, name
 
 
 def test_kubernetes_redis_component_keeps_jobs() -> None:
@@ -767,13 +828,20 @@ def test_scaled_object_structure() -> None:
 
 
 def exported_metrics() -> dict[str, set[str]]:
-    """Family name -> label names, as the api's /metrics renders them."""
+    """Family name -> label names, as the api's /metrics and the health listener's render
+    them."""
     metrics = ApiMetrics()
-    text = metrics.render([QueueStats("default", dict.fromkeys(JobState, 1))])
+    texts = [metrics.render([QueueStats("default", dict.fromkeys(JobState, 1))]),
+             generate_latest(health_registry(("worker",), {"worker": 0}))]
     families: dict[str, set[str]] = {}
-    for family in text_string_to_metric_families(text.decode()):
-        for sample in family.samples:
-            families.setdefault(sample.name, set()).update(sample.labels)
+    suffixes = {"counter": ("_total",), "histogram": ("", "_bucket", "_count", "_sum")}
+    for text in texts:
+        for family in text_string_to_metric_families(text.decode()):
+            # A labelled family nothing has counted yet has no samples, only its names.
+            for suffix in suffixes.get(family.type, ("",)):
+                families.setdefault(family.name + suffix, set())
+            for sample in family.samples:
+                families.setdefault(sample.name, set()).update(sample.labels)
     return families
 
 
