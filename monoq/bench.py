@@ -15,12 +15,18 @@ moment the child sent its first claim) to the latest ``finished_at`` (the moment
 last outcome), both read back after the run, so the bench's own polling for completion does not
 count. In-process rows (a ``Worker`` in the bench process) are kept where they are still
 useful, such as the drain at concurrency 100.
+
+The scale section (not run by default) drains the same N no-op jobs with 1, 2 and 4 worker
+children at concurrency 10 each, and gives each rate as a ratio to one child, with the CPU the
+children spent per job and, on Redis, the CPU Redis spent per job (``INFO cpu``) and how busy
+its one command thread was: where the figures stop growing, that says which side is the limit.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import resource
@@ -35,7 +41,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -50,7 +56,11 @@ from monoq.core.models import Job, JobState
 from monoq.registry import Registry, open_backend
 from monoq.worker import Worker, WorkerSettings
 
-SECTIONS = ("single", "enqueue", "drain", "sleep", "latency", "floor", "backlog")
+if TYPE_CHECKING:
+    from monoq.cli import Progress
+
+SECTIONS = ("single", "enqueue", "drain", "sleep", "latency", "floor", "backlog", "scale")
+SCALE_PROCESSES = (1, 2, 4)  # worker children of the scale section, one drain each
 WORKER_CONCURRENCY = 10  # the worker child's, as the targets are stated
 READY_LINE = "monoq running roles"  # the supervisor's log line once the backend is connected
 TIMES = "\u00d7"  # the multiplication sign, as in "0.8x floor"
@@ -185,6 +195,37 @@ def proc_memory(pid: int) -> dict[str, float]:
     return found
 
 
+def proc_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system) a process has used, from /proc (None elsewhere)."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text(encoding="utf-8")
+    except OSError:
+        return None
+    fields = text.rpartition(")")[2].split()  # after "pid (comm)": state is field 3
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def machine_cpu() -> float | None:
+    """CPU seconds all CPUs of this machine have been busy (not idle nor waiting on I/O),
+    from /proc/stat (None elsewhere)."""
+    try:
+        first = Path("/proc/stat").read_text(encoding="utf-8").splitlines()[0]
+    except (OSError, IndexError):
+        return None
+    ticks = [int(x) for x in first.split()[1:9]]  # user nice system idle iowait irq soft steal
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_used(before: Sequence[float | None], after: Sequence[float | None]) -> float | None:
+    """CPU seconds used in all by processes read twice with ``proc_cpu`` (None off Linux)."""
+    used = 0.0
+    for first, last in zip(before, after, strict=True):
+        if first is None or last is None:
+            return None
+        used += last - first
+    return used
+
+
 def _remove_db(path: str) -> None:
     for suffix in ("", "-wal", "-shm"):
         Path(path + suffix).unlink(missing_ok=True)
@@ -269,8 +310,12 @@ class Bench:
     """
 
     def __init__(self, url: str, options: dict[str, Any] | None = None, *, jobs: int = 10_000,
-                 fresh: Callable[[], None] | None = None, loop: str = "auto") -> None:
+                 fresh: Callable[[], None] | None = None, loop: str = "auto",
+                 progress: Progress | None = None) -> None:
+        from monoq.cli import Progress
+
         self.url = _absolute(url)
+        self.progress = progress if progress is not None else Progress(enabled=False)
         scheme = self.url.split("://", 1)[0]
         self.kind = "redis" if scheme in ("redis", "rediss", "unix") else scheme
         self.options = dict(options or {})
@@ -289,6 +334,7 @@ class Bench:
         self.n_sleep_wide = min(2 * jobs, 20_000)
         self.samples_same = max(20, min(300, jobs // 30))
         self.samples_cross = max(20, min(200, jobs // 50))
+        self._scale_base: float | None = None  # jobs/s of the scale section's one child
 
     def _client(self) -> Client:
         return Client(open_backend(self.url, self.options), registry=_registry())
@@ -322,11 +368,16 @@ class Bench:
         return None
 
     async def record(self, name: str, value: float, unit: str, *, floor: str | None = None,
-                     target: Target | None = None, note: str = "") -> None:
-        """Add a figure with its floor (measured now if it was not yet) and target."""
+                     target: Target | None = None, note: str = "",
+                     baseline: tuple[float, str] | None = None) -> None:
+        """Add a figure with its floor (measured now if it was not yet) and target; or, with
+        ``baseline`` (value, what it is), with that figure in the floor's place."""
         row = Row(name, value, unit, note=note, target=None if target is None else target.text)
         spec = self._plan.get(floor) if floor is not None and self.with_floors else None
-        if floor is not None and spec is not None:
+        if baseline is not None:
+            row.floor, row.floor_name = baseline
+            row.ratio = value / row.floor if row.floor else None
+        elif floor is not None and spec is not None:
             if floor not in self.floors:
                 await spec.measure()
             row.floor = self.floors.get(floor)  # None: not measurable here (RSS off Linux)
@@ -393,23 +444,31 @@ class Bench:
                     ) -> list[str]:
         """Enqueue ``n`` jobs in calls of 1000; answers their ids."""
         ids: list[str] = []
+        task = self.progress.add("filling", n)
         for first in range(0, n, 1000):
             count = min(1000, n - first)
             jobs = await client.enqueue_many(
                 [{"handler": handler, "payload": payload}] * count)
             ids.extend(job.id for job in jobs)
+            self.progress.advance(task, count)
+        self.progress.finish(task)
         return ids
 
-    async def _wait_terminal(self, client: Client, n: int, child: WorkerChild) -> None:
+    async def _wait_terminal(self, client: Client, n: int, *children: WorkerChild) -> None:
         """Poll the queue's counts (twenty times a second) until ``n`` jobs are terminal."""
         terminal = (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED)
+        task = self.progress.add("draining", n)
         with anyio.fail_after(120 + n / 100):
             while True:
-                child.check()
+                for child in children:
+                    child.check()
                 [stats] = await client.queues(["default"])
-                if sum(stats.counts.get(state, 0) for state in terminal) >= n:
-                    return
+                done = sum(stats.counts.get(state, 0) for state in terminal)
+                self.progress.update(task, completed=done)
+                if done >= n:
+                    break
                 await anyio.sleep(0.05)
+        self.progress.finish(task)
 
     @staticmethod
     async def _read_jobs(client: Client, ids: Sequence[str]) -> list[Job]:
@@ -494,14 +553,17 @@ class Bench:
         worker = Worker(client, client.registry or _registry(), WorkerSettings(
             concurrency=concurrency, lease=timedelta(seconds=60),
             heartbeat=timedelta(seconds=20), grace=timedelta(seconds=5), worker_id="bench"))
+        task = self.progress.add("draining", n)
         began = time.perf_counter()
         async with anyio.create_task_group() as tg:
             await tg.start(worker.run)
             # polling a counter costs less than an event per job
-            while worker.processed < n:  # noqa: ASYNC110
+            while worker.processed < n:
                 await anyio.sleep(0.002)
+                self.progress.update(task, completed=worker.processed)
             worker.stop()
         took = time.perf_counter() - began
+        self.progress.finish(task)
         [stats] = await client.queues(["default"])
         done = stats.counts.get(JobState.COMPLETED, 0)
         if done != n:
@@ -612,12 +674,15 @@ class Bench:
                 if self.fresh is not None:
                     self.fresh()
                 before = int((await r.info("memory"))["used_memory"])
+                task = self.progress.add(f"filling {depth:,}", depth)
                 started = time.perf_counter()
                 for first in range(0, depth, 1000):
                     count = min(1000, depth - first)
                     await client.enqueue_many(
                         [{"handler": "monoq.bench.noop", "payload": payload}] * count)
+                    self.progress.advance(task, count)
                 filled = time.perf_counter() - started
+                self.progress.finish(task)
                 used = int((await r.info("memory"))["used_memory"]) - before
                 lat: list[float] = []
                 for _ in range(take // batch):
@@ -647,6 +712,79 @@ class Bench:
             if self.fresh is not None:
                 self.fresh()  # give the deep backlog's memory back
 
+    async def _redis_cpu(self) -> float | None:
+        """Redis' own CPU seconds so far (``INFO cpu``: used_cpu_sys + used_cpu_user)."""
+        if self.kind != "redis":
+            return None
+        import redis.asyncio as aioredis
+
+        r = aioredis.Redis.from_url(self.url)
+        try:
+            info = await r.info("cpu")
+        finally:
+            await r.aclose()
+        return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+    async def scale(self, client: Client, processes: int) -> None:
+        """``processes`` worker children (concurrency 10 each) drain N pre-filled no-op jobs.
+
+        The queue is paused while it is filled and the children start; once every child is
+        connected (and idle on the paused queue), it is resumed, which wakes them all at once,
+        so no child drains alone while the others boot. The rate is timed from the stored jobs
+        as in the drain section. Around the drain, the CPU time of the children (/proc) and of
+        Redis (``INFO cpu``) is read; per job, and as cores busy over the drain.
+        """
+        n = self.jobs
+        plural = "es" if processes > 1 else ""
+        await client.pause("default")
+        ids = await self._fill(client, "monoq.bench.noop", n)
+        async with contextlib.AsyncExitStack() as stack:
+            children = [await stack.enter_async_context(self.worker_child())
+                        for _ in range(processes)]
+            for child in children:
+                await child.wait_ready()
+            await anyio.sleep(0.5)  # each child's first claim found the queue paused
+            redis_before = await self._redis_cpu()
+            cpu_before = [proc_cpu(child.pid) for child in children]
+            machine_before, own_before = machine_cpu(), time.process_time()
+            began = time.perf_counter()
+            await client.resume("default")  # wakes every waiting child
+            await self._wait_terminal(client, n, *children)
+            wall = time.perf_counter() - began
+            machine_after, own_after = machine_cpu(), time.process_time()
+            redis_after = await self._redis_cpu()
+            cpu_after = [proc_cpu(child.pid) for child in children]
+        rate = _rate(n, self._span(await self._read_jobs(client, ids)))
+        name = f"scale: drain {n} no-op jobs, {processes} worker process{plural}"
+        if processes == 1:
+            self._scale_base = rate
+            await self.record(f"{name}, concurrency {WORKER_CONCURRENCY} each", rate, "jobs/s",
+                              note=f"({os.cpu_count()} CPUs here)")
+        else:
+            await self.record(f"{name}, concurrency {WORKER_CONCURRENCY} each", rate, "jobs/s",
+                              baseline=None if self._scale_base is None
+                              else (self._scale_base, "1 worker process, same drain"))
+        workers_used = _cpu_used(cpu_before, cpu_after)
+        if workers_used is not None:
+            await self.record(f"scale: worker CPU per job, {processes} process{plural}",
+                              workers_used / n * 1e6, "µs",
+                              note=f"({workers_used / wall:.2f} cores busy)")
+        redis_used = None
+        if redis_before is not None and redis_after is not None:
+            redis_used = redis_after - redis_before
+            await self.record(f"scale: Redis CPU per job, {processes} worker process{plural}",
+                              redis_used / n * 1e6, "µs",
+                              note=f"(Redis busy {redis_used / wall:.0%} of its one core)")
+        if machine_before is not None and machine_after is not None:
+            # What the machine's CPUs did meanwhile, and how much of it was not this test:
+            # on a shared machine, other processes' load explains a flat curve.
+            busy = machine_after - machine_before
+            ours = (workers_used or 0.0) + (redis_used or 0.0) + own_after - own_before
+            await self.record(f"scale: machine CPU busy, {processes} worker process{plural}",
+                              busy / wall, "cores",
+                              note=f"(of {os.cpu_count()}; {max(busy - ours, 0) / wall:.2f} "
+                                   "cores by other processes)")
+
     async def run(self, sections: set[str]) -> list[Row]:
         """Run the chosen sections in order; answers the table."""
         unknown = sections - set(SECTIONS)
@@ -674,9 +812,18 @@ class Bench:
         if self.kind == "redis":
             # Not a default section: it queues 1 000 000 jobs (about a minute, ~1.4 GB of Redis).
             plan.append(("backlog", self.backlog))
-        for section, body in plan:
-            if section in sections:
-                await self._with_client(body)
+        if shared:  # not a default section either: three drains, seven worker children
+            plan += [("scale", functools.partial(self.scale, processes=k))
+                     for k in SCALE_PROCESSES]
+        elif "scale" in sections:
+            sys.stderr.write(f"  scale: skipped, {self.url} lives in one process\n")
+        steps = [(section, body) for section, body in plan if section in sections]
+        task = self.progress.add("bench", len(steps), "steps")
+        for section, body in steps:
+            self.progress.update(task, description=f"bench: {section}")
+            await self._with_client(body)
+            self.progress.advance(task, 1)
+        self.progress.finish(task)
         if self.with_floors:
             measured: set[Callable[[], Awaitable[None]]] = set()
             for key, spec in self._plan.items():  # the floors no figure asked for

@@ -11,11 +11,14 @@ import argparse
 import contextlib
 import json
 import logging
+import os
+import stat
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+import tempfile
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TextIO
+from typing import IO, Any, Self, TextIO, cast
 
 import anyio
 
@@ -64,6 +67,121 @@ def _job_rows(jobs: Sequence[Job]) -> list[list[object]]:
 
 
 JOB_HEADERS = ("ID", "QUEUE", "HANDLER", "STATE", "PRIO", "ATTEMPT", "CREATED", "ERROR")
+
+
+class _JsonArray:
+    """Writes ``json.dumps(items, indent=2, ensure_ascii=False) + "\\n"`` one item at a time:
+    the same bytes as ``_dump`` of the whole list, without holding the list."""
+
+    def __init__(self, out: TextIO) -> None:
+        self.out = out
+        self.empty = True
+
+    def add(self, value: Any) -> None:
+        # JSON text holds no raw newline inside a string, so each line can be indented
+        text = json.dumps(value, indent=2, ensure_ascii=False).replace("\n", "\n  ")
+        self.out.write(("[\n  " if self.empty else ",\n  ") + text)
+        self.empty = False
+
+    def close(self) -> None:
+        self.out.write("[]\n" if self.empty else "\n]\n")
+
+
+class Progress:
+    """Progress of long work (``enqueue --batch``, ``dlq requeue|purge``, ``bench``): rich
+    progress bars on stderr while stderr is an interactive terminal and the output is not
+    ``--json``. Otherwise every method does nothing, so piped and JSON output are unchanged.
+    rich's own switches apply too: ``TTY_INTERACTIVE=0`` or ``TERM=dumb`` turn the bars off.
+
+    While the bars are drawn, lines written to ``sys.stderr`` are printed above them. Tasks
+    count jobs unless ``unit`` says otherwise ("bytes" is shown as kB/MB).
+    """
+
+    def __init__(self, enabled: bool = True) -> None:
+        self._bars: Any = None  # rich.progress.Progress, imported only for a terminal
+        if not enabled or not sys.stderr.isatty():
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            ProgressColumn,
+            Task,
+            TaskProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.progress import Progress as Bars
+        from rich.text import Text
+
+        class Amount(ProgressColumn):
+            """Done and total in the task's unit, or with ``per``, its rate."""
+
+            def __init__(self, per: str = "") -> None:
+                super().__init__()
+                self.per = per
+
+            def render(self, task: Task) -> Text:
+                unit = task.fields.get("unit", "jobs")
+                if self.per:
+                    return Text(_amount(task.finished_speed or task.speed, None, unit, "/s"))
+                return Text(_amount(task.completed, task.total, unit))
+
+        console = Console(stderr=True)
+        if console.is_interactive:
+            self._bars = Bars(
+                TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), Amount(),
+                Amount("/s"), TimeElapsedColumn(), TimeRemainingColumn(), console=console,
+                transient=True, redirect_stdout=False, redirect_stderr=True)
+
+    @property
+    def live(self) -> bool:
+        """Whether bars are drawn."""
+        return self._bars is not None
+
+    def __enter__(self) -> Self:
+        if self._bars is not None:
+            self._bars.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bars is not None:
+            self._bars.stop()
+
+    def add(self, description: str, total: float | None = None, unit: str = "jobs") -> int:
+        """A new task (a bar; with no total, a count and a rate); answers its id."""
+        if self._bars is None:
+            return 0
+        return int(self._bars.add_task(description, total=total, unit=unit))
+
+    def advance(self, task: int, amount: float) -> None:
+        """``amount`` more of the task done."""
+        if self._bars is not None:
+            self._bars.advance(task, amount)
+
+    def update(self, task: int, *, completed: float | None = None, total: float | None = None,
+               description: str | None = None) -> None:
+        """Set how much is done, the total or the description."""
+        if self._bars is not None:
+            self._bars.update(task, completed=completed, total=total, description=description)
+
+    def finish(self, task: int) -> None:
+        """The task is done: it leaves the screen."""
+        if self._bars is not None:
+            self._bars.remove_task(task)
+
+
+def _amount(done: float | None, total: float | None, unit: str, per: str = "") -> str:
+    """``1,200/5,000 jobs``, ``3.1/12.0 MB``, ``850 jobs/s`` (empty when ``done`` is None)."""
+    if done is None:
+        return ""
+    if unit == "bytes":
+        from rich.filesize import decimal
+
+        shown = decimal(int(done)) + ("" if total is None else f"/{decimal(int(total))}")
+        return shown + per
+    shown = f"{done:,.0f}" + ("" if total is None else f"/{total:,.0f}")
+    return f"{shown} {unit}{per}"
 
 
 # -- plumbing -----------------------------------------------------------------------------------
@@ -128,7 +246,7 @@ def _payload(text: str | None) -> Any:
 
 def cmd_enqueue(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
     """monoq enqueue."""
-    if args.batch:
+    if args.batch or args.file:
         return _enqueue_batch(args, stdin, out)
     if not args.handler:
         raise CommandError("enqueue: give a HANDLER, or --batch to read JSON lines from stdin")
@@ -168,47 +286,173 @@ def _check_handler(client: Client, handler: str, allow_unknown: bool) -> None:
     )
 
 
+BATCH_CALL = 1000  # jobs per enqueue call of `enqueue --batch`: one atomic backend step
+PROGRESS_EVERY = 1000  # lines between two progress updates while checking
+
+
+class _Lines:
+    """The JSON lines of ``enqueue --batch``, read twice in bounded memory: once to check every
+    line, once to enqueue. A seekable input (a ``--file``, or stdin redirected from a file) is
+    read again from where it began; a pipe is copied on the first pass to a spool file (in
+    memory up to 8 MiB, then on disk)."""
+
+    def __init__(self, stream: IO[bytes] | TextIO, name: str) -> None:
+        self.stream = stream
+        self.name = name
+        self.start: int | None = None
+        self.size: int | None = None  # bytes left to read, when the input is a regular file
+        self._spool: IO[bytes] | None = None
+        if stream.seekable():
+            self.start = stream.tell()
+            with contextlib.suppress(OSError, ValueError):  # io.UnsupportedOperation: no fd
+                info = os.fstat(stream.fileno())
+                if stat.S_ISREG(info.st_mode):
+                    self.size = max(info.st_size - self.start, 0)
+        else:
+            self._spool = tempfile.SpooledTemporaryFile(max_size=8 << 20)  # noqa: SIM115
+
+    def first(self) -> Iterator[tuple[int, bytes | str]]:
+        """Number and text of each line, the first time."""
+        for number, raw in enumerate(self.stream, 1):
+            line = cast("bytes | str", raw)  # bytes from a binary input, str from a text one
+            if self._spool is not None:
+                self._spool.write(line if isinstance(line, bytes) else line.encode())
+            yield number, line
+
+    def again(self) -> Iterator[tuple[int, bytes | str]]:
+        """The same lines once more."""
+        source: IO[bytes] | TextIO = self.stream
+        if self._spool is not None:
+            self._spool.seek(0)
+            source = self._spool
+        elif self.start is not None:
+            self.stream.seek(self.start)
+        for number, raw in enumerate(source, 1):
+            yield number, cast("bytes | str", raw)
+
+    def close(self) -> None:
+        if self._spool is not None:
+            self._spool.close()
+
+
+def _batch_item(args: argparse.Namespace, where: str, number: int, line: bytes | str
+                ) -> dict[str, Any] | None:
+    """One line of ``enqueue --batch`` as a submit object with the command's defaults; None for
+    a blank line."""
+    if not line.strip():
+        return None
+    try:
+        item = json_decode(line)
+    except SerializationError as exc:
+        raise CommandError(f"{where} line {number}: {exc}; nothing was enqueued") from exc
+    if not isinstance(item, dict):
+        raise CommandError(f"{where} line {number}: expected a JSON object; nothing was enqueued")
+    if args.handler and "handler" not in item and "name" not in item:
+        item["handler"] = args.handler
+    if args.queue and "queue" not in item:
+        item["queue"] = args.queue
+    return item
+
+
 def _enqueue_batch(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
-    """Read JSON lines (submit objects) from stdin; validate all, then enqueue in batches."""
-    items: list[dict[str, Any]] = []
-    for number, line in enumerate(stdin, 1):
-        if not line.strip():
-            continue
+    """Read JSON lines (submit objects) from ``--file`` or stdin: check every line first (a bad
+    line enqueues nothing), then enqueue them in calls of ``BATCH_CALL`` jobs, streaming the
+    input twice in bounded memory (see ``_Lines``). Each call is atomic, so an input of up to
+    ``BATCH_CALL`` jobs is enqueued all or nothing; if a later call fails, the jobs of the calls
+    before it stay enqueued (their ids are already on the output) and the error says how many.
+    """
+    opened: IO[bytes] | None = None
+    if args.file and args.file != "-":
         try:
-            item = json_decode(line)
-        except SerializationError as exc:
-            raise CommandError(f"stdin line {number}: {exc}") from exc
-        if not isinstance(item, dict):
-            raise CommandError(f"stdin line {number}: expected a JSON object")
-        if args.handler and "handler" not in item and "name" not in item:
-            item["handler"] = args.handler
-        if args.queue and "queue" not in item:
-            item["queue"] = args.queue
-        items.append(item)
+            opened = Path(args.file).open("rb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise CommandError(f"--file: {exc}") from exc
+        stream: IO[bytes] | TextIO = opened
+        where = args.file
+    else:  # the bytes under a real stdin (lengths in bytes); a test's StringIO as it is
+        stream = getattr(stdin, "buffer", stdin)
+        where = "stdin"
+    lines = _Lines(stream, where)
 
     async def main() -> int:
         async with _client(args) as client:
-            built: list[NewJob] = []
-            now = client.clock()
-            for number, item in enumerate(items, 1):
-                try:
-                    new = client.build_from_dict(item, now=now)
-                    _check_handler(client, new.handler, args.allow_unknown)
-                except MonoqError as exc:
-                    raise CommandError(f"stdin line {number}: {exc}; nothing was enqueued") \
-                        from exc
-                built.append(new)
-            jobs: list[Job] = []
-            for start in range(0, len(built), 1000):
-                jobs += await client.enqueue_many(built[start : start + 1000])
-        if args.json:
-            _dump([job.to_dict() for job in jobs], out)
-        else:
-            out.writelines(f"{job.id} {job.state}\n" for job in jobs)
-            sys.stderr.write(f"enqueued {len(jobs)} jobs\n")
+            with Progress(not args.json) as progress:
+                count = _check_lines(client, lines, progress)
+                enqueued = await _send_lines(client, lines, count, progress)
+        if not args.json:
+            sys.stderr.write(f"enqueued {enqueued} jobs\n")
         return 0
 
-    return _run_async(main)
+    def _check_lines(client: Client, lines: _Lines, progress: Progress) -> int:
+        task = progress.add(f"checking {where}", lines.size, "bytes")
+        count = read = 0
+        now = client.clock()
+        for number, line in lines.first():
+            read += len(line)
+            if number % PROGRESS_EVERY == 0:
+                progress.update(task, completed=read)
+            item = _batch_item(args, where, number, line)
+            if item is None:
+                continue
+            try:
+                new = client.build_from_dict(item, now=now)
+                _check_handler(client, new.handler, args.allow_unknown)
+            except MonoqError as exc:
+                raise CommandError(f"{where} line {number}: {exc}; nothing was enqueued") \
+                    from exc
+            count += 1
+        progress.finish(task)
+        return count
+
+    async def _send_lines(client: Client, lines: _Lines, count: int, progress: Progress) -> int:
+        task = progress.add("enqueueing", count)
+        writer = _JsonArray(out) if args.json else None
+        chunk: list[NewJob] = []
+        enqueued = 0
+
+        async def send() -> None:
+            nonlocal enqueued
+            jobs = await client.enqueue_many(chunk)
+            chunk.clear()
+            enqueued += len(jobs)
+            if writer is not None:
+                for job in jobs:
+                    writer.add(job.to_dict())
+            else:
+                out.writelines(f"{job.id} {job.state}\n" for job in jobs)
+            progress.advance(task, len(jobs))
+
+        try:
+            now = client.clock()
+            for number, line in lines.again():
+                item = _batch_item(args, where, number, line)
+                if item is None:
+                    continue
+                try:
+                    chunk.append(client.build_from_dict(item, now=now))
+                except MonoqError as exc:  # checked already: the input changed meanwhile
+                    raise CommandError(f"{where} line {number} changed after it was checked: "
+                                       f"{exc}") from exc
+                if len(chunk) >= BATCH_CALL:
+                    await send()
+                    now = client.clock()
+            if chunk:
+                await send()
+        except MonoqError as exc:
+            raise CommandError(f"{exc}; {enqueued} of {count} jobs were enqueued before this "
+                               "(the first ones of the input, listed on the output)") from exc
+        finally:
+            if writer is not None:  # the output stays one JSON array, of the jobs enqueued
+                writer.close()
+        progress.finish(task)
+        return enqueued
+
+    try:
+        return _run_async(main)
+    finally:
+        lines.close()
+        if opened is not None:
+            opened.close()
 
 
 def cmd_job(args: argparse.Namespace, out: TextIO) -> int:
@@ -321,8 +565,9 @@ def cmd_dlq(args: argparse.Namespace, out: TextIO) -> int:
             if args.action == "requeue":
                 if not args.ids and not args.all and not (args.queue or args.handler):
                     raise CommandError("dlq requeue: give job ids, --queue/--handler, or --all")
-                moved = await client.requeue_dead(args.ids or None, queue=args.queue,
-                                                  handler=args.handler)
+                with Progress(not args.json) as progress:
+                    moved = await _requeue_dead(client, args.ids, args.queue, args.handler,
+                                                progress)
                 if args.json:
                     _dump({"requeued": moved}, out)
                 else:
@@ -330,7 +575,8 @@ def cmd_dlq(args: argparse.Namespace, out: TextIO) -> int:
                 return 0
             older = timedelta(seconds=parse_duration(args.older_than)) if args.older_than \
                 else timedelta(0)
-            purged = await client.purge_dead(queue=args.queue, older_than=older)
+            with Progress(not args.json) as progress:
+                purged = await _purge_dead(client, args.queue, older, progress)
             if args.json:
                 _dump({"purged": purged}, out)
             else:
@@ -338,6 +584,63 @@ def cmd_dlq(args: argparse.Namespace, out: TextIO) -> int:
             return 0
 
     return _run_async(main)
+
+
+DLQ_STEP = 500  # dead jobs listed and requeued per step of `dlq requeue`
+PURGE_STEP = 1000  # dead jobs deleted per step of `dlq purge`
+
+
+async def _dead_count(client: Client, queue: str | None) -> int:
+    """How many jobs are dead (in ``queue``), from the queues' counts: a progress total."""
+    stats = await client.queues([queue] if queue else None)
+    return sum(s.counts.get(JobState.DEAD, 0) for s in stats)
+
+
+async def _requeue_dead(client: Client, ids: Sequence[str], queue: str | None,
+                        handler: str | None, progress: Progress) -> list[str]:
+    """``Client.requeue_dead`` in steps of ``DLQ_STEP`` jobs, with progress. Ids given are
+    requeued a step at a time. Else the dead jobs matching the filters are listed a page at a
+    time and each page is requeued before the next is read: pages go down by id (the protocol's
+    cursor), so moving a page shifts nothing below it, and every job that was dead when the
+    command started is visited once, as with the client's list-then-requeue."""
+    backend = client.backend
+    moved: list[str] = []
+    if ids:
+        task = progress.add("requeueing", len(ids))
+        for start in range(0, len(ids), DLQ_STEP):
+            step = list(ids[start : start + DLQ_STEP])
+            moved += await backend.requeue(step, now=client.clock())
+            progress.advance(task, len(step))
+        return moved
+    total = None if handler else await _dead_count(client, queue)
+    task = progress.add("requeueing dead jobs", total)
+    cursor: str | None = None
+    while True:
+        page = await backend.list_jobs(queue=queue, states={JobState.DEAD}, handler=handler,
+                                       limit=DLQ_STEP, cursor=cursor)
+        if page.jobs:
+            moved += await backend.requeue([job.id for job in page.jobs], now=client.clock())
+            progress.advance(task, len(page.jobs))
+        if page.next_cursor is None:
+            return moved
+        cursor = page.next_cursor
+
+
+async def _purge_dead(client: Client, queue: str | None, older_than: timedelta,
+                      progress: Progress) -> int:
+    """``Client.purge_dead`` with progress: the same bounded deletes of ``PURGE_STEP`` jobs
+    until one deletes fewer, from the same horizon."""
+    horizon = client.clock() - older_than + timedelta(milliseconds=1)
+    total = await _dead_count(client, queue) if not older_than else None
+    task = progress.add("purging dead jobs", total)
+    purged = 0
+    while True:
+        n = await client.backend.purge(states={JobState.DEAD}, finished_before=horizon,
+                                       queue=queue, limit=PURGE_STEP)
+        purged += n
+        progress.advance(task, n)
+        if n < PURGE_STEP:
+            return purged
 
 
 def cmd_handlers(args: argparse.Namespace, out: TextIO) -> int:
@@ -409,8 +712,10 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
                 r.close()
 
         sys.stderr.write(f"monoq bench on {url} ({args.jobs} jobs, {loop} loop)\n")
-        bench = Bench(url, options, jobs=args.jobs, fresh=fresh, loop=loop)
-        rows = run_loop(bench.run, sections, loop=loop)
+        with Progress(not args.json) as progress:
+            bench = Bench(url, options, jobs=args.jobs, fresh=fresh, loop=loop,
+                          progress=progress)
+            rows = run_loop(bench.run, sections, loop=loop)
     if args.json:
         _dump([row.as_dict() for row in rows], out)
     else:
@@ -584,7 +889,10 @@ def build_parser() -> argparse.ArgumentParser:
     enq.add_argument("--max-retries", type=int)
     enq.add_argument("--timeout", type=float, help="seconds")
     enq.add_argument("--batch", action="store_true",
-                     help="read one JSON submit object per line from stdin")
+                     help="read one JSON submit object per line from stdin (or --file)")
+    enq.add_argument("--file", metavar="FILE",
+                     help="with --batch: read the lines from FILE instead of stdin ('-': "
+                          "stdin); streamed, with progress on a terminal")
     enq.add_argument("--wait", type=float, metavar="SECONDS",
                      help="wait up to SECONDS for the job to finish and print its result")
     enq.add_argument("--allow-unknown", action="store_true",
@@ -674,7 +982,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--only", default="single,enqueue,drain,sleep,latency,floor",
                        help="sections to run (comma-separated): single, enqueue, drain, sleep, "
                             "latency, floor (measure each figure's floor), backlog (Redis: "
-                            "1 000 000 queued jobs)")
+                            "1 000 000 queued jobs), scale (1, 2 and 4 worker processes)")
     bench.add_argument("--option", action="append", metavar="KEY=VALUE",
                        help="a [backend.options] setting for the backend under test and its "
                             "floors, e.g. synchronous=NORMAL (repeatable; VALUE is JSON or text)")

@@ -146,6 +146,64 @@ def test_bench_on_redis_measures_the_targets_with_a_worker_process(
         r.close()
 
 
+def assert_scale_rows(rows: list[dict[str, Any]], *, redis_cpu: bool) -> None:
+    """The scale section: a drain with 1, 2 and 4 worker processes, each of 2 and 4 as a ratio
+    to one; the children's CPU per job (on Linux), and on Redis the server's."""
+    drains = {k: one(rows, f"scale: drain {JOBS} no-op jobs, {k} worker process"
+                           f"{'es' if k > 1 else ''}, concurrency 10 each") for k in (1, 2, 4)}
+    base = drains[1]
+    assert base["value"] > 0 and base["unit"] == "jobs/s"
+    assert base["floor"] is None and base["ratio"] is None and base["target"] is None
+    for k in (2, 4):
+        row = drains[k]
+        assert row["value"] > 0 and row["unit"] == "jobs/s"
+        assert row["floor"] == base["value"], row
+        assert row["floor_name"] == "1 worker process, same drain"
+        assert math.isclose(row["ratio"], row["value"] / base["value"], rel_tol=1e-9)
+    for k in (1, 2, 4):
+        plural = "es" if k > 1 else ""
+        machine = one(rows, f"scale: machine CPU busy, {k} worker process{plural}")
+        assert machine["unit"] == "cores" and machine["value"] >= 0, machine
+        cpu = one(rows, f"scale: worker CPU per job, {k} process{plural}")
+        # /proc counts in clock ticks (10 ms): a tiny drain may not reach one
+        assert cpu["unit"] == "µs" and cpu["value"] >= 0 and "cores busy" in cpu["note"]
+        found = [row for row in rows
+                 if row["name"] == f"scale: Redis CPU per job, {k} worker process{plural}"]
+        assert len(found) == (1 if redis_cpu else 0), rows
+        for row in found:
+            assert row["unit"] == "µs" and row["value"] > 0, row
+            assert "of its one core" in row["note"], row
+
+
+def test_bench_scale_drains_with_1_2_and_4_worker_processes(tmp_path: Path) -> None:
+    rows, stderr = run_bench(tmp_path, "--only", "scale")
+    assert_scale_rows(rows, redis_cpu=False)
+    assert_children_gone(stderr, expected=7)  # 1 + 2 + 4
+
+
+@pytest.mark.redis
+def test_bench_scale_on_redis_reports_redis_cpu_per_job(tmp_path: Path, tcp_redis: Server
+                                                        ) -> None:
+    rows, stderr = run_bench(tmp_path, "--backend", tcp_redis.url, "--only", "scale")
+    assert_scale_rows(rows, redis_cpu=True)
+    assert_children_gone(stderr, expected=7)
+    r = redis.Redis.from_url(tcp_redis.url)
+    try:
+        assert list(r.scan_iter("monoqbench*")) == []
+    finally:
+        r.close()
+
+
+def test_bench_scale_is_skipped_on_a_process_local_backend(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out = io.StringIO()
+    assert main(["bench", "--backend", "memory://", "--jobs", "100", "--only", "scale",
+                 "--json"], out=out) == 0
+    assert [row["name"] for row in json.loads(out.getvalue())] == [
+        "peak RSS of the benchmark process"]
+    assert "scale: skipped" in capsys.readouterr().err
+
+
 def test_bench_refuses_an_unknown_section(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["bench", "--backend", "memory://", "--only", "drain,nope"],
                 out=io.StringIO()) == 2
