@@ -1,7 +1,8 @@
-"""The Redis backend: ``redis://``, ``rediss://`` and ``unix://`` URLs.
+"""The Redis backend: ``redis://``, ``rediss://`` and ``unix://`` URLs, Sentinel
+(``redis+sentinel://``) and Cluster (``redis+cluster://``).
 
-Every state change is one Lua script (``*.lua`` beside this file); the key scheme is described
-in ``_keys.py``.
+Every state change is Lua scripts (``*.lua`` beside this file), each over the keys of one hash
+slot; the key scheme, and which operations are several steps, is described in ``_keys.py``.
 """
 
 from __future__ import annotations

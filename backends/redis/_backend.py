@@ -10,17 +10,19 @@ import math
 import secrets
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any, Final, TypeVar
+from typing import Any, Final, TypeVar, cast
 from urllib.parse import unquote, urlsplit
 
 import attrs
 import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions as rex
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
+from redis.crc import key_slot
 from redis.typing import EncodableT, FieldT
 
 try:  # a dependency through redis[hiredis]; redis-py works without it, only slower
@@ -100,6 +102,9 @@ _MIN_VERSION: Final = (6, 2)
 
 _SCRIPTS: Final = (
     "enqueue",
+    "index",
+    "unindex",
+    "register",
     "claim",
     "extend",
     "finish",
@@ -107,16 +112,21 @@ _SCRIPTS: Final = (
     "cancel",
     "requeue",
     "purge",
+    "drop",
     "expired",
     "list",
     "pause",
-    "worker",
+    "workers",
+    "schedule",
     "advance",
-    "purge_runs",
     "beat",
-    "runs",
     "migrate",
 )
+# A script call: the script's name, its KEYS (all in one hash slot) and its ARGV.
+_Call = tuple[str, Sequence[Any], Sequence[Any]]
+# The enqueue of a batch re-reads the id index at most this many times when an entry names a
+# queue where the job no longer is (see ``_enqueue_chunk``).
+_INDEX_ROUNDS: Final = 3
 
 _UNAVAILABLE: Final = (
     rex.ConnectionError,  # includes BusyLoadingError, MaxConnectionsError, AuthenticationError
@@ -337,7 +347,8 @@ _KNOWN_OPTIONS: Final = (
     *_SENTINEL_OPTIONS,
     *_TLS_OPTIONS,
 )
-_SCHEMES: Final = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel")
+_SCHEMES: Final = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel",
+                   "redis+cluster", "rediss+cluster")
 # Scripts whose writes, with ``replicas_ack``, are acknowledged only once replicated.
 _REPLICATED: Final = frozenset({"enqueue", "finish"})
 
@@ -392,6 +403,54 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
     return SentinelTarget(sentinels=tuple(sentinels), service=segments[0], db=db,
                           username=username, password=password,
                           tls=scheme == "rediss+sentinel")
+
+
+@attrs.frozen
+class ClusterTarget:
+    """Where a ``redis+cluster://`` URL points: some of the cluster's nodes (the client learns
+    the others from them) and the credentials."""
+
+    nodes: tuple[tuple[str, int], ...]
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+
+def _hosts(netloc: str, default_port: int, expected: str
+           ) -> tuple[tuple[tuple[str, int], ...], str | None, str | None]:
+    """The ``host:port`` list and the credentials of a multi-host URL's network location."""
+    creds, at, hosts = netloc.rpartition("@")
+    username = password = None
+    if at:
+        user, colon, secret = creds.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if colon else None
+    found: list[tuple[str, int]] = []
+    for part in hosts.split(","):
+        host, colon, port = part.strip().rpartition(":")
+        if not colon:
+            host, port = part.strip(), str(default_port)
+        host = host.strip("[]")  # [::1]:6379
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ConfigError(f"backend.url: {part.strip()!r} is not a host:port (expected "
+                              f"{expected})")
+        found.append((host, int(port)))
+    return tuple(found), username, password
+
+
+def parse_cluster_url(url: str) -> ClusterTarget:
+    """``redis+cluster://[user:password@]host:port[,host:port...][/0]`` (``rediss+cluster://``
+    for TLS): one or more nodes of the cluster to start from. A cluster has only database 0."""
+    scheme, _, rest = url.partition("://")
+    netloc, _, path = rest.partition("/")
+    path = path.split("?", 1)[0].strip("/")
+    expected = "redis+cluster://host:port[,host:port...]/"
+    nodes, username, password = _hosts(netloc, 6379, expected)
+    if path not in ("", "0"):
+        raise ConfigError(f"backend.url: a Redis Cluster has only database 0, got /{path} "
+                          f"(expected {expected})")
+    return ClusterTarget(nodes=nodes, username=username, password=password,
+                         tls=scheme == "rediss+cluster")
 
 
 class _SentinelBlockingPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
@@ -466,6 +525,14 @@ class RedisBackend:
     after a failover every role follows the new master without a restart (calls during the
     failover fail with ``BackendUnavailable`` and are retried by the roles).
 
+    Redis Cluster: ``redis+cluster://[user:password@]host:port[,host:port...][/0]``
+    (``rediss+cluster://`` for TLS) names some nodes of the cluster; redis-py's cluster client
+    learns the others, sends every script call to the master of its keys' slot (every script
+    touches one slot, see _keys.py), and after a failover re-reads the layout on the next call.
+    ``pool_size`` applies per node; ``replicas_ack`` is refused. What a cluster changes:
+    an enqueue batch and a claim are atomic per hash slot (per queue) instead of across
+    queues, and a wait across queues is one BLPOP per slot.
+
     The driver never retries a command: a script whose reply was lost may have run, and
     replaying a claim or a finish is not harmless. Pooled connections broken by a server restart
     are replaced by the pool before use, and scripts evicted by ``SCRIPT FLUSH`` or a restart are
@@ -487,6 +554,7 @@ class RedisBackend:
                 "redis+sentinel:// or rediss+sentinel:// URL")
         self.url = url
         self._sentinel = parse_sentinel_url(url) if scheme.endswith("+sentinel") else None
+        self._target = parse_cluster_url(url) if scheme.endswith("+cluster") else None
         opts = dict(options or {})
         for key in opts:
             if key not in _KNOWN_OPTIONS:
@@ -517,8 +585,8 @@ class RedisBackend:
         for key in _TLS_OPTIONS:
             if key in opts:
                 if not scheme.startswith("rediss"):
-                    raise ConfigError(f"backend.options.{key}: only applies to rediss:// and "
-                                      "rediss+sentinel:// URLs")
+                    raise ConfigError(f"backend.options.{key}: only applies to rediss://, "
+                                      "rediss+sentinel:// and rediss+cluster:// URLs")
                 value = _str_option(key, opts[key])
                 if key == "ssl_cert_reqs" and value not in ("required", "optional", "none"):
                     raise ConfigError(
@@ -528,6 +596,11 @@ class RedisBackend:
         self._client: aioredis.Redis | None = None
         self._blocking: aioredis.Redis | None = None
         self._scripts: dict[str, AsyncScript] = {}
+        self._cluster = self._target is not None  # a redis+cluster:// URL
+        if self._cluster and self.replicas_ack:
+            raise ConfigError(
+                "backend.options.replicas_ack: not supported with redis+cluster:// URLs (WAIT "
+                "would have to follow each write to the master of its slot)")
         self._sentinel_managers: list[Sentinel] = []  # closed with the pools
 
     def __repr__(self) -> str:
@@ -539,6 +612,8 @@ class RedisBackend:
         if self._sentinel is not None:
             hosts = ",".join(f"{h}:{p}" for h, p in self._sentinel.sentinels)
             return f"sentinel {hosts} service {self._sentinel.service} db {self._sentinel.db}"
+        if self._target is not None:
+            return "cluster " + ",".join(f"{h}:{p}" for h, p in self._target.nodes)
         parts = urlsplit(self.url)
         return f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
 
@@ -588,10 +663,37 @@ class RedisBackend:
         pool.connection_class = _packing_in_c(pool.connection_class)
         return pool
 
+    def _cluster_client(self, target: ClusterTarget, *, socket_timeout: float | None
+                        ) -> aioredis.Redis:
+        """redis-py's cluster client: it routes each command (each script call by the slot of
+        its keys) to the master of that slot, follows MOVED/ASK redirections, and re-reads the
+        cluster's layout after a connection error, so the next call reaches a promoted replica.
+        Like the plain client it never retries a failed command (``retry`` of 0)."""
+        tls: dict[str, Any] = dict(self._tls)
+        if target.tls:
+            tls["ssl"] = True
+        client = RedisCluster(
+            startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
+            max_connections=self._pool_size,
+            socket_timeout=socket_timeout,
+            socket_connect_timeout=self._connect_timeout,
+            retry=Retry(NoBackoff(), 0),
+            username=target.username,
+            password=target.password,
+            **tls,
+        )
+        # The cluster client has the plain client's command methods (and pipelines without
+        # transactions, which is all this backend uses).
+        return cast(aioredis.Redis, client)
+
     def _r(self) -> aioredis.Redis:
         """The command client, created on first use (connections open lazily)."""
         if self._client is None:
-            client = aioredis.Redis(connection_pool=self._pool(socket_timeout=self._socket_timeout))
+            if self._target is not None:
+                client = self._cluster_client(self._target, socket_timeout=self._socket_timeout)
+            else:
+                client = aioredis.Redis(
+                    connection_pool=self._pool(socket_timeout=self._socket_timeout))
             self._scripts = {name: client.register_script(_load_script(name)) for name in _SCRIPTS}
             self._client = client
         return self._client
@@ -599,7 +701,10 @@ class RedisBackend:
     def _b(self) -> aioredis.Redis:
         """The client for blocking pops: its own pool, no socket timeout (the wait bounds it)."""
         if self._blocking is None:
-            self._blocking = aioredis.Redis(connection_pool=self._pool(socket_timeout=None))
+            if self._target is not None:
+                self._blocking = self._cluster_client(self._target, socket_timeout=None)
+            else:
+                self._blocking = aioredis.Redis(connection_pool=self._pool(socket_timeout=None))
         return self._blocking
 
     async def _run(self, name: str, keys: Sequence[str], args: Sequence[Any]) -> Any:
@@ -640,6 +745,57 @@ class RedisBackend:
                 f"redis {op}: written on the master but confirmed by {int(acked)} of "
                 f"{self.replicas_ack} replicas within {self._replicas_ack_timeout:g}s "
                 "(backend.options.replicas_ack); not acknowledged, retry it")
+
+    async def _pipeline(self, op: str, calls: Sequence[_Call],
+                        commands: Sequence[tuple[Any, ...]] = (), *, replicated: bool = False
+                        ) -> tuple[list[Any], list[Any]]:
+        """Script calls, then plain commands, in one pipeline (one round trip): answers the
+        scripts' replies and the commands' replies, in order. Each script call is one atomic
+        step on its keys' slot; the pipeline as a whole is not atomic. A script Redis no longer
+        knows (after a restart or ``SCRIPT FLUSH``) is loaded and run again on its own.
+        ``replicated``: followed by ``WAIT`` for ``replicas_ack`` replicas on the same
+        connection (not on a cluster, where ``replicas_ack`` is refused)."""
+        if not calls and not commands:
+            return [], []
+        with _driver_errors(op):
+            async with self._r().pipeline(transaction=False) as pipe:
+                for name, keys, args in calls:
+                    # EVALSHA by name: the cluster pipeline refuses its evalsha() method
+                    pipe.execute_command("EVALSHA", self._scripts[name].sha, len(keys), *keys,
+                                         *args)
+                for command in commands:
+                    pipe.execute_command(*command)
+                wait = replicated and bool(self.replicas_ack)
+                if wait:
+                    self._wait_replicas(pipe)
+                replies = await pipe.execute(raise_on_error=False)
+        if wait:
+            acked = replies.pop()
+            if not any(isinstance(reply, rex.NoScriptError) for reply in replies):
+                self._check_replicated(op, acked)
+        for n, reply in enumerate(replies):
+            if n < len(calls) and isinstance(reply, rex.NoScriptError):
+                replies[n] = await self._run(*calls[n])
+            elif isinstance(reply, Exception):
+                with _driver_errors(op):
+                    raise reply
+        return replies[: len(calls)], replies[len(calls) :]
+
+    async def _poke_schedulers(self) -> None:
+        """Wake every scheduler's ``wait_for_changes`` through the global changes list (a new
+        queue appeared, or a schedule changed)."""
+        k = self._keys
+        await self._pipeline("changes", [], [("LPUSH", k.changes, "1"),
+                                             ("LTRIM", k.changes, 0, 0)])
+
+    async def _register(self, queues: Collection[str]) -> None:
+        """Make ``queues`` known; when one was not, wake the schedulers (two steps: the set of
+        queues and the changes list are keys of different slots)."""
+        if not queues:
+            return
+        added = await self._run("register", [self._keys.queues], sorted(queues))
+        if added:
+            await self._poke_schedulers()
 
     async def connect(self) -> None:
         """Check that Redis answers and load the scripts. Idempotent."""
@@ -687,7 +843,10 @@ class RedisBackend:
         self._client = self._blocking = None
         self._scripts = {}
         for c in (client, blocking):
-            if c is not None:
+            if isinstance(c, RedisCluster):
+                with contextlib.suppress(rex.RedisError, OSError):
+                    await c.aclose()
+            elif c is not None:
                 with contextlib.suppress(rex.RedisError, OSError):
                     await c.aclose(close_connection_pool=True)
         managers, self._sentinel_managers = self._sentinel_managers, []
@@ -715,15 +874,19 @@ class RedisBackend:
     async def enqueue(self, jobs: Sequence[NewJob], *, now: datetime) -> list[Enqueued]:
         """Store ``jobs`` and answer one ``Enqueued`` each (see the Backend protocol).
 
-        A batch of up to ``batch_size`` (default 1000) jobs is one script call, so it is atomic
-        (all or nothing) and takes one round trip. A larger batch is split into parts of
-        ``batch_size`` jobs, each one atomic script call, sent one after the other, in order
+        On one server a batch of up to ``batch_size`` (default 1000) jobs is stored by one
+        script call, so it is atomic (all or nothing); it takes two round trips (the ids'
+        entries in the global id index go first, see ``_enqueue_chunk``). On a cluster it is
+        one script call per hash slot among the batch's queues, each atomic, in one pipeline:
+        a failure may leave the jobs of some queues stored and not those of others. A larger
+        batch is split into parts of ``batch_size`` jobs, sent one after the other, in order
         (so that no script holds the server for long): each part sees what the parts before
         it stored, so the answers are those of one atomic step (a repeated id or idempotency
         key is answered from the first job of the batch that has it, in whichever part). If a
         part fails (say the connection drops), the parts before it stay stored, the parts
         after it are not sent, and the call raises; retrying the whole call is safe because a
-        job id that is already stored is answered, not written again (``created=False``).
+        job id that is already stored is answered, not written again (``created=False``). An
+        index entry written for a job that was then not stored answers None to ``get``.
 
         Redis does not roll back a script that fails half-way; the enqueue script's only
         failure after its first write would be a key of the wrong type (a corrupted or foreign
@@ -735,14 +898,113 @@ class RedisBackend:
         return answers
 
     async def _enqueue_chunk(self, jobs: Sequence[NewJob], now: datetime) -> list[Enqueued]:
+        """One part of a batch, in steps that each touch one hash slot (see _keys.py):
+
+        1. the ``index`` script writes each new id's entry in the global id index (``jobq``),
+           so that ``get(id)`` finds a job from the moment it is stored (an entry whose job was
+           never stored answers None), and answers the entries already there;
+        2. one pipeline: the ``enqueue`` script, with the jobs whose entry names their own
+           queue or none (one atomic call for them all on one server; on a cluster one per hash
+           slot among their queues, each atomic), and the registration of the queues that get
+           new jobs (SADD);
+        3. only when needed, after the jobs exist, in one pipeline: a wake of the schedulers
+           if a queue was new, the schedules' run indexes, the index entry again for a job
+           stored under an entry that was already there (a purge of an earlier job of that id
+           may remove it meanwhile), and a read of each job whose id is stored in another
+           queue (answered, not stored again).
+
+        An entry that names a queue where the job is not (its enqueue failed after step 1, or
+        it was purged) is moved to the new job's queue, compare-and-set, and step 2 repeated
+        for that job.
+        """
         if not jobs:
             return []
         k = self._keys
         now_ms = _ms(now)
+        todo = list(range(len(jobs)))
+        answers: dict[int, Enqueued] = {}
+        stale: dict[int, str] = {}
+        for _ in range(_INDEX_ROUNDS):
+            entries = await self._index([(jobs[i].id, jobs[i].queue, stale.get(i, ""))
+                                         for i in todo])
+            mine: list[int] = []
+            fresh: set[int] = set()  # stored under an entry written by this step
+            foreign: list[tuple[int, str]] = []
+            for i, entry in zip(todo, entries, strict=True):
+                if entry in ("", jobs[i].queue) or stale.get(i) == entry:
+                    mine.append(i)
+                    if entry != jobs[i].queue:
+                        fresh.add(i)
+                else:
+                    foreign.append((i, entry))
+            groups = self._slot_groups([jobs[i].queue for i in mine])
+            calls: list[_Call] = [
+                self._enqueue_call([jobs[mine[n]] for n in idx], now_ms)
+                for idx in groups.values()
+            ]
+            new_queues = sorted({jobs[i].queue for i in fresh})
+            register = [("SADD", k.queues, *new_queues)] if new_queues else []
+            replies, added_ = await self._pipeline("enqueue", calls, register,
+                                                   replicated=bool(groups))
+            added = added_[0] if added_ else 0
+            after: list[tuple[Any, ...]] = []
+            for idx, reply in zip(groups.values(), replies, strict=False):
+                for n, answer in zip(idx, reply, strict=True):
+                    i = mine[n]
+                    job = jobs[i]
+                    if isinstance(answer, list):
+                        answers[i] = Enqueued(job=_decode_job(_unpack(answer)), created=False)
+                        continue
+                    answers[i] = Enqueued(job=self._stored(job, now_ms), created=True)
+                    if job.schedule_id:
+                        after.append(("ZADD", k.runs(job.schedule_id), 0, job.id))
+                    if i not in fresh:
+                        after.append(("HSET", k.jobq, job.id, job.queue))
+            if added:
+                after += [("LPUSH", k.changes, "1"), ("LTRIM", k.changes, 0, 0)]
+            # Jobs whose id is stored in another queue are read after the scripts ran: the job
+            # may be one this batch just stored there.
+            reads = [("HGETALL", k.job(q, jobs[i].id)) for i, q in foreign]
+            _, hashes = await self._pipeline("enqueue", [], [*after, *reads])
+            hashes = hashes[len(after):]
+            todo = []
+            for (i, q), h in zip(foreign, hashes, strict=True):
+                if h:
+                    answers[i] = Enqueued(job=_decode_job(_from_hash(h)), created=False)
+                else:
+                    stale[i] = q
+                    todo.append(i)
+            if not todo:
+                break
+        else:
+            raise BackendUnavailable("redis enqueue: the id index kept changing; retry it")
+        return [answers[i] for i in range(len(jobs))]
+
+    async def _index(self, entries: Sequence[tuple[str, str, str]]) -> list[str]:
+        """Write ``(id, queue, stale)`` entries in the global id index where there is none, or
+        where the entry names ``stale`` (compare-and-set); answer each entry as it was ('' for
+        none). Without a stale entry to move this is HSETNX per id and one HMGET, in one
+        pipeline (no script call: enqueue stays one script per queue); else the ``index``
+        script, atomic on the index."""
+        k = self._keys
+        if any(stale for _, _, stale in entries):
+            flat = [x for entry in entries for x in entry]
+            return [_text(e) for e in await self._run("index", [k.jobq], flat)]
+        commands: list[tuple[Any, ...]] = [("HSETNX", k.jobq, job_id, q)
+                                           for job_id, q, _ in entries]
+        commands.append(("HMGET", k.jobq, *(job_id for job_id, _, _ in entries)))
+        _, replies = await self._pipeline("enqueue", [], commands)
+        current = replies.pop()
+        return ["" if set_now else _text(entry)
+                for set_now, entry in zip(replies, current, strict=True)]
+
+    def _enqueue_call(self, jobs: Sequence[NewJob], now_ms: int) -> _Call:
+        """The enqueue script's call for ``jobs`` (of one queue or several)."""
+        k = self._keys
         queues: dict[str, int] = {}
         for job in jobs:
             queues.setdefault(job.queue, len(queues) + 1)
-        keys = [k.queues, k.jobq, k.changes, k.runs_prefix]
+        keys: list[str] = []
         for q in queues:
             keys += [
                 k.q(q, "ready"),
@@ -769,34 +1031,38 @@ class RedisBackend:
                 job.idempotency_key or "",
                 job.schedule_id or "",
             ]
-        args: list[Any] = [now_ms, len(queues), len(jobs), _WAKE_CAP, *queues,
-                           _pack(fields), k.prefix]
-        answers = await self._run("enqueue", keys, args)
+        return "enqueue", keys, [now_ms, len(queues), len(jobs), _WAKE_CAP, *queues,
+                                 _pack(fields)]
+
+    def _slot_groups(self, queues: Sequence[str]) -> dict[Any, list[int]]:
+        """Indexes into ``queues`` grouped as one script call may take them: all in one
+        group on one server, by hash slot on a cluster (in order of first appearance)."""
+        groups: dict[Any, list[int]] = {}
+        for n, q in enumerate(queues):
+            groups.setdefault(key_slot(self._keys.q(q, "").encode()) if self._cluster else 0,
+                              []).append(n)
+        return groups
+
+    @staticmethod
+    def _stored(job: NewJob, now_ms: int) -> Job:
+        """The job as the enqueue script stored it."""
         now = _dt(now_ms)
-        out: list[Enqueued] = []
-        for job, answer in zip(jobs, answers, strict=True):
-            if isinstance(answer, list):
-                out.append(Enqueued(job=_decode_job(_unpack(answer)), created=False))
-                continue
-            run_at = job.run_at if job.run_at is not None and _ms(job.run_at) > now_ms else now
-            state = JobState.SCHEDULED if run_at > now else JobState.QUEUED
-            stored = Job(
-                id=job.id,
-                queue=job.queue,
-                handler=job.handler,
-                payload_json=job.payload_json,
-                priority=job.priority,
-                state=state,
-                attempt=0,
-                max_retries=job.max_retries,
-                timeout=float(job.timeout),
-                run_at=_dt(_ms(run_at)),
-                created_at=now,
-                idempotency_key=job.idempotency_key,
-                schedule_id=job.schedule_id,
-            )
-            out.append(Enqueued(job=stored, created=True))
-        return out
+        run_at = job.run_at if job.run_at is not None and _ms(job.run_at) > now_ms else now
+        return Job(
+            id=job.id,
+            queue=job.queue,
+            handler=job.handler,
+            payload_json=job.payload_json,
+            priority=job.priority,
+            state=JobState.SCHEDULED if run_at > now else JobState.QUEUED,
+            attempt=0,
+            max_retries=job.max_retries,
+            timeout=float(job.timeout),
+            run_at=_dt(_ms(run_at)),
+            created_at=now,
+            idempotency_key=job.idempotency_key,
+            schedule_id=job.schedule_id,
+        )
 
     # -- consumer -----------------------------------------------------------------------------
 
@@ -809,14 +1075,37 @@ class RedisBackend:
         worker_id: str,
         now: datetime,
     ) -> list[Lease]:
-        """Lease up to ``limit`` QUEUED jobs, trying ``queues`` in order, in one script (one
-        atomic step, one round trip, however many queues)."""
+        """Lease up to ``limit`` QUEUED jobs, trying ``queues`` in order.
+
+        On one server this is one script over every queue given (one atomic step, one round
+        trip, however many queues), the one script call whose keys span hash slots. On a
+        cluster it is one script per run of consecutive queues in one slot (each an atomic
+        step on that slot), tried in order until ``limit`` are leased: a job that becomes
+        ready in an earlier queue while a later one is claimed from waits for the next claim,
+        as it would had it come a moment later.
+        """
         names = list(dict.fromkeys(queues))
-        if limit <= 0 or not names:
-            return []
-        keys, args = self._claim_call(names, limit, lease_for, worker_id, now)
-        claimed = await self._run("claim", keys, args)
-        return [_decode_lease(_unpack(raw)) for raw in claimed]
+        leases: list[Lease] = []
+        for group in self._claim_groups(names):
+            if len(leases) >= limit:
+                break
+            keys, args = self._claim_call(group, limit - len(leases), lease_for, worker_id, now)
+            claimed = await self._run("claim", keys, args)
+            leases += [_decode_lease(_unpack(raw)) for raw in claimed]
+        return leases
+
+    def _claim_groups(self, queues: list[str]) -> list[list[str]]:
+        """The queues one claim script takes at a time (see ``claim``)."""
+        if not self._cluster:
+            return [queues] if queues else []
+        groups: list[list[str]] = []
+        for q in queues:
+            if groups and key_slot(self._keys.q(groups[-1][0], "").encode()) == key_slot(
+                    self._keys.q(q, "").encode()):
+                groups[-1].append(q)
+            else:
+                groups.append([q])
+        return groups
 
     def _claim_call(self, queues: Sequence[str], want: int, lease_for: timedelta,
                     worker_id: str, now: datetime) -> tuple[list[Any], list[Any]]:
@@ -855,6 +1144,35 @@ class RedisBackend:
         await self._blpop([self._keys.q(q, "wake") for q in queues], timeout)
 
     async def _blpop(self, keys: list[str], timeout: float) -> None:
+        """Return when one of ``keys`` (lists) had an element to pop, or after ``timeout``.
+
+        On one server this is one BLPOP over every key. A cluster refuses a BLPOP over keys of
+        several slots, so there it is one BLPOP per slot, concurrently (each on a connection
+        of its own to that slot's master); the first to return ends the wait and the others
+        are cancelled (which drops their connections). A token one of those had popped just
+        before is lost, which costs at most one other waiter a wait until its timeout.
+        """
+        if not self._cluster:
+            await self._blpop_slot(keys, timeout)
+            return
+        by_slot: dict[int, list[str]] = {}
+        for key in keys:
+            by_slot.setdefault(key_slot(key.encode()), []).append(key)
+        if len(by_slot) == 1:
+            await self._blpop_slot(keys, timeout)
+            return
+        waits = [asyncio.ensure_future(self._blpop_slot(group, timeout))
+                 for group in by_slot.values()]
+        try:
+            done, _ = await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+        for wait in done:
+            wait.result()  # a failed wait raises its BackendUnavailable
+
+    async def _blpop_slot(self, keys: list[str], timeout: float) -> None:
         block = max(timeout, 0.01)
         # The blocking pool has no socket timeout (a read may legitimately wait ``block``
         # seconds), so a silent network failure would hang the read: this deadline bounds it.
@@ -892,36 +1210,20 @@ class RedisBackend:
     ) -> tuple[list[bool], list[Lease]]:
         """``finish`` then ``claim`` in one round trip: the finish scripts (one per queue of
         the items) and the claim script go out in one pipeline, and Redis runs them in that
-        order; see ``Backend.finish_and_claim``. A script Redis no longer knows (after a
-        restart) is loaded and run again on its own."""
+        order; see ``Backend.finish_and_claim``. On a cluster the pipeline claims from the first
+        queue's slot, and when that leaves the claim short the next queues are claimed from as
+        ``claim`` does. A script Redis no
+        longer knows (after a restart) is loaded and run again on its own."""
         calls = self._finish_calls(items, now)
         claimed = list(dict.fromkeys(queues))
         claim_first = bool(claimed) and limit > 0
         if not calls and not claim_first:
             return [], []
-        names = ["finish"] * len(calls)
-        sent: list[tuple[list[Any], list[Any]]] = [(keys, args) for _, keys, args in calls]
+        sent: list[_Call] = [("finish", keys, args) for _, keys, args in calls]
         if claim_first:
-            names.append("claim")
-            sent.append(self._claim_call(claimed, limit, lease_for, worker_id, now))
-        with _driver_errors("finish_and_claim"):
-            async with self._r().pipeline(transaction=False) as pipe:
-                for name, (keys, args) in zip(names, sent, strict=True):
-                    pipe.evalsha(self._scripts[name].sha, len(keys), *keys, *args)
-                replicated = bool(self.replicas_ack and calls)
-                if replicated:
-                    self._wait_replicas(pipe)
-                replies = await pipe.execute(raise_on_error=False)
-        if replicated:
-            acked = replies.pop()
-            if not any(isinstance(reply, rex.NoScriptError) for reply in replies):
-                self._check_replicated("finish_and_claim", acked)
-        for n, reply in enumerate(replies):
-            if isinstance(reply, rex.NoScriptError):
-                replies[n] = await self._run(names[n], *sent[n])
-            elif isinstance(reply, Exception):
-                with _driver_errors("finish_and_claim"):
-                    raise reply
+            first = self._claim_groups(claimed)[0]
+            sent.append(("claim", *self._claim_call(first, limit, lease_for, worker_id, now)))
+        replies, _ = await self._pipeline("finish_and_claim", sent, replicated=bool(calls))
         applied = [False] * len(items)
         for (idx, _, _), answers in zip(calls, replies, strict=False):
             for i, answer in zip(idx, answers, strict=True):
@@ -929,6 +1231,9 @@ class RedisBackend:
         leases: list[Lease] = []
         if claim_first:
             leases = [_decode_lease(_unpack(raw)) for raw in replies[-1]]
+            if len(leases) < limit and len(claimed) > len(first):
+                leases += await self.claim(claimed[len(first):], limit=limit - len(leases),
+                                           lease_for=lease_for, worker_id=worker_id, now=now)
         return applied, leases
 
     async def finish(self, items: Sequence[Finish], *, now: datetime) -> list[bool]:
@@ -1068,15 +1373,26 @@ class RedisBackend:
             left = limit - len(deleted)
             if left <= 0:
                 break
-            keys = [k.q(q, "idem"), k.job_prefix(q), k.att_prefix(q), k.runs_prefix]
+            keys = [k.q(q, "idem"), k.job_prefix(q), k.att_prefix(q)]
             for state in wanted:
                 keys += [k.q(q, STATE_INDEX[str(state)]), k.ids(q, str(state))]
-            ids = await self._run("purge", keys, [_ms(finished_before), left])
-            deleted.extend(i.decode() for i in ids)
-        if deleted:
-            with _driver_errors("purge index"):
-                await self._r().hdel(k.jobq, *deleted)
+            flat = await self._run("purge", keys, [_ms(finished_before), left])
+            gone = [(_text(flat[n]), _text(flat[n + 1])) for n in range(0, len(flat), 2)]
+            await self._unindex(q, gone)
+            deleted += [job_id for job_id, _ in gone]
         return len(deleted)
+
+    async def _unindex(self, q: str, gone: Sequence[tuple[str, str]]) -> None:
+        """After jobs of queue ``q`` were deleted (``(id, schedule id or '')`` each): drop their
+        entries from the global id index (each only while it still names ``q``) and from their
+        schedules' run indexes, in one pipeline (those keys are in other slots than the
+        queue's). Until then an entry names a job that is gone, which readers skip."""
+        if not gone:
+            return
+        k = self._keys
+        flat = [x for job_id, _ in gone for x in (job_id, q)]
+        runs = [("ZREM", k.runs(sid), job_id) for job_id, sid in gone if sid]
+        await self._pipeline("purge index", [("unindex", [k.jobq], flat)], runs)
 
     # -- inspection and admin -----------------------------------------------------------------
 
@@ -1094,6 +1410,9 @@ class RedisBackend:
 
     async def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
         """``get`` for several ids (two round trips: the id index, then the hashes)."""
+        return await self._jobs_of(job_ids)
+
+    async def _jobs_of(self, job_ids: Sequence[str]) -> list[Job | None]:
         queues = await self._queues_of(job_ids)
         present = [(i, q) for i, q in enumerate(queues) if q is not None]
         out: list[Job | None] = [None] * len(job_ids)
@@ -1103,8 +1422,15 @@ class RedisBackend:
             async with self._r().pipeline(transaction=False) as pipe:
                 for i, q in present:
                     pipe.hgetall(self._keys.job(q, job_ids[i]))
-                hashes = await pipe.execute()
+                hashes = await pipe.execute(raise_on_error=False)
         for (i, _q), h in zip(present, hashes, strict=True):
+            if isinstance(h, rex.ResponseError) and str(h).startswith("WRONGTYPE"):
+                # An index entry is written before its job (see enqueue): when the job's
+                # enqueue failed on a foreign key of the job's name, that key is no job.
+                continue
+            if isinstance(h, Exception):
+                with _driver_errors("get"):
+                    raise h
             if h:
                 out[i] = _decode_job(_from_hash(h))
         return out
@@ -1133,15 +1459,17 @@ class RedisBackend:
     ) -> Page:
         """Jobs matching every filter, newest first; pages end at a cursor (the last id).
 
-        One read-only script per call. It merges, newest first, the per-state id indexes of the
-        states asked for (all seven without a state filter) of the queue, or of every known
-        queue, and applies the other filters (handler, error type, finish window) to each job's
-        hash as it goes. With a finish window, the terminal states' sorted sets (scored by
-        finished_at) are read by score instead where the window holds few of their jobs. The
-        script walks at most ``_PAGE_SCAN`` ids per call: when the filters match rarely the
-        page ends early with the last id walked as its cursor (the protocol allows short
-        pages). With ``schedule_id``, the schedule's run index is walked instead (whatever
-        queues the runs are in), under the same bound.
+        One read-only script per queue listed (the queue named, or every known queue), all in
+        one pipeline. Each merges, newest first, the queue's per-state id indexes of the
+        states asked for (all seven without a state filter), and applies the other filters
+        (handler, error type, finish window) to each job's hash as it goes. With a finish
+        window, the terminal states' sorted sets (scored by finished_at) are read by score
+        instead where the window holds few of their jobs. The queues' pages are merged by id
+        here (``_merge_pages``); each script is a snapshot of its queue, the page is not one
+        snapshot of every queue. The scripts walk at most ``_PAGE_SCAN`` ids per call in all
+        (shared by the queues): when the filters match rarely the page ends early with a
+        cursor (the protocol allows short pages). With ``schedule_id``, the schedule's run
+        index is walked instead (whatever queues the runs are in), under the same bound.
         """
         if limit <= 0:
             return Page(jobs=[], next_cursor=None)
@@ -1165,23 +1493,59 @@ class RedisBackend:
         ]
         k = self._keys
         if schedule_id is not None:
-            keys = [k.runs(schedule_id), k.jobq]
-            args = [k.prefix, start, limit, _PAGE_SCAN, queue or "", *filters, *(wanted or ())]
-            raw, raw_cursor = await self._run("runs", keys, args)
-        else:
-            queues = [queue] if queue is not None else await self._known_queues()
-            if not queues:
-                return Page(jobs=[], next_cursor=None)
-            listed = wanted or list(_STATES)
-            keys = []
-            for q in queues:
-                keys.append(k.job_prefix(q))
-                for state in listed:
-                    keys += [k.ids(q, state), k.q(q, STATE_INDEX[state])]
-            args = [start, limit, _PAGE_SCAN, *filters, _WINDOW_READ, len(listed)]
-            raw, raw_cursor = await self._run("list", keys, args)
-        jobs = [_decode_job(_unpack(h)) for h in raw]
-        return Page(jobs=jobs, next_cursor=_text(raw_cursor) if raw_cursor else None)
+            return await self._list_runs(schedule_id, start, limit, queue, wanted, handler,
+                                         error_type, lo, hi)
+        queues = [queue] if queue is not None else await self._known_queues()
+        if not queues:
+            return Page(jobs=[], next_cursor=None)
+        listed = wanted or list(_STATES)
+        budget = max(_PAGE_SCAN // len(queues), 1)  # the call's bound, shared by the queues
+        calls: list[_Call] = []
+        for q in queues:
+            keys = [k.job_prefix(q)]
+            for state in listed:
+                keys += [k.ids(q, state), k.q(q, STATE_INDEX[state])]
+            calls.append(("list", keys, [start, limit, budget, *filters, _WINDOW_READ,
+                                         len(listed)]))
+        replies, _ = await self._pipeline("list", calls)
+        return _merge_pages(
+            [([_decode_job(_unpack(h)) for h in raw], _text(cut) if cut else None)
+             for raw, cut in replies],
+            limit,
+        )
+
+    async def _list_runs(self, schedule_id: str, start: str, limit: int, queue: str | None,
+                         states: Sequence[str] | None, handler: str | None,
+                         error_type: str | None, lo: int | None, hi: int | None) -> Page:
+        """list_jobs with ``schedule_id``: the schedule's run index newest first, in chunks
+        (a chunk of ids, their queues from the id index, then their hashes: three round
+        trips, each over one slot or a pipeline), walking at most ``_PAGE_SCAN`` ids. Runs
+        whose job is gone are skipped."""
+        k = self._keys
+        out: list[Job] = []
+        last_match: str | None = None
+        walked = 0
+        frm = start
+        chunk = min(32, limit + 1)
+        while True:
+            with _driver_errors("list"):
+                raw = await self._r().zrevrangebylex(k.runs(schedule_id), frm, "-", 0, chunk)
+            ids = [_text(i) for i in raw]
+            found = await self._jobs_of(ids)
+            for job_id, job in zip(ids, found, strict=True):
+                if walked >= _PAGE_SCAN:
+                    return Page(jobs=out, next_cursor=frm[1:])
+                walked += 1
+                frm = "(" + job_id
+                if job is None or not _matches(job, queue, states, handler, error_type, lo, hi):
+                    continue
+                if len(out) >= limit:
+                    return Page(jobs=out, next_cursor=last_match)
+                out.append(job)
+                last_match = job_id
+            if len(ids) < chunk:
+                return Page(jobs=out, next_cursor=None)
+            chunk = min(chunk * 2, 256)
 
     async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:
         """Counts by state (ZCARD of each state's index), the paused flag and the oldest
@@ -1396,26 +1760,27 @@ class RedisBackend:
         return [i for i in dict.fromkeys(job_ids) if i in moved]
 
     async def set_paused(self, queue: str, paused: bool) -> None:
-        """Pause or resume a queue (the queue becomes known); resuming wakes waiting workers."""
+        """Pause or resume a queue; resuming wakes waiting workers. The queue becomes known
+        first (a step of its own: the set of queues is in another slot than the queue)."""
         k = self._keys
-        keys = [k.queues, k.q(queue, "paused"), k.q(queue, "wake"), k.changes]
-        await self._run("pause", keys, ["1" if paused else "0", queue, _WAKE_CAP])
+        await self._register([queue])
+        keys = [k.q(queue, "paused"), k.q(queue, "wake")]
+        await self._run("pause", keys, ["1" if paused else "0", _WAKE_CAP])
 
     # -- schedules ----------------------------------------------------------------------------
 
     async def put_schedule(self, schedule: Schedule) -> None:
-        """Insert or replace a schedule: its hash is rewritten whole in one MULTI, which also
-        wakes every scheduler's ``wait_for_changes``."""
+        """Insert or replace a schedule: its hash is rewritten whole by one script, then the
+        schedule is added to the index and every scheduler's ``wait_for_changes`` is woken
+        (one pipeline, in that order; the index and the changes list are other slots)."""
         k = self._keys
-        key = k.schedule(schedule.id)
-        with _driver_errors("put_schedule"):
-            async with self._r().pipeline(transaction=True) as pipe:
-                pipe.delete(key)
-                pipe.hset(key, mapping=_encode_schedule(schedule))
-                pipe.sadd(k.schedules, schedule.id)
-                pipe.lpush(k.changes, "1")  # wake the schedulers: a fire time may be sooner
-                pipe.ltrim(k.changes, 0, 0)
-                await pipe.execute()
+        fields = [x for pair in _encode_schedule(schedule).items() for x in pair]
+        await self._pipeline(
+            "put_schedule",
+            [("schedule", [k.schedule(schedule.id)], fields)],
+            [("SADD", k.schedules, schedule.id), ("LPUSH", k.changes, "1"),
+             ("LTRIM", k.changes, 0, 0)],
+        )
 
     async def get_schedule(self, schedule_id: str) -> Schedule | None:
         """The schedule, or None."""
@@ -1437,13 +1802,12 @@ class RedisBackend:
         return [_decode_schedule(h) for h in hashes if h]
 
     async def delete_schedule(self, schedule_id: str) -> bool:
-        """Delete a schedule (hash and index entry, one MULTI); its runs and their index stay."""
+        """Delete a schedule: its hash, then its index entry (one pipeline; list_schedules
+        skips an id without a hash). Its runs and their index stay."""
         k = self._keys
-        with _driver_errors("delete_schedule"):
-            async with self._r().pipeline(transaction=True) as pipe:
-                pipe.delete(k.schedule(schedule_id))
-                pipe.srem(k.schedules, schedule_id)
-                deleted, _ = await pipe.execute()
+        _, (deleted, _) = await self._pipeline(
+            "delete_schedule", [], [("DEL", k.schedule(schedule_id)),
+                                    ("SREM", k.schedules, schedule_id)])
         return bool(deleted)
 
     async def advance_schedule(self, schedule_id: str, fire_at: datetime) -> bool:
@@ -1455,22 +1819,47 @@ class RedisBackend:
                                   ) -> int:
         """Delete the schedule's terminal runs beyond its ``keep`` newest.
 
-        The run index is walked newest first by a script that scans at most ``_LIST_SCAN``
-        ids per call (so many unfinished old runs never block the server for long) and carries
-        on from where it stopped; each call is atomic.
+        The run index is walked newest first, ``_LIST_SCAN`` ids at most per chunk: the runs'
+        queues (id index) and states are read, then per queue one ``drop`` script deletes the
+        chosen runs that are still terminal (atomic per queue), then their id index and run
+        index entries go (``_unindex``). A run whose job is gone is dropped from the index and
+        does not count as kept.
         """
         if limit <= 0:
             return 0
         k = self._keys
-        keys = [k.runs(schedule_id), k.jobq]
+        runs = k.runs(schedule_id)
         start, to_keep, deleted = "+", max(keep, 0), 0
         while deleted < limit:
-            args = [k.prefix, start, to_keep, limit - deleted, _LIST_SCAN]
-            n, to_keep, last, exhausted = await self._run("purge_runs", keys, args)
-            deleted += int(n)
-            if exhausted or not last:
+            with _driver_errors("purge_schedule_runs"):
+                raw = await self._r().zrevrangebylex(runs, start, "-", 0, _LIST_SCAN)
+            ids = [_text(i) for i in raw]
+            if not ids:
                 break
-            start = "(" + _text(last)
+            found = await self._jobs_of(ids)
+            doomed: dict[str, list[str]] = {}
+            ghosts: list[str] = []
+            room = limit - deleted
+            for job_id, job in zip(ids, found, strict=True):
+                if job is None:
+                    ghosts.append(job_id)
+                elif to_keep > 0:
+                    to_keep -= 1
+                elif job.state in TERMINAL_STATES and room > 0:
+                    doomed.setdefault(job.queue, []).append(job_id)
+                    room -= 1
+            queues = list(doomed)
+            replies, _ = await self._pipeline(
+                "purge_schedule_runs",
+                [("drop", [k.q(q, "")], doomed[q]) for q in queues],
+                [("ZREM", runs, *ghosts)] if ghosts else [],
+            )
+            for q, gone in zip(queues, replies, strict=True):
+                await self._unindex(q, [(_text(i), schedule_id) for i in gone])
+                deleted += len(gone)
+            if len(ids) < _LIST_SCAN:
+                break
+            start = "(" + ids[-1]
         return deleted
 
     # -- workers ------------------------------------------------------------------------------
@@ -1490,14 +1879,22 @@ class RedisBackend:
             "processed": info.processed,
         }
         expires = _ms(info.last_seen + ttl)
-        keys = [self._keys.workers, self._keys.workerinfo]
-        args = ["report", info.id, expires, msgspec.json.encode(doc), _ms(info.last_seen)]
-        await self._run("worker", keys, args)
+        k = self._keys
+        # The info first, then the expiry (list_workers skips an id without info), then the
+        # info of the workers the expiry step forgot: workers and workerinfo are two slots.
+        replies, _ = await self._pipeline(
+            "report_worker",
+            [("workers", [k.workers], [info.id, expires, _ms(info.last_seen)])],
+            [("HSET", k.workerinfo, info.id, msgspec.json.encode(doc))],
+        )
+        if replies[0]:
+            await self._pipeline("report_worker", [], [("HDEL", k.workerinfo, *replies[0])])
 
     async def remove_worker(self, worker_id: str) -> None:
         """Forget a worker (clean shutdown)."""
-        keys = [self._keys.workers, self._keys.workerinfo]
-        await self._run("worker", keys, ["remove", worker_id, 0, "", 0])
+        k = self._keys
+        await self._pipeline("remove_worker", [], [("ZREM", k.workers, worker_id),
+                                                   ("HDEL", k.workerinfo, worker_id)])
 
     async def list_workers(self, *, now: datetime) -> list[WorkerInfo]:
         """Workers whose heartbeat is within its ttl at ``now``, by id."""
@@ -1636,3 +2033,48 @@ def _group(items: Sequence[_T], queue_of: Callable[[_T], str]) -> dict[str, list
     for i, item in enumerate(items):
         groups.setdefault(queue_of(item), []).append(i)
     return groups
+
+
+def _matches(job: Job, queue: str | None, states: Sequence[str] | None, handler: str | None,
+             error_type: str | None, lo: int | None, hi: int | None) -> bool:
+    """Whether ``job`` passes list_jobs' filters (``lo``/``hi``: finished_at ms bounds)."""
+    if queue is not None and job.queue != queue:
+        return False
+    if states is not None and str(job.state) not in states:
+        return False
+    if handler and job.handler != handler:
+        return False
+    if error_type is not None and (job.error is None
+                                   or job.error.split(": ", 1)[0] != error_type
+                                   or ": " in error_type):
+        return False
+    if lo is not None or hi is not None:
+        if job.finished_at is None:
+            return False
+        fa = _ms(job.finished_at)
+        if (lo is not None and fa < lo) or (hi is not None and fa >= hi):
+            return False
+    return True
+
+
+def _merge_pages(pages: Sequence[tuple[list[Job], str | None]], limit: int) -> Page:
+    """One list_jobs page from the pages of several queues, each newest first (ids in byte
+    order) with the id its walk stopped at (None when it walked to the end).
+
+    A queue that stopped at ``c`` said nothing of its ids below ``c``; so the merged page holds
+    only the matches at or above the highest such stop, ``m``, and ends at ``m`` unless it is
+    full before.
+    """
+    stops = [cut for _, cut in pages if cut is not None]
+    floor = max(stops, key=_id_order) if stops else None
+    jobs = [job for found, _ in pages for job in found
+            if floor is None or _id_order(job.id) >= _id_order(floor)]
+    jobs.sort(key=lambda job: _id_order(job.id), reverse=True)
+    if len(jobs) > limit:
+        return Page(jobs=jobs[:limit], next_cursor=jobs[limit - 1].id)
+    return Page(jobs=jobs, next_cursor=floor)
+
+
+def _id_order(job_id: str) -> bytes:
+    """Ids in the order of the id indexes (byte order, as ZRANGEBYLEX compares)."""
+    return job_id.encode()

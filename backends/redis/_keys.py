@@ -28,7 +28,7 @@ Per queue ``q`` (``P`` is the ``key_prefix`` option, default ``monoq``):
                                same step, and purge and purge_schedule_runs remove it with the
                                job. list_jobs merges the indexes of the states asked for, newest
                                first; its cursor is simply the last id of a page
-``P:{q}:idem``          HASH   idempotency key -> id (HSETNX inside the enqueue script)
+``P:{q}:idem``          HASH   idempotency key -> id (written by the enqueue script)
 ``P:{q}:paused``        STRING present while the queue is paused
 ``P:{q}:wake``          LIST   wake tokens for workers (BLPOP), capped with LTRIM
 ``P:{q}:changes``       LIST   wake token for schedulers (next_wakeup may have moved), cap 1
@@ -40,37 +40,40 @@ Per queue ``q`` (``P`` is the ``key_prefix`` option, default ``monoq``):
 ``P:{q}:waits``         LIST   the waits (ms from run_at to the claim) of the queue's last 1000
                                first attempts, newest first: LPUSH + LTRIM in the claim script
 
-Global keys (no queue tag):
+Global keys (no queue tag; each is a slot of its own on a cluster):
 
 ``P:queues``            SET    known queue names
 ``P:jobq``              HASH   job id -> queue name, so ``get(id)`` finds the job's hash in one
                                lookup. Ids are chosen by the client (``NewJob.id``) and carry no
                                queue, and probing every queue per ``get`` costs O(queues); a
-                               hash field per job is ~30 bytes. Purge removes entries in a
-                               follow-up command; an orphan entry only makes ``get`` look in a
-                               queue where the job no longer is (it answers None).
-``P:changes``           LIST   scheduler wake token for a queue the scheduler does not yet know
+                               hash field per job is ~30 bytes. Enqueue writes a job's entry
+                               before the job (HSETNX), and a delete removes it after the job
+                               (only while it still names the job's queue): an entry whose job
+                               is not there (yet, or any more) answers None, so ``get`` never
+                               misses a stored job.
+``P:changes``           LIST   scheduler wake token for a queue the scheduler does not yet know,
+                               and for schedule changes
 ``P:workers``           ZSET   worker id -> expiry ms (last_seen + ttl)
 ``P:workerinfo``        HASH   worker id -> JSON of WorkerInfo
 ``P:beats``             HASH   component name (``scheduler:<id>``) -> epoch ms of its latest
                                beat; the beat script deletes entries older than 24 h
 
 Schedules (global keys: a schedule is not tied to one queue, and its runs may span queues when
-its ``queue`` is edited; schedules are few and small, so slot locality buys nothing here):
+its ``queue`` is edited):
 
 ``P:schedules``         SET    every schedule id (the index list_schedules reads)
 ``P:schedule:<id>``     HASH   one schedule (fields in ``SCHEDULE_FIELDS`` below); times are
                                epoch microseconds, so every datetime round-trips exactly and
                                ``advance_schedule`` compares integers (exact in a double)
 ``P:schedruns:<id>``    ZSET   the ids of the schedule's runs, score 0 (lex order = id order,
-                               newest last), as the ``ids:<state>`` indexes are per queue. The
-                               enqueue script adds a job that carries a schedule id; every path
-                               that deletes a job (purge, purge_schedule_runs) removes it in the
-                               same script. The index outlives ``delete_schedule`` (the runs keep
-                               their ``schedule_id``). Readers still skip an id whose job is
-                               gone, and purge_schedule_runs drops such an entry when it meets
-                               one. list_jobs with ``schedule_id`` walks it newest first in one
-                               script per call, looking each run's queue up in ``jobq``.
+                               newest last), as the ``ids:<state>`` indexes are per queue.
+                               Enqueue adds a run once its job is stored; every path that
+                               deletes a job (purge, purge_schedule_runs) removes it after the
+                               job. The index outlives ``delete_schedule`` (the runs keep their
+                               ``schedule_id``). Readers skip an id whose job is gone, and
+                               purge_schedule_runs drops such an entry when it meets one.
+                               list_jobs with ``schedule_id`` walks it newest first, looking
+                               each run's queue up in ``jobq``.
 
 Before the per-state id indexes, a queue had one id index of every job, ``P:{q}:ids`` (ZSET,
 score 0). ``connect`` moves what such a key still holds into the per-state indexes, 1000 ids per
@@ -79,23 +82,33 @@ gone is dropped), until the key is gone. Every process of a deployment must run 
 the per-state indexes: an older process would write ``P:{q}:ids`` again and leave the per-state
 indexes stale until the next ``connect`` of a newer one.
 
-Cluster: the scripts that act on one queue (extend, finish, promote, cancel, requeue,
-expired, the id index migration) use only keys of that queue's slot (the throughput hash and
-the waits list included); purge does too, except that it removes a deleted run from its
-schedule's global ``schedruns`` index. Claim is one script over every queue it is given (so a
-claim across queues is one atomic step, as the protocol promises): with one queue it stays in
-that queue's slot, with several it spans their slots (a Cluster port would claim per queue). list_jobs is one read-only script over the id indexes
-of every queue it lists, so it stays in one slot when a queue is named and spans the queues'
-slots otherwise (a Cluster port would run it per queue and merge the pages by id). Where a
-script picks jobs by score it cannot know their ids in advance, so it derives ``job:<id>`` keys
-from the queue's job-key prefix, which is passed in KEYS and carries the same hash tag (the
-BullMQ approach): every derived key lies in the declared slot. Enqueue (and pause) also write
-the global ``queues``, ``jobq`` and ``changes`` keys, and a batch spanning queues touches several
-slots; they are atomic on a single server, and a Cluster port would have to move those global
-writes into a follow-up command. ``purge_schedule_runs`` and list_jobs with ``schedule_id``
-(one read-only script that walks the run index newest first) derive the keys of each run from
-its queue (read from ``jobq``), so they span slots too. Likewise ``wait_for_jobs`` over several
-queues is one BLPOP over keys of several slots, which Cluster would need split per queue.
+Hash slots (Redis Cluster): every script call touches the keys of one slot: those it is given
+in KEYS, and keys it derives from a prefix given in KEYS that carries the same hash tag (a
+script that picks jobs by score cannot know their ids in advance: the BullMQ approach). Queue
+scripts (enqueue, claim, extend, finish, promote, cancel, requeue, expired, purge, drop, list,
+pause, the id index migration) stay in their queue's slot; the others (index, unindex,
+register, workers, schedule, advance, beat) each touch one global key. What spans slots is a
+sequence of such steps, ordered so that nothing is lost and ``get(id)`` never misses a stored
+job:
+
+- enqueue: HSETNX of each id in ``jobq`` (one pipeline), then per queue one enqueue script (a
+  batch is atomic per queue, no longer across queues) with SADD of the queues that get new
+  jobs, then, when needed, the schedulers' wake, the run indexes and reads of ids stored in
+  other queues (see ``RedisBackend._enqueue_chunk``);
+- pause: SADD of the queue (a wake of the schedulers when it is new), then the pause script;
+- purge and purge_schedule_runs: the jobs are deleted by queue scripts, then their ``jobq`` and
+  ``schedruns`` entries go;
+- list_jobs over several queues: one read-only script per queue in one pipeline, pages merged
+  by id in Python (a page is no longer one snapshot of every queue); with ``schedule_id``: the
+  run index, ``jobq`` and the jobs' hashes, read in turn;
+- report_worker: the worker's info, then its expiry (the script also forgets expired ones),
+  then the info of those; put_schedule: the hash (one script), then the index and the wake.
+
+Two operations keep spanning slots on one server, because the protocol promises them there: a
+claim across several queues is one script (one atomic step), and a wait across queues is one
+BLPOP. On a cluster a claim is one script per run of consecutive queues in one slot, tried in
+order, and a wait is one BLPOP per slot, concurrently (see ``RedisBackend.claim`` and
+``_blpop``).
 
 Wakeups are lists rather than pub/sub because a token outlives the moment nobody listens: a
 worker that finds nothing, and then blocks, still sees the job enqueued in between.

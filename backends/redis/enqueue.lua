@@ -1,33 +1,28 @@
--- Enqueue a batch atomically.
--- KEYS: 1 queues (SET), 2 jobq (HASH), 3 global changes (LIST), 4 schedule-runs key prefix
---       (the runs of schedule s are the ZSET <prefix><s>),
---       then per distinct queue 8 keys: ready, scheduled, ids:queued, idem, wake, changes,
---       job prefix, ids:scheduled (the per-state id indexes),
---       then one job hash key per job.
+-- Enqueue a batch atomically: the jobs of one queue, or on one server of several queues (on a
+-- cluster the caller sends one call per slot, so every key is in one slot).
+-- KEYS: per queue 8 keys: ready, scheduled, ids:queued, idem, wake, changes, job prefix,
+--       ids:scheduled (the per-state id indexes), then one job hash key per job.
 -- ARGV: 1 now_ms, 2 queue count, 3 job count, 4 wake cap, then the queue names,
 --       then one MessagePack array holding per job 10 strings: id, queue index (1-based),
 --       handler, payload, priority, run_at_ms ('' = now), max_retries, timeout,
 --       idempotency key (''), schedule id (''). One packed argument instead of ten per job
---       keeps the client's command encoding cheap. Last, the key prefix.
--- Answers per job: 1 when created, else the existing job (job_reply) (same id, in whatever
--- queue it is stored, or else the same idempotency key in the same queue).
+--       keeps the client's command encoding cheap.
+-- Answers per job: 1 when created, else the existing job (job_reply): the same id already
+-- stored in its queue, or else the same idempotency key in its queue. The caller has already
+-- written the jobs' entries in the global id index (jobq), and adds each job to its
+-- schedule's run index afterwards (see _keys.py: neither is in a queue's slot).
 local now = ARGV[1]
 local nq = tonumber(ARGV[2])
 local nj = tonumber(ARGV[3])
 local cap = tonumber(ARGV[4])
-local QK = 4              -- offset of the queue key blocks in KEYS
 local QN = 8              -- keys per queue
-local JK = 4 + nq * QN    -- offset of the job keys in KEYS
+local JK = nq * QN        -- offset of the job keys in KEYS
 local QA = 4              -- offset of the queue names in ARGV
 local F = cmsgpack.unpack(ARGV[5 + nq])  -- the job fields, NF per job
-local P = ARGV[6 + nq]  -- the key prefix, for the hash of a job stored in another queue
 local NF = 10
 
-local ready_n, sched_n = {}, {}
 local ready_ids, sched_ids = {}, {}  -- per queue, for its id indexes
 for qi = 1, nq do
-  ready_n[qi] = 0
-  sched_n[qi] = 0
   ready_ids[qi] = {}
   sched_ids[qi] = {}
 end
@@ -38,14 +33,11 @@ for j = 1, nj do
   local id = F[a + 1]
   local qi = tonumber(F[a + 2])
   local key = F[a + 9]
-  local k = QK + (qi - 1) * QN
+  local k = (qi - 1) * QN
   local jobkey = KEYS[JK + j]
   local existing = nil
-  local stored_in = redis.call('HGET', KEYS[2], id)
   if redis.call('EXISTS', jobkey) == 1 then
     existing = jobkey  -- the same id again (a replayed call): answer what is stored
-  elseif stored_in and redis.call('EXISTS', P .. ':{' .. stored_in .. '}:job:' .. id) == 1 then
-    existing = P .. ':{' .. stored_in .. '}:job:' .. id  -- the id, stored in another queue
   elseif key ~= '' then
     local prev = redis.call('HGET', KEYS[k + 4], key)
     if prev and redis.call('EXISTS', KEYS[k + 7] .. prev) == 1 then
@@ -74,33 +66,24 @@ for j = 1, nj do
     if F[a + 10] ~= '' then
       fields[#fields + 1] = 'si'
       fields[#fields + 1] = F[a + 10]
-      redis.call('ZADD', KEYS[4] .. F[a + 10], 0, id)  -- the schedule's run index
     end
     redis.call('HSET', jobkey, unpack(fields))
-    redis.call('HSET', KEYS[2], id, ARGV[QA + qi])
     if state == 'scheduled' then
       redis.call('ZADD', KEYS[k + 2], run_at, id)
-      sched_n[qi] = sched_n[qi] + 1
-      sched_ids[qi][sched_n[qi]] = id
+      sched_ids[qi][#sched_ids[qi] + 1] = id
     else
       redis.call('ZADD', KEYS[k + 1], ready_score(F[a + 5], run_at), id)
-      ready_n[qi] = ready_n[qi] + 1
-      ready_ids[qi][ready_n[qi]] = id
+      ready_ids[qi][#ready_ids[qi] + 1] = id
     end
     out[j] = 1
   end
 end
 
 for qi = 1, nq do
-  local k = QK + (qi - 1) * QN
-  -- A queue is known once a job is stored in it (not when every job of the batch naming it
-  -- answered a stored one).
-  if ready_n[qi] + sched_n[qi] > 0 and redis.call('SADD', KEYS[1], ARGV[QA + qi]) == 1 then
-    poke(KEYS[3])  -- a scheduler does not watch this queue's changes list yet
-  end
+  local k = (qi - 1) * QN
   zadd0_all(KEYS[k + 3], ready_ids[qi])
   zadd0_all(KEYS[k + 8], sched_ids[qi])
-  push_tokens(KEYS[k + 5], ready_n[qi], cap)
-  if sched_n[qi] > 0 then poke(KEYS[k + 6]) end
+  push_tokens(KEYS[k + 5], #ready_ids[qi], cap)
+  if #sched_ids[qi] > 0 then poke(KEYS[k + 6]) end
 end
 return out
