@@ -224,7 +224,7 @@ def _run_async(func: Callable[[], Awaitable[int]]) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """monoq run."""
-    from monoq.supervisor import Supervisor
+    from monoq.supervisor import EXIT_RECYCLE, Supervisor
 
     extra: dict[str, Any] = {}
     if args.roles:
@@ -232,7 +232,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     config = _config(args, **extra)
     setup_logging(config.monoq.log_level, config.monoq.log_format)
     supervisor = Supervisor(config)
-    return run_loop(supervisor.run, loop=config.monoq.loop)
+    code = run_loop(supervisor.run, loop=config.monoq.loop)
+    if code == EXIT_RECYCLE and config.worker.recycle == "exec":
+        # Start afresh in place: the same pid (a container's main process stays) and the same
+        # command line, with none of this process's memory.
+        logging.getLogger("monoq").info("recycling: starting a fresh process")
+        logging.shutdown()
+        os.execv(sys.executable, sys.orig_argv)  # noqa: S606 - our own command line, again
+    return code
 
 
 def _payload(text: str | None) -> Any:

@@ -385,6 +385,25 @@ class WorkerConfig:
         'This worker\'s id in /workers and attempt history; "" = host-pid.',
         check=_optional_name,
     )
+    max_jobs: int = _key(
+        0,
+        "Recycle the process after it finished this many jobs (0 = never): it stops claiming, "
+        "lets its running jobs finish, and starts afresh as `recycle` says.",
+        min=0,
+    )
+    max_memory_mb: float = _key(
+        0.0,
+        "Recycle the process when its resident memory (RSS) passes this many MiB (0 = never), "
+        "checked every second; the running jobs finish first.",
+        min=0,
+    )
+    recycle: str = _key(
+        "exec",
+        '"exec": the process replaces itself with a fresh one (same pid and command line); '
+        '"exit": it exits with code 75 for its orchestrator (systemd, Kubernetes, compose) to '
+        "restart it.",
+        check=_one_of("exec", "exit"),
+    )
 
     def __attrs_post_init__(self) -> None:
         # A heartbeat that is not more frequent than the lease lets every lease expire.

@@ -44,6 +44,9 @@ class HandlerSpec:
     timeout: float | None = None
     priority: int | None = None
     source: str = ""  # where it was found: an entry point or module name
+    # "thread" (default): async handlers on the loop, sync ones in a thread (a soft timeout);
+    # "process": in a child process that is killed at the timeout (see monoq.isolation)
+    isolation: str = "thread"
 
     @property
     def is_async(self) -> bool:
@@ -64,11 +67,15 @@ def handler(
     max_retries: int | None = None,
     timeout: float | None = None,
     priority: int | None = None,
+    isolation: str = "thread",
 ) -> Callable[[F], F]:
     """Mark a function as the handler ``name``; the function itself is returned unchanged.
 
     ``queue``, ``max_retries``, ``timeout`` (seconds) and ``priority`` become the defaults of jobs
-    enqueued for it when the enqueuing side knows the registry.
+    enqueued for it when the enqueuing side knows the registry. ``isolation="process"`` runs it
+    in a pool of child processes that are killed when a job passes its timeout or is
+    cancelled: a hard timeout, for sync code that never checks ``ctx.cancelled``. Its payload
+    and result cross the process boundary as JSON, and it gets no plugins.
     """
     validate_name("handler", name)
     if queue is not None:
@@ -77,10 +84,15 @@ def handler(
         raise ValueError("max_retries must be >= 0")
     if timeout is not None and timeout <= 0:
         raise ValueError("timeout must be > 0")
+    if isolation not in ("thread", "process"):
+        raise ValueError(f"isolation must be 'thread' or 'process', got {isolation!r}")
 
     def mark(func: F) -> F:
+        if isolation == "process" and "." in func.__qualname__:
+            raise ValueError(f"handler {name!r}: isolation='process' needs a module-level "
+                             "function (a child process imports it from its module)")
         spec = HandlerSpec(name=name, func=func, queue=queue, max_retries=max_retries,
-                           timeout=timeout, priority=priority)
+                           timeout=timeout, priority=priority, isolation=isolation)
         setattr(func, _MARK, spec)
         return func
 

@@ -26,6 +26,7 @@ from monoq.core.codec import json_encode
 from monoq.core.loop import loop_name
 from monoq.core.models import JobState, MisfirePolicy, OverlapPolicy, Schedule
 from monoq.errors import BackendError, BackendNotShared
+from monoq.health import serve_health
 from monoq.registry import Registry
 from monoq.scheduler import Scheduler, SchedulerSettings
 from monoq.worker import Worker, WorkerSettings, default_worker_id
@@ -34,6 +35,7 @@ logger = logging.getLogger(__name__)
 
 ROLE_ORDER = ("scheduler", "worker", "api")
 EXIT_FORCED = 1
+EXIT_RECYCLE = 75  # EX_TEMPFAIL: a worker drained to be recycled; start it again
 
 
 class Role(Protocol):
@@ -59,6 +61,8 @@ def worker_settings(
         retry=config.retry_policy(),
         roles=roles,
         plugin_options=config.plugins,
+        max_jobs=w.max_jobs,
+        max_memory_mb=w.max_memory_mb,
     )
 
 
@@ -135,6 +139,7 @@ class Supervisor:
         self._forced = False
         self._stop_event = anyio.Event()
         self.worker_id = config.worker.id or default_worker_id()
+        self.recycling: str | None = None  # why the process stops to start afresh
 
     def check_backend(self) -> None:
         """Refuse a process-local backend when roles are split over processes."""
@@ -180,6 +185,14 @@ class Supervisor:
     async def run(self) -> int:
         """Run until stopped; answers the process exit code (0 after a graceful stop)."""
         self.check_backend()
+        # [monoq] health_port: /healthz, /readyz, /metrics of a process without the api role,
+        # listening before the backend is connected and closed last.
+        async with serve_health(self.config, self.client.backend, roles=self.roles,
+                                restarts=self.restarts, active=self.active,
+                                stopping=lambda: self._stopping):
+            return await self._run()
+
+    async def _run(self) -> int:
         backend = self.client.backend
         await self._connect()
         logger.info("monoq running roles %s on %s (event loop: %s)", ",".join(self.roles),
@@ -205,6 +218,9 @@ class Supervisor:
         if self._forced:
             logger.warning("stopped at once by a second signal; running jobs were not released")
             return EXIT_FORCED
+        if self.recycling is not None:
+            logger.info("monoq stopped to be recycled: %s", self.recycling)
+            return EXIT_RECYCLE
         logger.info("monoq stopped")
         return 0
 
@@ -288,7 +304,11 @@ class Supervisor:
                     await self._stop_event.wait()
                 backoff = min(backoff * 2, 30.0)
                 continue
-            if not self._stopping:
+            reason = getattr(role, "recycle_reason", None)
+            if reason is not None and not self._stopping:  # a worker drained to be recycled
+                self.recycling = reason
+                self.stop()
+            elif not self._stopping:
                 logger.error("role %s returned without being stopped; restarting", name)
                 self.restarts[name] += 1
             backoff = self.restart_backoff

@@ -18,6 +18,7 @@ import time
 import traceback
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -39,11 +40,21 @@ from monoq.core.models import (
 )
 from monoq.core.retry import RetryPolicy
 from monoq.errors import BackendError, Retry, SerializationError, SkipRetry
+from monoq.isolation import HandlerProcessDied, HandlerProcessError, ProcessPool, ResultNotJson
 from monoq.plugin import Plugin
 from monoq.registry import Registry
 
 logger = logging.getLogger(__name__)
 
+
+
+def resident_mib() -> float | None:
+    """This process's resident memory in MiB (Linux ``/proc``; None where unreadable)."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text(encoding="ascii").split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
 def default_worker_id() -> str:
@@ -65,6 +76,8 @@ class WorkerSettings:
     idle_wait: float = 5.0  # longest idle wait before claiming again (backends wake us earlier)
     roles: tuple[str, ...] = ("worker",)
     loop_lag_warning: float = 0.5  # seconds the loop may stall before a warning
+    max_jobs: int = 0  # recycle after this many finished jobs (0 = never)
+    max_memory_mb: float = 0.0  # recycle when RSS passes this (0 = never)
     # [plugins.<name>] tables: plugin name -> its options
     plugin_options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
 
@@ -107,8 +120,12 @@ class Worker:
         self._rotation = 0
         self._started_at = self.clock()
         self.processed = 0  # runs finished by this worker, any outcome
+        self.recycle_reason: str | None = None  # why it stopped to be recycled, if it did
         # Built here so that bad [plugins.*] options fail the start, not the first job.
         self.plugins = registry.build_plugins(settings.plugin_options)
+        isolated = [spec for spec in registry if spec.isolation == "process"]
+        self._pool = ProcessPool((spec.func.__module__ for spec in isolated),
+                                 settings.concurrency) if isolated else None
 
     @property
     def busy(self) -> int:
@@ -133,6 +150,8 @@ class Worker:
                 started.append(plugin)
             await self._work(task_status)
         finally:
+            if self._pool is not None:
+                self._pool.close()
             with anyio.CancelScope(shield=True):
                 for plugin in reversed(started):
                     try:
@@ -148,6 +167,8 @@ class Worker:
             service.start_soon(self._heartbeat_loop)
             service.start_soon(self._ack_loop)
             service.start_soon(self._lag_watchdog)
+            if settings.max_memory_mb:
+                service.start_soon(self._memory_watch)
             task_status.started()
             async with anyio.create_task_group() as jobs:
                 self._jobs = jobs
@@ -269,6 +290,8 @@ class Worker:
             # After the ack is buffered: the claim loop leaves the freed slot to the ack call.
             self._slot_freed.set()
         self.processed += 1
+        if self.settings.max_jobs and self.processed >= self.settings.max_jobs:
+            self.recycle(f"it finished {self.processed} jobs (worker.max_jobs)")
         took = time.perf_counter() - started
         if finish.outcome is Outcome.COMPLETED:
             metrics.job_completed(job.queue, job.handler, took)
@@ -295,15 +318,30 @@ class Worker:
         # One scope serves both: its deadline is the timeout, and a heartbeat or a graceful stop
         # cancels it early (they record why in run.stop_reason / run.lost first).
         run.scope.deadline = anyio.current_time() + job.timeout
+        result_json: bytes | None = None  # already JSON when a child process answered
         try:
             with run.scope:
-                if spec.is_async:
+                if self._pool is not None and spec.isolation == "process":
+                    result_json = await self._pool.run(job, lease.token,
+                                                       self.settings.worker_id)
+                elif spec.is_async:
                     result = await spec.func(run.ctx, job.payload)
                 else:
                     result = await anyio.to_thread.run_sync(
                         functools.partial(spec.func, run.ctx, job.payload),
                         abandon_on_cancel=True, limiter=self._limiter,
                     )
+        except HandlerProcessError as exc:
+            logger.warning("job %s (%s attempt %d) failed in its process: %s: %s", job.id,
+                           job.handler, job.attempt, exc.type_name, exc)
+            return self._failed(lease, ErrorInfo(exc.type_name, str(exc),
+                                                 exc.remote_traceback))
+        except HandlerProcessDied as exc:
+            logger.warning("job %s (%s attempt %d): %s", job.id, job.handler, job.attempt, exc)
+            return self._failed(lease, ErrorInfo("HandlerProcessDied", str(exc)))
+        except ResultNotJson as exc:
+            return Finish(lease, Outcome.DEAD, error=ErrorInfo(
+                "SerializationError", f"the handler's result is not JSON: {exc}"))
         except Retry as exc:
             return self._failed(lease, _error(exc, with_traceback=False), after=exc.after)
         except SkipRetry as exc:
@@ -314,8 +352,10 @@ class Worker:
             return self._failed(lease, _error(exc))
         if run.scope.cancelled_caught and run.stop_reason is None and not run.lost:
             run.ctx._signal_stop()
+            killed = "; its process was killed" if spec.isolation == "process" else ""
             return self._failed(lease, ErrorInfo(
-                "TimeoutError", f"the job ran longer than its timeout of {job.timeout:g}s"))
+                "TimeoutError", f"the job ran longer than its timeout of {job.timeout:g}s"
+                                f"{killed}"))
         if run.scope.cancelled_caught or run.stop_reason is not None:
             run.ctx._signal_stop()
             if run.stop_reason is Outcome.RELEASED:
@@ -323,6 +363,8 @@ class Worker:
                               error=ErrorInfo("Shutdown", "released by a graceful shutdown"))
             return Finish(lease, Outcome.CANCELLED,
                           error=ErrorInfo("Cancelled", "cancelled while running"))
+        if result_json is not None:
+            return Finish(lease, Outcome.COMPLETED, result_json=result_json)
         try:
             result_json = json_encode(result)
         except SerializationError as exc:
@@ -449,6 +491,27 @@ class Worker:
             run.stop_reason = Outcome.RELEASED
             run.ctx._signal_stop()
             run.scope.cancel()
+
+    def recycle(self, reason: str) -> None:
+        """Stop claiming and drain, so that the process can start afresh (the supervisor
+        sees ``recycle_reason``). Once only."""
+        if self.recycle_reason is not None or self._stopping.is_set():
+            return
+        self.recycle_reason = reason
+        logger.info("worker %s recycling: %s; draining %d running jobs", self.settings.worker_id,
+                    reason, len(self._running))
+        self.stop()
+
+    async def _memory_watch(self) -> None:
+        """Recycle when the process's resident memory passes ``max_memory_mb``."""
+        limit = self.settings.max_memory_mb
+        while True:
+            await anyio.sleep(1.0)
+            rss = resident_mib()
+            if rss is not None and rss > limit:
+                self.recycle(f"its memory ({rss:.0f} MiB) passed worker.max_memory_mb "
+                             f"({limit:g} MiB)")
+                return
 
     async def _lag_watchdog(self) -> None:
         """Warn when something blocks the event loop (a sync call in an async handler)."""
