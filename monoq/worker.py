@@ -10,10 +10,12 @@ attempt refunded.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import os
 import socket
+import threading
 import time
 import traceback
 from collections.abc import Mapping, Sequence
@@ -43,6 +45,7 @@ from monoq.errors import BackendError, Retry, SerializationError, SkipRetry
 from monoq.isolation import HandlerProcessDied, HandlerProcessError, ProcessPool, ResultNotJson
 from monoq.plugin import Plugin
 from monoq.registry import Registry
+from monoq.stacks import render, task_stack, thread_stack, where
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +58,15 @@ def resident_mib() -> float | None:
     except (OSError, ValueError, IndexError):
         return None
     return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def _in_thread(run: _Run, func: Any) -> Any:
+    """A sync handler's call in its thread, which it marks as the run's while it runs."""
+    run.thread = threading.get_ident()
+    try:
+        return func(run.ctx, run.lease.job.payload)
+    finally:
+        run.thread = None
 
 
 def default_worker_id() -> str:
@@ -78,6 +90,7 @@ class WorkerSettings:
     loop_lag_warning: float = 0.5  # seconds the loop may stall before a warning
     max_jobs: int = 0  # recycle after this many finished jobs (0 = never)
     max_memory_mb: float = 0.0  # recycle when RSS passes this (0 = never)
+    stop_grace: float = 5.0  # seconds an abandoned sync handler may run on before a warning
     # [plugins.<name>] tables: plugin name -> its options
     plugin_options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
 
@@ -89,6 +102,11 @@ class _Run:
     scope: anyio.CancelScope = attrs.field(factory=anyio.CancelScope)
     stop_reason: Outcome | None = None  # CANCELLED or RELEASED, when we stopped it
     lost: bool = False
+    timed_out: bool = False
+    task: asyncio.Task[Any] | None = None  # the task running it (async handlers)
+    thread: int | None = None  # the thread running it, while it runs (sync handlers)
+    stack: str | None = None  # where it was when it had to stop
+    where: str = ""  # the innermost frame of its own code then
 
 
 def _error(exc: BaseException, *, with_traceback: bool = True) -> ErrorInfo:
@@ -317,7 +335,10 @@ class Worker:
         result: Any = None
         # One scope serves both: its deadline is the timeout, and a heartbeat or a graceful stop
         # cancels it early (they record why in run.stop_reason / run.lost first).
-        run.scope.deadline = anyio.current_time() + job.timeout
+        # The timeout is a timer of ours rather than the scope's deadline, so that it can note
+        # where the handler was before cancelling it.
+        run.task = asyncio.current_task()
+        timer = asyncio.get_running_loop().call_later(job.timeout, self._timed_out, run)
         result_json: bytes | None = None  # already JSON when a child process answered
         try:
             with run.scope:
@@ -328,7 +349,7 @@ class Worker:
                     result = await spec.func(run.ctx, job.payload)
                 else:
                     result = await anyio.to_thread.run_sync(
-                        functools.partial(spec.func, run.ctx, job.payload),
+                        functools.partial(_in_thread, run, spec.func),
                         abandon_on_cancel=True, limiter=self._limiter,
                     )
         except HandlerProcessError as exc:
@@ -350,19 +371,28 @@ class Worker:
             logger.warning("job %s (%s attempt %d) failed: %s: %s", job.id, job.handler,
                            job.attempt, type(exc).__name__, exc)
             return self._failed(lease, _error(exc))
-        if run.scope.cancelled_caught and run.stop_reason is None and not run.lost:
+        finally:
+            timer.cancel()
+        at = f"; it was at {run.where}" if run.where else ""
+        if run.timed_out and run.scope.cancelled_caught and run.stop_reason is None \
+                and not run.lost:
             run.ctx._signal_stop()
             killed = "; its process was killed" if spec.isolation == "process" else ""
+            self._watch_thread(run, "its timeout passed")
             return self._failed(lease, ErrorInfo(
                 "TimeoutError", f"the job ran longer than its timeout of {job.timeout:g}s"
-                                f"{killed}"))
+                                f"{killed}{at}", run.stack))
         if run.scope.cancelled_caught or run.stop_reason is not None:
             run.ctx._signal_stop()
             if run.stop_reason is Outcome.RELEASED:
+                self._watch_thread(run, "the worker shut down")
                 return Finish(lease, Outcome.RELEASED,
-                              error=ErrorInfo("Shutdown", "released by a graceful shutdown"))
+                              error=ErrorInfo("Shutdown", "released by a graceful shutdown"
+                                              f"{at}", run.stack))
+            self._watch_thread(run, "it was cancelled")
             return Finish(lease, Outcome.CANCELLED,
-                          error=ErrorInfo("Cancelled", "cancelled while running"))
+                          error=ErrorInfo("Cancelled", f"cancelled while running{at}",
+                                          run.stack))
         if result_json is not None:
             return Finish(lease, Outcome.COMPLETED, result_json=result_json)
         try:
@@ -400,11 +430,17 @@ class Worker:
                 for run, status in zip(runs, statuses, strict=True):
                     if status is LeaseStatus.LOST:
                         run.lost = True
+                        self._note_stack(run, "it lost its lease")
+                        logger.warning("job %s lost its lease while running (another worker "
+                                       "may run it); stopping it. %s", run.lease.job_id,
+                                       run.stack or "")
                         run.ctx._signal_stop()
                         run.scope.cancel()
+                        self._watch_thread(run, "it lost its lease")
                     elif status is LeaseStatus.CANCEL_REQUESTED and run.stop_reason is None:
                         logger.info("job %s cancelled while running; stopping it", run.lease.job_id)
                         run.stop_reason = Outcome.CANCELLED
+                        self._note_stack(run, "it was cancelled")
                         run.ctx._signal_stop()
                         run.scope.cancel()
             await self.backend.report_worker(self._info(now), ttl=settings.heartbeat * 3)
@@ -491,6 +527,49 @@ class Worker:
             run.stop_reason = Outcome.RELEASED
             run.ctx._signal_stop()
             run.scope.cancel()
+
+    def _timed_out(self, run: _Run) -> None:
+        """The job's timer: note where the handler is, then cancel it."""
+        if run.lease.job.id not in self._running or run.scope.cancel_called:
+            return
+        run.timed_out = True
+        self._note_stack(run, f"its timeout ({run.lease.job.timeout:g}s) passed")
+        run.ctx._signal_stop()
+        run.scope.cancel()
+
+    def _note_stack(self, run: _Run, why: str) -> None:
+        """Record where the handler is now (its thread's or its task's stack) on ``run``."""
+        if run.stack is not None:
+            return
+        stack = None
+        kind = "thread"
+        if run.thread is not None:
+            stack = thread_stack(run.thread)
+        elif run.task is not None:
+            stack, kind = task_stack(run.task), "asyncio task"
+        if stack:
+            run.where = where(stack)
+            run.stack = render(stack, f"Where the handler was when {why} ({kind} stack, "
+                                      "outermost call first):")
+
+    def _watch_thread(self, run: _Run, why: str) -> None:
+        """A sync handler's thread cannot be stopped, only abandoned: if it still runs after
+        the stop grace, say so, with where it is then."""
+        if run.thread is None or self._jobs is None:
+            return
+        self._jobs.start_soon(self._report_lingering, run, why)
+
+    async def _report_lingering(self, run: _Run, why: str) -> None:
+        await anyio.sleep(self.settings.stop_grace)
+        ident = run.thread
+        if ident is None:
+            return
+        stack = thread_stack(ident)
+        logger.warning(
+            "job %s: its sync handler %s still runs %.0fs after %s; a thread cannot be killed "
+            "(declare the handler with isolation=\"process\" for a hard stop). %s",
+            run.lease.job_id, run.lease.job.handler, self.settings.stop_grace, why,
+            render(stack, "It is at:") if stack else "")
 
     def recycle(self, reason: str) -> None:
         """Stop claiming and drain, so that the process can start afresh (the supervisor

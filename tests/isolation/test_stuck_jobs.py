@@ -1,0 +1,109 @@
+"""A job that has to stop (timeout, cancel, lost lease) records where it was: its asyncio
+task's awaits, or its thread's stack; a sync handler that runs on is reported."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import pytest
+
+from monoq.backends.memory import MemoryBackend
+from monoq.client import Client
+from monoq.context import Context
+from monoq.core.models import JobState
+from monoq.registry import Registry, handler
+from monoq.worker import Worker, WorkerSettings
+
+release = threading.Event()
+
+
+async def fetch_report(seconds: float) -> None:
+    await anyio.sleep(seconds)
+
+
+@handler("stuck.async")
+async def stuck_async(ctx: Context, payload: Any) -> None:
+    await fetch_report(3600)
+
+
+def crunch_numbers() -> None:
+    while not release.is_set():  # never looks at ctx.cancelled
+        time.sleep(0.01)
+
+
+@handler("stuck.sync")
+def stuck_sync(ctx: Context, payload: Any) -> None:
+    crunch_numbers()
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[Client]:
+    release.clear()
+    registry = Registry()
+    registry.add_function(stuck_async)
+    registry.add_function(stuck_sync)
+    client = Client(MemoryBackend(), registry=registry)
+    worker = Worker(client, registry, WorkerSettings(
+        concurrency=2, heartbeat=timedelta(milliseconds=100), lease=timedelta(seconds=5),
+        grace=timedelta(seconds=2), stop_grace=0.3))
+    async with anyio.create_task_group() as tg:
+        await tg.start(worker.run)
+        yield client
+        release.set()
+        worker.stop()
+
+
+async def _attempt_error(client: Client, job_id: str) -> tuple[str, str, str]:
+    with anyio.fail_after(30):
+        await client.wait(job_id)
+    [attempt] = await client.attempts(job_id)
+    return attempt.error_type or "", attempt.error_message or "", attempt.traceback or ""
+
+
+async def test_an_async_job_past_its_timeout_records_its_awaits(client: Client) -> None:
+    job = await client.enqueue("stuck.async", None, timeout=0.3, max_retries=0)
+    kind, message, stack = await _attempt_error(client, job.id)
+    assert kind == "TimeoutError"
+    assert "it was at test_stuck_jobs.py:" in message
+    assert "in fetch_report" in message  # the innermost frame of the handler's own code
+    assert stack.startswith("Where the handler was when its timeout (0.3s) passed "
+                            "(asyncio task stack")
+    assert stack.index("stuck_async") < stack.index("fetch_report")  # outermost first
+    assert "monoq/worker.py" not in stack
+
+
+async def test_a_sync_job_past_its_timeout_records_its_thread_and_is_reported_when_it_runs_on(
+        client: Client, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, "monoq.worker")
+    job = await client.enqueue("stuck.sync", None, timeout=0.3, max_retries=0)
+    kind, message, stack = await _attempt_error(client, job.id)
+    assert kind == "TimeoutError"
+    assert "in crunch_numbers" in message
+    assert "(thread stack" in stack
+    assert "crunch_numbers" in stack
+    assert "stuck_sync" in stack
+    with anyio.fail_after(10):
+        while not any("still runs" in r.getMessage() for r in caplog.records):
+            await anyio.sleep(0.05)
+    lingering = next(r.getMessage() for r in caplog.records if "still runs" in r.getMessage())
+    assert job.id in lingering
+    assert 'isolation="process"' in lingering
+    assert "crunch_numbers" in lingering
+
+
+async def test_a_cancelled_job_records_where_it_was(client: Client) -> None:
+    job = await client.enqueue("stuck.async", None, timeout=60)
+    with anyio.fail_after(10):
+        while (await client.get(job.id)).state is not JobState.RUNNING:
+            await anyio.sleep(0.02)
+    await client.cancel(job.id)
+    kind, message, stack = await _attempt_error(client, job.id)
+    assert kind == "Cancelled"
+    assert "in fetch_report" in message
+    assert "when it was cancelled" in stack
