@@ -3,6 +3,7 @@
 One file in WAL mode serves every process on one host; several machines need Redis.
 """
 
-from monoq.backends.sqlite._backend import SCHEMA_VERSION, SqliteBackend, SqliteOptions
+from monoq.backends.sqlite._backend import SqliteBackend, SqliteOptions
+from monoq.backends.sqlite._schema import SCHEMA_VERSION
 
 __all__ = ["SCHEMA_VERSION", "SqliteBackend", "SqliteOptions"]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import importlib.resources
 import json
 import logging
 import sqlite3
@@ -27,6 +26,20 @@ from monoq.backends.sqlite._conn import (
     translate,
 )
 from monoq.backends.sqlite._fs import create_private_file, refuse_network_fs
+from monoq.backends.sqlite._rows import (
+    _JOB_COLUMNS,
+    _SCHEDULE_COLUMNS,
+    _STATES,
+    _TOKEN,
+    _dt,
+    _job,
+    _ms,
+    _odt,
+    _schedule,
+    _schedule_row,
+    _us,
+)
+from monoq.backends.sqlite._schema import migrate
 from monoq.core.backend import Capabilities
 from monoq.core.counters import (
     BEAT_HORIZON,
@@ -52,17 +65,13 @@ from monoq.core.models import (
     JobState,
     Lease,
     LeaseStatus,
-    MisfirePolicy,
     NewJob,
     Outcome,
-    OverlapPolicy,
     Page,
     QueueStats,
     Schedule,
     ThroughputBucket,
     WorkerInfo,
-    from_ms,
-    to_ms,
     to_ms_ceil,
     utcnow,
 )
@@ -72,94 +81,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# The schema version this code reads and writes, kept in PRAGMA user_version. When the schema
-# changes: bump it, update schema.sql (the full latest schema, for new files) and add
-# MIGRATIONS[old_version] with the statements that take a file from old_version to old + 1.
-SCHEMA_VERSION: Final = 6
-MIGRATIONS: dict[int, str] = {
-    # 1 -> 2: schedules, and the index that finds a schedule's runs.
-    1: """
-CREATE TABLE schedules (
-    id           TEXT PRIMARY KEY,
-    handler      TEXT NOT NULL,
-    cron         TEXT,
-    every        REAL,
-    timezone     TEXT NOT NULL,
-    payload      BLOB NOT NULL,
-    queue        TEXT NOT NULL,
-    priority     INTEGER NOT NULL,
-    max_retries  INTEGER,
-    timeout      REAL,
-    enabled      INTEGER NOT NULL,
-    overlap      TEXT NOT NULL,
-    misfire      TEXT NOT NULL,
-    origin       TEXT NOT NULL,
-    created_at   INTEGER,
-    updated_at   INTEGER,
-    last_fire_at INTEGER
-);
-CREATE INDEX jobs_schedule ON jobs (schedule_id, id) WHERE schedule_id IS NOT NULL;
-""",
-    # 2 -> 3: dashboard data (throughput counters, first-attempt waits, beats) and the index
-    # that counts and lists one queue's jobs by finish time.
-    2: """
-CREATE INDEX jobs_queue_finished ON jobs (queue, state, finished_at)
-    WHERE finished_at IS NOT NULL;
-CREATE TABLE throughput (
-    minute    INTEGER NOT NULL,
-    queue     TEXT NOT NULL,
-    completed INTEGER NOT NULL DEFAULT 0,
-    failed    INTEGER NOT NULL DEFAULT 0,
-    dead      INTEGER NOT NULL DEFAULT 0,
-    PRIMARY KEY (minute, queue)
-) WITHOUT ROWID;
-CREATE TABLE waits (
-    queue   TEXT NOT NULL,
-    seq     INTEGER NOT NULL,
-    wait_ms INTEGER NOT NULL,
-    PRIMARY KEY (queue, seq)
-) WITHOUT ROWID;
-CREATE TABLE beats (
-    name TEXT PRIMARY KEY,
-    at   INTEGER NOT NULL
-) WITHOUT ROWID;
-""",
-    # 3 -> 4: dashboard scale. The index whose (queue, state) ranges give list_jobs pages by
-    # queue, by state and by both in id order; the jobs each worker has processed.
-    3: """
-CREATE INDEX jobs_queue_state_id ON jobs (queue, state, id);
-ALTER TABLE workers ADD COLUMN processed INTEGER NOT NULL DEFAULT 0;
-""",
-    # 4 -> 5: the per-(queue, state) job counts, filled once from the jobs themselves (one
-    # pass over the claim index) and kept by every write from then on.
-    4: """
-CREATE TABLE job_counts (
-    queue TEXT NOT NULL,
-    state TEXT NOT NULL,
-    n     INTEGER NOT NULL,
-    PRIMARY KEY (queue, state)
-) WITHOUT ROWID;
-INSERT INTO job_counts (queue, state, n) SELECT queue, state, count(*) FROM jobs
-    GROUP BY queue, state;
-""",
-    # 5 -> 6: a schedule's times in epoch microseconds instead of milliseconds, so that
-    # put_schedule stores them as given (Schedule times are not truncated to milliseconds).
-    5: """
-UPDATE schedules SET created_at = created_at * 1000, updated_at = updated_at * 1000,
-    last_fire_at = last_fire_at * 1000;
-""",
-}
-
 _ONE_MS: Final = ONE_MS
-_STATES: Final = {s.value: s for s in JobState}
 _json = msgspec.json.Encoder()
-
-_JOB_COLUMNS: Final = (
-    "id, queue, handler, payload, priority, state, attempt, max_retries, timeout, run_at, "
-    "created_at, started_at, finished_at, idempotency_key, schedule_id, result, error, "
-    "cancel_requested, worker_id, lease_expires_at, lease_token"
-)
-_TOKEN: Final = 20  # index of lease_token in _JOB_COLUMNS
 
 _INSERT_JOB: Final = (
     "INSERT INTO jobs (id, queue, handler, payload, priority, state, max_retries, timeout, "
@@ -177,10 +100,6 @@ _CLAIM: Final = (
 )
 _IDS_PARAM: Final = "(SELECT value FROM json_each(?))"
 
-_SCHEDULE_COLUMNS: Final = (
-    "id, handler, cron, every, timezone, payload, queue, priority, max_retries, timeout, "
-    "enabled, overlap, misfire, origin, created_at, updated_at, last_fire_at"
-)
 _TERMINAL: Final = tuple(sorted(s.value for s in TERMINAL_STATES))
 # The state a finished run leaves its job in, by the outcome finish applies.
 _FINISH_STATE: Final = {
@@ -190,103 +109,6 @@ _FINISH_STATE: Final = {
     Outcome.CANCELLED: "cancelled",
     Outcome.RELEASED: "queued",
 }
-
-
-_ms = to_ms
-_dt = from_ms
-
-
-def _odt(ms: int | None) -> datetime | None:
-    return None if ms is None else from_ms(ms)
-
-
-def _job(r: Sequence[Any]) -> Job:
-    return Job(
-        id=r[0],
-        queue=r[1],
-        handler=r[2],
-        payload_json=r[3],
-        priority=r[4],
-        state=_STATES[r[5]],
-        attempt=r[6],
-        max_retries=r[7],
-        timeout=r[8],
-        run_at=_dt(r[9]),
-        created_at=_dt(r[10]),
-        started_at=_odt(r[11]),
-        finished_at=_odt(r[12]),
-        idempotency_key=r[13],
-        schedule_id=r[14],
-        result_json=r[15],
-        error=r[16],
-        cancel_requested=bool(r[17]),
-        worker_id=r[18],
-        lease_expires_at=_odt(r[19]),
-    )
-
-
-def _oms(dt: datetime | None) -> int | None:
-    return None if dt is None else _ms(dt)
-
-
-_ONE_US: Final = timedelta(microseconds=1)
-
-
-def _us(dt: datetime) -> int:
-    """Exact epoch microseconds: how a schedule's times are stored (schema version 6)."""
-    return (dt - EPOCH) // _ONE_US
-
-
-def _ous(dt: datetime | None) -> int | None:
-    return None if dt is None else _us(dt)
-
-
-def _odt_us(us: int | None) -> datetime | None:
-    return None if us is None else EPOCH + us * _ONE_US
-
-
-def _schedule_row(s: Schedule) -> tuple[Any, ...]:
-    return (
-        s.id,
-        s.handler,
-        s.cron,
-        s.every,
-        s.timezone,
-        s.payload_json,
-        s.queue,
-        s.priority,
-        s.max_retries,
-        s.timeout,
-        int(s.enabled),
-        s.overlap.value,
-        s.misfire.value,
-        s.origin,
-        _ous(s.created_at),
-        _ous(s.updated_at),
-        _ous(s.last_fire_at),
-    )
-
-
-def _schedule(r: Sequence[Any]) -> Schedule:
-    return Schedule(
-        id=r[0],
-        handler=r[1],
-        cron=r[2],
-        every=r[3],
-        timezone=r[4],
-        payload_json=bytes(r[5]),
-        queue=r[6],
-        priority=r[7],
-        max_retries=r[8],
-        timeout=r[9],
-        enabled=bool(r[10]),
-        overlap=OverlapPolicy(r[11]),
-        misfire=MisfirePolicy(r[12]),
-        origin=r[13],
-        created_at=_odt_us(r[14]),
-        updated_at=_odt_us(r[15]),
-        last_fire_at=_odt_us(r[16]),
-    )
 
 
 def count_finished_sql(*, by_queue: bool) -> str:
@@ -743,17 +565,6 @@ def _write_tallies(conn: sqlite3.Connection, done: Effects) -> None:
         _write_ended(conn, done)
 
 
-def _schema_statements(script: str) -> list[str]:
-    """Split a SQL script into statements (executescript would COMMIT our transaction)."""
-    statements, buf = [], ""
-    for line in script.splitlines(keepends=True):
-        buf += line
-        if sqlite3.complete_statement(buf):
-            statements.append(buf.strip())
-            buf = ""
-    return statements
-
-
 @attrs.frozen
 class SqliteOptions:
     """The ``[backend.options]`` of a sqlite backend, validated.
@@ -963,47 +774,7 @@ class SqliteBackend:
         conn.execute("PRAGMA query_only = ON")
 
     def _migrate(self, thread: SqliteThread) -> None:
-        conn = thread.conn
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise BackendError(
-                    f"sqlite: {self.path} has schema version {version}, but this monoq "
-                    f"understands schema version {SCHEMA_VERSION} at most; it was written by "
-                    "a newer monoq. Upgrade monoq, or point it at another file."
-                )
-            if version == 0:
-                tables = conn.execute(
-                    "SELECT count(*) FROM sqlite_schema WHERE type = 'table'"
-                ).fetchone()[0]
-                if tables:
-                    raise BackendError(
-                        f"sqlite: {self.path} holds tables but no monoq schema version; it is "
-                        "not a monoq database"
-                    )
-                script = (
-                    importlib.resources.files(__package__)
-                    .joinpath("schema.sql")
-                    .read_text(encoding="utf-8")
-                )
-                for statement in _schema_statements(script):
-                    conn.execute(statement)
-                logger.info("sqlite: created schema version %d in %s", SCHEMA_VERSION, self.path)
-            else:
-                for old in range(version, SCHEMA_VERSION):
-                    for statement in _schema_statements(MIGRATIONS[old]):
-                        conn.execute(statement)
-                    logger.info(
-                        "sqlite: migrated %s from schema version %d to %d", self.path, old, old + 1
-                    )
-            if version != SCHEMA_VERSION:
-                conn.execute(f"PRAGMA user_version = {int(SCHEMA_VERSION)}")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                conn.execute("ROLLBACK")
-            raise
+        migrate(thread.conn, self.path)
 
     # -- plumbing -------------------------------------------------------------------------------
 

@@ -22,6 +22,7 @@ import pytest
 
 from monoq.backends.sqlite import SCHEMA_VERSION, SqliteBackend, _fs
 from monoq.backends.sqlite import _backend as sqlite_backend_module
+from monoq.backends.sqlite import _schema as sqlite_schema_module
 from monoq.core.backend import Backend
 from monoq.core.ids import new_id
 from monoq.core.models import JobState, NewJob, Schedule
@@ -243,9 +244,9 @@ async def test_older_schema_is_migrated(db_path: Path, monkeypatch: pytest.Monke
     await old.aclose()
 
     # Pretend this monoq is one schema version ahead, with the migration that gets there.
-    monkeypatch.setattr(sqlite_backend_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setattr(sqlite_schema_module, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
     monkeypatch.setattr(
-        sqlite_backend_module,
+        sqlite_schema_module,
         "MIGRATIONS",
         {SCHEMA_VERSION: "ALTER TABLE jobs ADD COLUMN note TEXT;\nCREATE TABLE extra (x);"},
     )
