@@ -45,6 +45,7 @@ from monoq.core.models import (
     NewJob,
     Outcome,
     Page,
+    Progress,
     QueueStats,
     Schedule,
     ThroughputBucket,
@@ -149,6 +150,7 @@ class MemoryBackend:
                 created_at=now,
                 idempotency_key=new.idempotency_key,
                 schedule_id=new.schedule_id,
+                trace_context=new.trace_context,
             )
             self._rows[job.id] = _Row(job)
             self._queues.add(job.queue)
@@ -279,6 +281,19 @@ class MemoryBackend:
             )
         return statuses
 
+    async def report_progress(self, items: Sequence[Progress], *, now: datetime) -> list[bool]:
+        """Store how far running jobs are, fenced by token; see ``Backend.report_progress``."""
+        answers: list[bool] = []
+        for item in items:
+            row = self._current(item.lease)
+            if row is None or row.job.state is not JobState.RUNNING:
+                answers.append(False)
+                continue
+            row.job = attrs.evolve(row.job, progress=item.fraction,
+                                   progress_message=item.message)
+            answers.append(True)
+        return answers
+
     async def finish_and_claim(
         self,
         items: Sequence[Finish],
@@ -325,7 +340,8 @@ class MemoryBackend:
             elif outcome is Outcome.RETRY:
                 retry_at = item.retry_at or now  # Finish guarantees it is set for RETRY
                 job = attrs.evolve(
-                    job, state=JobState.RETRYING, run_at=retry_at, error=error, **common
+                    job, state=JobState.RETRYING, run_at=retry_at, error=error,
+                    progress=None, progress_message=None, **common
                 )
                 heapq.heappush(self._waiting, (retry_at, job.id))
                 changed = True
@@ -340,7 +356,8 @@ class MemoryBackend:
                     **common,
                 )
             else:  # RELEASED
-                job = attrs.evolve(job, state=JobState.QUEUED, attempt=job.attempt - 1, **common)
+                job = attrs.evolve(job, state=JobState.QUEUED, attempt=job.attempt - 1,
+                                   progress=None, progress_message=None, **common)
                 heapq.heappush(self._ready[job.queue], (job.priority, job.run_at, job.id))
                 woken.add(job.queue)
             row.job = job
@@ -659,6 +676,8 @@ class MemoryBackend:
                 result_json=None,
                 finished_at=None,
                 cancel_requested=False,
+                progress=None,
+                progress_message=None,
             )
             heapq.heappush(self._ready[row.job.queue], (row.job.priority, now, job_id))
             moved.append(job_id)

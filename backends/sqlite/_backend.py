@@ -68,6 +68,7 @@ from monoq.core.models import (
     NewJob,
     Outcome,
     Page,
+    Progress,
     QueueStats,
     Schedule,
     ThroughputBucket,
@@ -86,8 +87,8 @@ _json = msgspec.json.Encoder()
 
 _INSERT_JOB: Final = (
     "INSERT INTO jobs (id, queue, handler, payload, priority, state, max_retries, timeout, "
-    "run_at, created_at, idempotency_key, schedule_id) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "run_at, created_at, idempotency_key, schedule_id, trace_context) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 # One statement claims the whole batch of a queue. randomblob() is evaluated per row, so every
 # lease gets its own unguessable token. RETURNING does not keep the subquery's order.
@@ -870,7 +871,7 @@ class SqliteBackend:
                 fx.move(nj.queue, None, state.value)
                 rows.append((nj.id, nj.queue, nj.handler, nj.payload_json, nj.priority,
                              state.value, nj.max_retries, nj.timeout, run_ms, now_ms,
-                             nj.idempotency_key, nj.schedule_id))
+                             nj.idempotency_key, nj.schedule_id, nj.trace_context))
                 job = Job(
                     id=nj.id,
                     queue=nj.queue,
@@ -885,6 +886,7 @@ class SqliteBackend:
                     created_at=created_at,
                     idempotency_key=nj.idempotency_key,
                     schedule_id=nj.schedule_id,
+                    trace_context=nj.trace_context,
                 )
                 new_ids[nj.id] = job
                 if key is not None:
@@ -1050,6 +1052,21 @@ class SqliteBackend:
 
         return await self._write(fn, "extend", len(items))
 
+    async def report_progress(self, items: Sequence[Progress], *, now: datetime) -> list[bool]:
+        """Store how far running jobs are, fenced by token; see ``Backend.report_progress``."""
+        rows = [(item.fraction, item.message, item.lease.job_id, item.lease.token)
+                for item in items]
+        if not rows:
+            return []
+
+        def fn(conn: sqlite3.Connection, fx: Effects) -> list[bool]:
+            return [conn.execute(
+                "UPDATE jobs SET progress = ?, progress_message = ? "
+                "WHERE id = ? AND lease_token = ? AND state = 'running'", row).rowcount == 1
+                for row in rows]
+
+        return await self._write(fn, "report_progress", len(rows))
+
     async def finish(self, items: Sequence[Finish], *, now: datetime) -> list[bool]:
         """End runs, fenced by their tokens, in one transaction; see ``Backend.finish``."""
         if not items:
@@ -1093,7 +1110,7 @@ class SqliteBackend:
             assert item.retry_at is not None  # Finish validates this  # noqa: S101
             conn.execute(
                 "UPDATE jobs SET state = 'retrying', run_at = ?, error = coalesce(?, error), "  # noqa: S608
-                f"{clear} "
+                f"progress = NULL, progress_message = NULL, {clear} "
                 "WHERE id = ?",
                 (_ms(item.retry_at), error, job_id),
             )
@@ -1113,7 +1130,8 @@ class SqliteBackend:
             )
         elif outcome is Outcome.RELEASED:  # back to the queue, and the run does not count
             conn.execute(
-                f"UPDATE jobs SET state = 'queued', attempt = attempt - 1, {clear} "  # noqa: S608
+                "UPDATE jobs SET state = 'queued', attempt = attempt - 1, progress = NULL, "  # noqa: S608
+                f"progress_message = NULL, {clear} "
                 "WHERE id = ?",
                 (job_id,),
             )
@@ -1570,9 +1588,10 @@ class SqliteBackend:
             for state in ("dead", "cancelled"):  # one UPDATE per state, for the counts
                 rows = conn.execute(
                     "UPDATE jobs SET state = 'queued', attempt = 0, run_at = ?, error = NULL, "  # noqa: S608
-                    "result = NULL, finished_at = NULL, cancel_requested = 0, "
-                    "worker_id = NULL, lease_token = NULL, lease_expires_at = NULL "
-                    f"WHERE id IN {_IDS_PARAM} AND state = ? RETURNING id, queue",
+                    "result = NULL, finished_at = NULL, cancel_requested = 0, progress = NULL, "
+                    "progress_message = NULL, worker_id = NULL, lease_token = NULL, "
+                    f"lease_expires_at = NULL WHERE id IN {_IDS_PARAM} AND state = ? "
+                    "RETURNING id, queue",
                     (now_ms, ids_json, state),
                 ).fetchall()
                 for queue, n in collections.Counter(q for _, q in rows).items():

@@ -23,7 +23,8 @@ _STATES: Final = {s.value: s for s in JobState}
 _JOB_COLUMNS: Final = (
     "id, queue, handler, payload, priority, state, attempt, max_retries, timeout, run_at, "
     "created_at, started_at, finished_at, idempotency_key, schedule_id, result, error, "
-    "cancel_requested, worker_id, lease_expires_at, lease_token"
+    "cancel_requested, worker_id, lease_expires_at, lease_token, trace_context, progress, "
+    "progress_message"
 )
 _TOKEN: Final = 20  # index of lease_token in _JOB_COLUMNS
 
@@ -61,6 +62,9 @@ def _job(r: Sequence[Any]) -> Job:
         cancel_requested=bool(r[17]),
         worker_id=r[18],
         lease_expires_at=_odt(r[19]),
+        trace_context=r[21],
+        progress=r[22],
+        progress_message=r[23],
     )
 
 

@@ -19,7 +19,7 @@ logger = logging.getLogger("monoq.backends.sqlite._backend")
 # The schema version this code reads and writes, kept in PRAGMA user_version. When the schema
 # changes: bump it, update schema.sql (the full latest schema, for new files) and add
 # MIGRATIONS[old_version] with the statements that take a file from old_version to old + 1.
-SCHEMA_VERSION: Final = 6
+SCHEMA_VERSION: Final = 7
 MIGRATIONS: dict[int, str] = {
     # 1 -> 2: schedules, and the index that finds a schedule's runs.
     1: """
@@ -91,6 +91,12 @@ INSERT INTO job_counts (queue, state, n) SELECT queue, state, count(*) FROM jobs
     5: """
 UPDATE schedules SET created_at = created_at * 1000, updated_at = updated_at * 1000,
     last_fire_at = last_fire_at * 1000;
+""",
+    # 6 -> 7: a job's trace context, and its progress as the running handler reports it.
+    6: """
+ALTER TABLE jobs ADD COLUMN trace_context TEXT;
+ALTER TABLE jobs ADD COLUMN progress REAL;
+ALTER TABLE jobs ADD COLUMN progress_message TEXT;
 """,
 }
 

@@ -24,7 +24,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     cancel_requested INTEGER NOT NULL DEFAULT 0,
     worker_id        TEXT,
     lease_token      TEXT,
-    lease_expires_at INTEGER
+    lease_expires_at INTEGER,
+    trace_context    TEXT,                  -- W3C trace context of the enqueue, as given
+    progress         REAL,                  -- 0..1 from the running handler; NULL = none
+    progress_message TEXT
 );
 
 -- claim: one range scan per queue in (priority, run_at, id) order; also serves stats'

@@ -38,6 +38,7 @@ class JobOut(msgspec.Struct):
     schedule_id: str | None
     result: msgspec.Raw
     error: str | None
+    progress: dict[str, Any] | None
 
 
 def job_out(job: Job) -> JobOut:
@@ -60,6 +61,8 @@ def job_out(job: Job) -> JobOut:
         job.schedule_id,
         _NULL if job.result_json is None else msgspec.Raw(job.result_json),
         job.error,
+        None if job.progress is None else {"fraction": job.progress,
+                                           "message": job.progress_message},
     )
 
 

@@ -210,6 +210,15 @@ class Job(Component):
             "schedule_id": nullable(text(description="The schedule that enqueued it.")),
             "result": Schema(description="The handler's return value (null until completed)."),
             "error": nullable(text(description='The latest error, "Type: message".')),
+            "progress": nullable(closed(
+                {
+                    "fraction": Schema(type=NUMBER, minimum=0, maximum=1,
+                                       description="0 to 1, as the handler last reported."),
+                    "message": nullable(text(max_length=500)),
+                },
+                description="How far the running handler said it is (`ctx.progress`); kept "
+                            "when the job ends, cleared by a retry. Null when never reported.",
+            )),
         },
         description="A job (DESIGN.md §3).",
     )

@@ -136,6 +136,8 @@ class NewJob:
     timeout: float = 300.0  # seconds
     idempotency_key: str | None = None
     schedule_id: str | None = None
+    # W3C trace context of the enqueue (see monoq.tracing), stored as given; None untraced
+    trace_context: str | None = None
 
 
 @attrs.frozen
@@ -162,6 +164,9 @@ class Job:
     cancel_requested: bool = False
     worker_id: str | None = None  # holder of the current lease
     lease_expires_at: datetime | None = None
+    trace_context: str | None = None  # as NewJob.trace_context
+    progress: float | None = None  # 0..1, reported by the running handler; cleared by a retry
+    progress_message: str | None = None
 
     @property
     def payload(self) -> Any:
@@ -198,6 +203,8 @@ class Job:
             "schedule_id": self.schedule_id,
             "result": self.result,
             "error": self.error,
+            "progress": None if self.progress is None else {
+                "fraction": self.progress, "message": self.progress_message},
         }
 
 
@@ -265,6 +272,24 @@ def error_type_of(error: str | None) -> str | None:
     if error is None:
         return None
     return error.partition(": ")[0]
+
+
+PROGRESS_MESSAGE_LIMIT: Final = 500
+
+
+@attrs.frozen
+class Progress:
+    """How far a running job is, for ``Backend.report_progress``: fenced by its lease."""
+
+    lease: Lease
+    fraction: float  # 0..1
+    message: str | None = None  # at most PROGRESS_MESSAGE_LIMIT characters
+
+    def __attrs_post_init__(self) -> None:
+        if not 0.0 <= self.fraction <= 1.0:  # also refuses NaN
+            raise ValueError(f"progress must be between 0 and 1, got {self.fraction!r}")
+        if self.message is not None and len(self.message) > PROGRESS_MESSAGE_LIMIT:
+            raise ValueError(f"a progress message is at most {PROGRESS_MESSAGE_LIMIT} characters")
 
 
 @attrs.frozen

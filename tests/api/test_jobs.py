@@ -34,6 +34,7 @@ JOB_FIELDS = {
     "schedule_id",
     "result",
     "error",
+    "progress",
 }
 
 

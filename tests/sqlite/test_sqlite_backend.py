@@ -340,6 +340,36 @@ async def test_version_1_file_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> 
         assert schema_shape(old) == schema_shape(new)
 
 
+def _back_to_version_6(conn: sqlite3.Connection) -> None:
+    """Undo what version 7 added to a fresh file: the jobs' trace context and progress."""
+    for column in ("trace_context", "progress", "progress_message"):
+        conn.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
+
+
+async def test_version_6_jobs_gain_trace_context_and_progress(tmp_path: Path) -> None:
+    assert SCHEMA_VERSION >= 7
+    path = tmp_path / "v6.db"
+    old = SqliteBackend(url_of(path))
+    await old.connect()
+    [stored] = await old.enqueue([new_job()], now=T0)
+    await old.aclose()
+    with plain_connection(path) as conn:
+        _back_to_version_6(conn)
+        conn.execute("PRAGMA user_version = 6")
+    backend = SqliteBackend(url_of(path))
+    await backend.connect()
+    try:
+        job = await backend.get(stored.job.id)
+        assert job == stored.job
+        assert (job.trace_context, job.progress, job.progress_message) == (None, None, None)
+    finally:
+        await backend.aclose()
+    with plain_connection(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+        assert {"trace_context", "progress", "progress_message"} <= columns
+
+
 async def test_version_5_schedule_times_become_microseconds(tmp_path: Path) -> None:
     """Schema version 6 stores a schedule's times in epoch microseconds (they were whole
     milliseconds, so a put_schedule lost the microseconds): the migration scales the stored
@@ -363,6 +393,7 @@ async def test_version_5_schedule_times_become_microseconds(tmp_path: Path) -> N
                      "created_at, updated_at, last_fire_at) SELECT 'hourly', handler, NULL, "
                      "3600.0, timezone, payload, queue, priority, max_retries, timeout, enabled, "
                      "overlap, misfire, origin, NULL, NULL, ? FROM schedules", (t0 + 2,))
+        _back_to_version_6(conn)
         conn.execute("PRAGMA user_version = 5")
 
     backend = SqliteBackend(url_of(path))

@@ -339,6 +339,12 @@ async def test_counts_stay_exact_when_several_backends_write_one_file(db_path: P
         await second.aclose()
 
 
+def _drop_version_7_columns(conn: sqlite3.Connection) -> None:
+    """What version 7 added to the jobs (trace context, progress): an older file lacks it."""
+    for column in ("trace_context", "progress", "progress_message"):
+        conn.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
+
+
 async def test_a_version_4_file_gains_counts_made_from_its_jobs(db_path: Path) -> None:
     backend = SqliteBackend(f"sqlite:///{db_path}")
     await backend.connect()
@@ -348,6 +354,7 @@ async def test_a_version_4_file_gains_counts_made_from_its_jobs(db_path: Path) -
     finally:
         await backend.aclose()
     with sqlite3.connect(db_path) as conn:  # make it a version 4 file: no job_counts
+        _drop_version_7_columns(conn)
         conn.execute("DROP TABLE job_counts")
         conn.execute("PRAGMA user_version = 4")
     backend = SqliteBackend(f"sqlite:///{db_path}")
@@ -377,6 +384,7 @@ async def test_a_version_3_file_gains_the_list_index_and_processed_counts(
         conn.execute("DROP INDEX jobs_queue_state_id")
         conn.execute("ALTER TABLE workers DROP COLUMN processed")
         conn.execute("DROP TABLE job_counts")
+        _drop_version_7_columns(conn)
         conn.execute("PRAGMA user_version = 3")
     backend = SqliteBackend(f"sqlite:///{db_path}")
     await backend.connect()
