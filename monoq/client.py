@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from anyio.from_thread import BlockingPortal
 
     from monoq.config import Config
+    from monoq.tracing import Tracing
 
 MAX_DELAY: Final = timedelta(days=3650)
 MAX_TIMEOUT: Final = 7 * 86400.0
@@ -110,7 +111,9 @@ class Client:
     """Enqueue, inspect and administer jobs on one backend.
 
     ``registry``, when given, supplies per-handler defaults; with ``known_handlers_only`` an
-    enqueue for a handler it does not know is refused (``HandlerNotFound``).
+    enqueue for a handler it does not know is refused (``HandlerNotFound``). ``tracing``, when
+    given, makes a producer span per enqueued job and stores its trace context with the job
+    (``monoq.tracing``); the worker and the scheduler of this client use it too.
     """
 
     def __init__(
@@ -121,8 +124,10 @@ class Client:
         defaults: JobDefaults | None = None,
         clock: Callable[[], datetime] = utcnow,
         known_handlers_only: bool = False,
+        tracing: Tracing | None = None,
     ) -> None:
         self.backend = backend
+        self.tracing = tracing
         self.registry = registry
         self.defaults = defaults or JobDefaults()
         self.clock = clock
@@ -238,6 +243,8 @@ class Client:
     async def submit_job(self, new: NewJob) -> Enqueued:
         """Enqueue one built job. Concurrent calls share backend calls (see
         ``monoq.core.coalesce``), each getting its own answer."""
+        if self.tracing is not None:
+            return await self.tracing.send(new, self._coalescer.submit)
         return await self._coalescer.submit(new)
 
     async def enqueue_many(self, jobs: Iterable[Mapping[str, Any] | NewJob]) -> list[Job]:
@@ -258,6 +265,9 @@ class Client:
                 raise ValidationError(f"jobs[{index}].{exc.field}", exc.message) from exc
         if not built:
             return []
+        if self.tracing is not None:
+            return await self.tracing.send_many(
+                built, lambda traced: self.backend.enqueue(traced, now=now))
         return await self.backend.enqueue(built, now=now)
 
     # -- inspecting -----------------------------------------------------------------------------
@@ -645,7 +655,11 @@ def run_to_dict(job: Job) -> dict[str, Any]:
 
 def client_from_config(config: Config, *, backend: Backend | None = None,
                        registry: Registry | None = None) -> Client:
-    """A client over the configured backend (built, not connected) with the config's defaults."""
+    """A client over the configured backend (built, not connected) with the config's defaults
+    and its ``[tracing]`` (ConfigError when tracing is enabled without opentelemetry-api)."""
+    from monoq.tracing import from_config  # imports OpenTelemetry only when enabled
+
+    tracing = from_config(config.tracing)
     if backend is None:
         backend = open_backend(config.backend.url, config.backend.options)
     if registry is None:
@@ -653,7 +667,7 @@ def client_from_config(config: Config, *, backend: Backend | None = None,
     jobs = config.jobs
     defaults = JobDefaults(queue=jobs.queue, priority=parse_priority(jobs.priority),
                            max_retries=jobs.max_retries, timeout=jobs.timeout_seconds)
-    return Client(backend, registry=registry, defaults=defaults)
+    return Client(backend, registry=registry, defaults=defaults, tracing=tracing)
 
 
 @contextlib.asynccontextmanager

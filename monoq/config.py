@@ -56,6 +56,7 @@ __all__ = [
     "RetryConfig",
     "ScheduleConfig",
     "SchedulerConfig",
+    "TracingConfig",
     "UiConfig",
     "WorkerConfig",
     "config_as_dict",
@@ -674,6 +675,24 @@ class UiConfig:
     )
 
 
+@attrs.frozen
+class TracingConfig:
+    """``[tracing]``: OpenTelemetry spans for enqueues and attempts (``monoq.tracing``)."""
+
+    enabled: bool = _key(
+        False,
+        "Make OpenTelemetry spans: one per enqueue (producer) and one per attempt (consumer), "
+        "with the trace context stored on the job. Needs opentelemetry-api (pip install "
+        "'monoq[otel]'); the spans go to the tracer provider the application sets up.",
+    )
+    consumer: str = _key(
+        "child",
+        "How an attempt's span relates to its job's enqueue span: child (in the enqueuing "
+        "request's trace, and linked to it) or link (a trace of its own, linked to it).",
+        check=_one_of("child", "link"),
+    )
+
+
 def _every(value: object) -> float | None:
     if value is None:
         return None
@@ -788,6 +807,7 @@ class Config:
     retention: RetentionConfig = attrs.field(factory=RetentionConfig)
     api: ApiConfig = attrs.field(factory=ApiConfig)
     ui: UiConfig = attrs.field(factory=UiConfig)
+    tracing: TracingConfig = attrs.field(factory=TracingConfig)
     schedules: tuple[ScheduleConfig, ...] = ()
     # [plugins.<name>] tables, checked by each plugin (monoq.Plugin) when a worker builds it
     plugins: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, hash=False)
@@ -814,6 +834,7 @@ for _cls in (
     ApiToken,
     ApiConfig,
     UiConfig,
+    TracingConfig,
     ScheduleConfig,
     Config,
 ):
