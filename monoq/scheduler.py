@@ -262,14 +262,26 @@ class Scheduler:
         return [*times[-(_MAX_CATCH_UP - 1):], due]
 
     async def _fire_one(self, schedule: Schedule, due: datetime, *, late: bool) -> bool:
-        """Enqueue the run of ``due`` (unless ``overlap = skip`` finds one unfinished)."""
+        """Enqueue the run of ``due`` (unless ``overlap = skip`` finds one unfinished); with
+        tracing, inside the fire's span (a new trace: ``monoq.tracing``)."""
+        tracing = self.client.tracing
+        if tracing is None:
+            return await self._fire_run(schedule, due, late=late) == "enqueued"
+        with tracing.fire(schedule.id, due, late=late) as span:
+            outcome = await self._fire_run(schedule, due, late=late)
+            span.set_attribute("monoq.schedule.outcome", outcome)
+            return outcome == "enqueued"
+
+    async def _fire_run(self, schedule: Schedule, due: datetime, *, late: bool) -> str:
+        """Enqueue the run of ``due``: "enqueued", "duplicate" (already fired, by another
+        scheduler) or "skipped" (``overlap = skip`` found a run unfinished)."""
         if schedule.overlap is OverlapPolicy.SKIP:
             unfinished = await self.backend.list_jobs(
                 schedule_id=schedule.id, states=set(JobState) - TERMINAL_STATES, limit=1)
             if unfinished.jobs:
                 logger.info("schedule %s: skipping the fire of %s, run %s is unfinished",
                             schedule.id, rfc3339(due), unfinished.jobs[0].id)
-                return False
+                return "skipped"
         answer = await self.client.submit(
             schedule.handler, schedule.payload, queue=schedule.queue,
             priority=schedule.priority, max_retries=schedule.max_retries,
@@ -279,7 +291,7 @@ class Scheduler:
         if answer.created:
             logger.info("schedule %s fired for %s%s: job %s", schedule.id, rfc3339(due),
                         " (late, catching up once)" if late else "", answer.job.id)
-        return answer.created
+        return "enqueued" if answer.created else "duplicate"
 
     async def sync(self, wanted: tuple[Schedule, ...], now: datetime) -> SyncReport:
         """Make the stored schedules match the config's ``[[schedules]]``.
