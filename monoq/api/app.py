@@ -114,6 +114,7 @@ def create_app(
             defaults=client.defaults,
             clock=client.clock,
             known_handlers_only=True,
+            tracing=client.tracing,
         )
     state = ApiState(
         client=client,
@@ -179,8 +180,14 @@ def create_app(
         # operationIds are the handler names (get_job, cancel_job...): what the links name
         operation_id_creator=lambda handler, _method, _path: handler.handler_name,
     )
+    middleware: list[Any] = []
+    if client.tracing is not None:  # a request's traceparent parents its enqueues
+        from monoq.api.tracecontext import trace_context_middleware
+
+        middleware.append(trace_context_middleware)
     app = Litestar(
         route_handlers=[v1, root, *ui_routes],
+        middleware=middleware,
         dependencies={
             "client": Provide(provide_client, sync_to_thread=False),
             "api": Provide(provide_state, sync_to_thread=False),
