@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import attrs
 
-from monoq.core.models import Job
+from monoq.core.models import PROGRESS_MESSAGE_LIMIT, Job
 from monoq.errors import ConfigError
 from monoq.plugin import Plugin
 
@@ -36,6 +36,8 @@ class Context:
     _logger: logging.LoggerAdapter[logging.Logger] | None = attrs.field(default=None, init=False)
     _cancelled: threading.Event | None = attrs.field(default=None, init=False)
     _stop: bool = attrs.field(default=False, init=False)
+    # The latest progress report not yet sent (the worker sends it at most once a second).
+    _progress: tuple[float, str | None] | None = attrs.field(default=None, init=False)
 
     @property
     def cancelled(self) -> threading.Event:
@@ -58,6 +60,26 @@ class Context:
             self._logger = logging.LoggerAdapter(
                 logging.getLogger(f"monoq.job.{self.job.handler}"), {"job_id": self.job.id})
         return self._logger
+
+    def progress(self, fraction: float, message: str | None = None) -> None:
+        """Say how far the job is: ``fraction`` from 0 to 1, and an optional short message
+        (at most 500 characters; longer ones are cut). Cheap enough for a tight loop: only the
+        latest report is kept and the worker stores it at most once a second (and once more
+        when the job ends). Shown by ``GET /api/v1/jobs/{id}``, ``monoq job show`` and the
+        dashboard; a retry clears it. Callable from async and sync handlers (and threads)."""
+        if isinstance(fraction, bool) or not isinstance(fraction, int | float) \
+                or not 0.0 <= fraction <= 1.0:
+            raise ValueError(f"progress must be a number from 0 to 1, got {fraction!r}")
+        if message is not None:
+            message = str(message)
+            if len(message) > PROGRESS_MESSAGE_LIMIT:
+                message = message[: PROGRESS_MESSAGE_LIMIT - 1] + "…"
+        self._progress = (float(fraction), message)
+
+    def _take_progress(self) -> tuple[float, str | None] | None:
+        """The report to send, if any, now marked as sent."""
+        report, self._progress = self._progress, None
+        return report
 
     def plugin(self, cls: type[P]) -> P:
         """This worker's running instance of the plugin class ``cls``."""

@@ -38,6 +38,7 @@ from monoq.core.models import (
     Lease,
     LeaseStatus,
     Outcome,
+    Progress,
     WorkerInfo,
 )
 from monoq.core.retry import RetryPolicy
@@ -91,6 +92,7 @@ class WorkerSettings:
     max_jobs: int = 0  # recycle after this many finished jobs (0 = never)
     max_memory_mb: float = 0.0  # recycle when RSS passes this (0 = never)
     stop_grace: float = 5.0  # seconds an abandoned sync handler may run on before a warning
+    progress_interval: float = 1.0  # seconds between two progress calls to the backend
     # [plugins.<name>] tables: plugin name -> its options
     plugin_options: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
 
@@ -185,6 +187,7 @@ class Worker:
             service.start_soon(self._heartbeat_loop)
             service.start_soon(self._ack_loop)
             service.start_soon(self._lag_watchdog)
+            service.start_soon(self._progress_loop)
             if settings.max_memory_mb:
                 service.start_soon(self._memory_watch)
             task_status.started()
@@ -300,6 +303,8 @@ class Worker:
         finish: Finish | None = None
         try:
             finish = await self._call(run)
+            if run.ctx._progress is not None and not run.lost:  # its last word, before the end
+                await self._send_progress([run])
         finally:
             self._running.pop(job.id, None)
             if finish is not None and not run.lost:
@@ -527,6 +532,29 @@ class Worker:
             run.stop_reason = Outcome.RELEASED
             run.ctx._signal_stop()
             run.scope.cancel()
+
+    async def _progress_loop(self) -> None:
+        """Send the progress the running handlers reported, at most once per interval in one
+        backend call: a tight loop of ``ctx.progress`` only overwrites what is pending."""
+        while True:
+            await anyio.sleep(self.settings.progress_interval)
+            runs = [run for run in self._running.values() if run.ctx._progress is not None]
+            if runs:
+                await self._send_progress(runs)
+
+    async def _send_progress(self, runs: Sequence[_Run]) -> None:
+        items = []
+        for run in runs:
+            report = run.ctx._take_progress()
+            if report is not None:
+                items.append(Progress(run.lease, report[0], report[1]))
+        if not items:
+            return
+        try:
+            await self.backend.report_progress(items, now=self.clock())
+        except BackendError as exc:  # progress is informative: a lost report is not retried
+            logger.warning("worker %s: progress of %d jobs not stored: %s",
+                           self.settings.worker_id, len(items), exc)
 
     def _timed_out(self, run: _Run) -> None:
         """The job's timer: note where the handler is, then cancel it."""

@@ -58,6 +58,7 @@ from monoq.core.models import (
     NewJob,
     OverlapPolicy,
     Page,
+    Progress,
     QueueStats,
     Schedule,
     ThroughputBucket,
@@ -102,6 +103,7 @@ _MIN_VERSION: Final = (6, 2)
 
 _SCRIPTS: Final = (
     "enqueue",
+    "progress",
     "index",
     "unindex",
     "register",
@@ -264,6 +266,7 @@ def _decode_job(f: Mapping[str, Any]) -> Job:
     started = f.get("sa")
     finished = f.get("fa")
     lease = f.get("le")
+    progress = f.get("pg")
     return Job(
         id=f["id"],
         queue=f["q"],
@@ -285,6 +288,9 @@ def _decode_job(f: Mapping[str, Any]) -> Job:
         cancel_requested=f.get("cr") == "1",
         worker_id=f.get("w"),
         lease_expires_at=None if lease is None else _dt(lease),
+        trace_context=f.get("tc"),
+        progress=None if progress is None else float(progress),
+        progress_message=f.get("pm"),
     )
 
 
@@ -1030,6 +1036,7 @@ class RedisBackend:
                 repr(float(job.timeout)),
                 job.idempotency_key or "",
                 job.schedule_id or "",
+                job.trace_context or "",
             ]
         return "enqueue", keys, [now_ms, len(queues), len(jobs), _WAKE_CAP, *queues,
                                  _pack(fields)]
@@ -1062,6 +1069,7 @@ class RedisBackend:
             created_at=now,
             idempotency_key=job.idempotency_key,
             schedule_id=job.schedule_id,
+            trace_context=job.trace_context,
         )
 
     # -- consumer -----------------------------------------------------------------------------
@@ -1183,6 +1191,23 @@ class RedisBackend:
         with _driver_errors("blpop"):
             async with asyncio.timeout(block + grace):
                 await self._b().blpop(keys, timeout=block)
+
+    async def report_progress(self, items: Sequence[Progress], *, now: datetime) -> list[bool]:
+        """Store how far running jobs are, fenced by token: one script per queue among them
+        (each in its queue's slot); see ``Backend.report_progress``."""
+        k = self._keys
+        out = [False] * len(items)
+        for q, idx in _group(items, lambda item: item.lease.job.queue).items():
+            keys = [k.job(q, items[i].lease.job.id) for i in idx]
+            args: list[Any] = []
+            for i in idx:
+                item = items[i]
+                args += [item.lease.token, repr(item.fraction),
+                         "" if item.message is None else "=" + item.message]
+            answers = await self._run("progress", keys, args)
+            for i, answer in zip(idx, answers, strict=True):
+                out[i] = bool(answer)
+        return out
 
     async def extend(
         self, leases: Sequence[Lease], *, lease_for: timedelta, now: datetime

@@ -5,8 +5,8 @@
 -- ARGV: 1 now_ms, 2 queue count, 3 job count, 4 wake cap, then the queue names,
 --       then one MessagePack array holding per job 10 strings: id, queue index (1-based),
 --       handler, payload, priority, run_at_ms ('' = now), max_retries, timeout,
---       idempotency key (''), schedule id (''). One packed argument instead of ten per job
---       keeps the client's command encoding cheap.
+--       idempotency key (''), schedule id (''), trace context (''). One packed argument
+--       instead of eleven per job keeps the client's command encoding cheap.
 -- Answers per job: 1 when created, else the existing job (job_reply): the same id already
 -- stored in its queue, or else the same idempotency key in its queue. The caller has already
 -- written the jobs' entries in the global id index (jobq), and adds each job to its
@@ -19,7 +19,7 @@ local QN = 8              -- keys per queue
 local JK = nq * QN        -- offset of the job keys in KEYS
 local QA = 4              -- offset of the queue names in ARGV
 local F = cmsgpack.unpack(ARGV[5 + nq])  -- the job fields, NF per job
-local NF = 10
+local NF = 11
 
 local ready_ids, sched_ids = {}, {}  -- per queue, for its id indexes
 for qi = 1, nq do
@@ -66,6 +66,10 @@ for j = 1, nj do
     if F[a + 10] ~= '' then
       fields[#fields + 1] = 'si'
       fields[#fields + 1] = F[a + 10]
+    end
+    if F[a + 11] ~= '' then
+      fields[#fields + 1] = 'tc'
+      fields[#fields + 1] = F[a + 11]
     end
     redis.call('HSET', jobkey, unpack(fields))
     if state == 'scheduled' then

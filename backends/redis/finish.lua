@@ -60,7 +60,9 @@ for i = 1, n do
         unset[#unset + 1] = 'r'
       end
       to = 4
-    elseif outcome == 'retry' then
+    elseif outcome == 'retry' then  -- the next run starts over: no progress yet
+      unset[#unset + 1] = 'pg'
+      unset[#unset + 1] = 'pm'
       set[#set + 1] = 'st'
       set[#set + 1] = 'retrying'
       set[#set + 1] = 'ra'
@@ -80,7 +82,9 @@ for i = 1, n do
       set[#set + 1] = 'fa'
       set[#set + 1] = now
       to = 6
-    else -- released: back to the queue, the attempt refunded, run_at kept
+    else -- released: back to the queue, the attempt refunded, run_at kept, no progress
+      unset[#unset + 1] = 'pg'
+      unset[#unset + 1] = 'pm'
       set[#set + 1] = 'st'
       set[#set + 1] = 'queued'
       set[#set + 1] = 'a'

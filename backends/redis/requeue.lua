@@ -11,7 +11,7 @@ for i = 8, #KEYS do
   if from then
     redis.call('ZREM', KEYS[from], v[2])
     redis.call('ZREM', KEYS[from + 4], v[2])
-    redis.call('HDEL', KEYS[i], 'e', 'r', 'fa', 'cr', 'tk', 'le', 'w')
+    redis.call('HDEL', KEYS[i], 'e', 'r', 'fa', 'cr', 'tk', 'le', 'w', 'pg', 'pm')
     redis.call('HSET', KEYS[i], 'st', 'queued', 'a', 0, 'ra', ARGV[1])
     redis.call('ZADD', KEYS[1], ready_score(v[3], ARGV[1]), v[2])
     redis.call('ZADD', KEYS[5], 0, v[2])

@@ -39,6 +39,7 @@ from monoq.core.models import (
     LeaseStatus,
     NewJob,
     Page,
+    Progress,
     QueueStats,
     Schedule,
     ThroughputBucket,
@@ -131,9 +132,9 @@ class Backend(Protocol):
         """Store ``jobs`` in one atomic step (all or nothing) and answer one ``Enqueued`` each.
 
         A job is SCHEDULED when ``run_at > now``, else QUEUED with ``run_at = now``.
-        ``created_at = now``, ``attempt = 0``. A job whose id is already stored, in whatever
-        queue (a caller retrying a call whose answer it lost), is answered with the stored job
-        and ``created=False``, whatever its key. Else, when ``idempotency_key`` matches a job of
+        ``created_at = now``, ``attempt = 0``; ``trace_context`` is stored as given. A job
+        whose id is already stored, in whatever queue (a caller retrying a call whose answer
+        it lost), is answered with the stored job and ``created=False``, whatever its key. Else, when ``idempotency_key`` matches a job of
         the same queue that has not been purged, nothing is written for it and the answer
         carries that original job with ``created=False``. Jobs of one batch are taken in order,
         each seeing the ones before it: of two with the same id, or the same key in one queue,
@@ -195,6 +196,15 @@ class Backend(Protocol):
         """
         ...
 
+    async def report_progress(self, items: Sequence[Progress], *, now: datetime) -> list[bool]:
+        """Store how far running jobs are: ``progress`` and ``progress_message`` become the
+        item's, fenced by its lease token; answer per item whether it applied (False for a
+        stale token or a job that is not running, which changes nothing). The worker sends the
+        latest report of each run at most once a second, so a tight loop cannot flood the
+        backend. Progress is cleared by a retry (``finish`` RETRY or RELEASED, ``requeue``).
+        """
+        ...
+
     async def finish(self, items: Sequence[Finish], *, now: datetime) -> list[bool]:
         """End runs, each fenced by its lease token; answer per item whether it applied.
 
@@ -206,7 +216,8 @@ class Backend(Protocol):
         CANCELLED: state cancelled, error stored, finished_at = now.
         RELEASED: state queued with ``attempt -= 1`` (the run is refunded), run_at kept.
         RETRY, DEAD and RELEASED become CANCELLED when a cancel was requested during the run
-        (the attempt record keeps what the worker reported). "error stored": the job's
+        (the attempt record keeps what the worker reported). RETRY and RELEASED clear the
+        job's progress (the next run starts over); the others keep it. "error stored": the job's
         ``error`` becomes ``str(item.error)`` when the item has one, and stays the last error
         when it has none; COMPLETED and RELEASED leave ``error`` as it was (an error they carry
         goes to the attempt record only). The lease is cleared (``worker_id`` and
@@ -436,9 +447,10 @@ class Backend(Protocol):
     async def requeue(self, job_ids: Sequence[str], *, now: datetime) -> list[str]:
         """Move DEAD or CANCELLED jobs back to QUEUED with ``attempt = 0``, ``run_at = now``.
 
-        Error, result, finished_at and cancel_requested are cleared; attempt records stay. Jobs
-        in other states are left alone. Answers the ids that moved, each once, in the order
-        given. Waiting workers are woken. Jobs of several queues may be moved queue by queue.
+        Error, result, finished_at, cancel_requested and progress are cleared; attempt records
+        stay. Jobs in other states are left alone. Answers the ids that moved, each once, in the
+        order given. Waiting workers are woken. Jobs of several queues may be moved queue by
+        queue.
         """
         ...
 
