@@ -17,7 +17,7 @@ import attrs
 import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions as rex
-from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
@@ -411,6 +411,35 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
                           tls=scheme == "rediss+sentinel")
 
 
+class _ClusterPipeline(ClusterPipeline):
+    """redis-py's cluster pipeline, which also makes its client re-read the cluster's layout
+    after a connection error, as the client's own commands do (redis-py 8's pipeline does
+    not: after a master dies, every pipeline would keep going to the dead node)."""
+
+    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True
+                      ) -> list[Any]:
+        client = self.cluster_client
+        try:
+            replies = await super().execute(raise_on_error, allow_redirections)
+        except (rex.ConnectionError, rex.TimeoutError, rex.ClusterDownError, OSError):
+            client._initialize = True  # the flag its own commands set
+            raise
+        if any(isinstance(r, rex.ConnectionError | rex.TimeoutError | rex.ClusterDownError)
+               for r in replies):
+            client._initialize = True
+        return replies
+
+
+class _Cluster(RedisCluster):
+    """redis-py's cluster client with ``_ClusterPipeline`` pipelines."""
+
+    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None
+                 ) -> ClusterPipeline:
+        if shard_hint:
+            raise rex.RedisClusterException("shard_hint is deprecated in cluster mode")
+        return _ClusterPipeline(self, transaction)  # type: ignore[abstract]
+
+
 @attrs.frozen
 class ClusterTarget:
     """Where a ``redis+cluster://`` URL points: some of the cluster's nodes (the client learns
@@ -678,7 +707,7 @@ class RedisBackend:
         tls: dict[str, Any] = dict(self._tls)
         if target.tls:
             tls["ssl"] = True
-        client = RedisCluster(
+        client = _Cluster(
             startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
             max_connections=self._pool_size,
             socket_timeout=socket_timeout,
@@ -852,6 +881,10 @@ class RedisBackend:
             if isinstance(c, RedisCluster):
                 with contextlib.suppress(rex.RedisError, OSError):
                     await c.aclose()
+                    # redis-py's aclose does nothing while the client is due to re-read the
+                    # layout (after a connection error): close every node's connections.
+                    await c.nodes_manager.aclose()
+                    await c.nodes_manager.aclose("startup_nodes")
             elif c is not None:
                 with contextlib.suppress(rex.RedisError, OSError):
                     await c.aclose(close_connection_pool=True)
@@ -1963,8 +1996,52 @@ class RedisBackend:
           (error). Managed services that refuse CONFIG GET give a warning instead.
         - persistence: AOF on is ok; RDB snapshots only is a warning that jobs acknowledged
           since the last snapshot are lost on a crash; no persistence at all is a warning too.
+
+        On a cluster every master is checked (each check answers its worst level, naming the
+        masters that are not ok), and ``redis.cluster`` reports ``cluster_state``.
         """
-        client = self._r()
+        if self._target is None:
+            return await self._doctor_on(self._r())
+        cluster = cast(RedisCluster, self._r())
+        with _driver_errors("doctor"):
+            await cluster.initialize()
+            info = await cluster.cluster_info()
+            masters = cluster.get_primaries()
+        found: dict[str, list[tuple[str, str, str]]] = {}
+        for node in masters:
+            plain = self._node_client(node.host, int(node.port))
+            try:
+                for name, level, message in await self._doctor_on(plain):
+                    found.setdefault(name, []).append((node.name, level, message))
+            finally:
+                await plain.aclose()
+        state = _text(info.get("cluster_state", "unknown"))
+        checks = [("redis.cluster", "ok" if state == "ok" else "error",
+                   (f"cluster_state {state}, {len(masters)} masters, "
+                   f"{_text(info.get('cluster_slots_ok', '?'))} of 16384 slots ok"))]
+        rank = {"ok": 0, "warn": 1, "error": 2}
+        for name, per_node in found.items():
+            worst = max((level for _, level, _ in per_node), key=rank.__getitem__)
+            messages = sorted({message for _, level, message in per_node if level == worst})
+            where = [n for n, level, _ in per_node if level == worst]
+            text = "; ".join(messages)
+            checks.append((name, worst, text if worst == "ok" else f"{', '.join(where)}: {text}"))
+        return checks
+
+    def _node_client(self, host: str, port: int) -> aioredis.Redis:
+        """A plain client of one node of the cluster, with the URL's credentials and TLS."""
+        assert self._target is not None  # noqa: S101 - only for redis+cluster:// URLs
+        tls: dict[str, Any] = dict(self._tls)
+        if self._target.tls:
+            tls["ssl"] = True
+        return aioredis.Redis(host=host, port=port, username=self._target.username,
+                              password=self._target.password,
+                              socket_timeout=self._socket_timeout,
+                              socket_connect_timeout=self._connect_timeout,
+                              retry=Retry(NoBackoff(), 0), **tls)
+
+    async def _doctor_on(self, client: aioredis.Redis) -> list[tuple[str, str, str]]:
+        """``doctor``'s checks of one server."""
         checks: list[tuple[str, str, str]] = []
         with _driver_errors("doctor"):
             server = await client.info("server")
