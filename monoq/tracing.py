@@ -26,10 +26,13 @@ Spans (OpenTelemetry's messaging semantic conventions, ``messaging.system = "mon
   ``messaging.message.id``, ``messaging.client.id`` (the worker id), ``monoq.job.handler``,
   ``monoq.job.attempt`` (1 for the first), ``monoq.job.outcome`` (completed, retry, dead,
   cancelled, released; ``interrupted`` when the worker itself was stopped mid-call),
-  ``monoq.job.retry_at`` for a retry, ``monoq.job.lease_lost`` when the outcome was discarded.
+  ``monoq.job.retry_at`` for a retry, ``monoq.job.lease_lost`` when the outcome was discarded,
+  ``monoq.job.stop_reason`` for a cancelled or released attempt (not an error of the job).
   A failed attempt (retry or dead) has status ERROR, ``error.type`` and an ``exception``
   event (``exception.type``, ``exception.message``, ``exception.stacktrace``) made from the
   error the worker records, so timeouts and failures in a child process are recorded alike.
+  A sync handler's thread sees the span as current too; a handler with ``isolation =
+  "process"`` runs in a child process, whose own spans are not parented to it.
 - ``fire {schedule id}`` (INTERNAL) around each cron fire: the root of a new trace, with the
   producer span of the run under it, so one run of a schedule, its retries included, is one
   trace. A schedule lives for months; one trace for all its runs would never end, and the
