@@ -488,6 +488,9 @@ def cmd_job(args: argparse.Namespace, out: TextIO) -> int:
         width = max(len(k) for k in fields)
         for key, value in fields.items():
             shown = _short(value, 100) if key in ("payload", "result") else value
+            if key == "progress" and value is not None:
+                shown = f"{value['fraction']:.0%}" + (f" {value['message']}"
+                                                       if value["message"] else "")
             out.write(f"{key.ljust(width)}  {'' if shown is None else shown}\n")
         if attempts:
             out.write("\nattempts:\n")

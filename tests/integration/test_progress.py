@@ -3,16 +3,20 @@ per interval, and once more when the job ends."""
 
 from __future__ import annotations
 
+import io
+import re
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
 from monoq.backends.memory import MemoryBackend
-from monoq.client import Client
+from monoq.cli import main
+from monoq.client import Client, connect
 from monoq.context import Context
-from monoq.core.models import JobState
+from monoq.core.models import JobState, Progress
 from monoq.registry import Registry, handler
 from monoq.worker import Worker, WorkerSettings
 
@@ -95,3 +99,22 @@ def test_bad_progress_is_refused_by_the_context() -> None:
     fraction, message = ctx._take_progress() or (None, None)
     assert fraction == 1.0
     assert message is not None and len(message) == 500 and message.endswith("…")
+
+
+def test_monoq_job_show_prints_the_progress(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/q.db"
+
+    async def prepare() -> str:
+        async with connect(url) as client:
+            job = await client.enqueue("echo", None)
+            [lease] = await client.backend.claim(["default"], limit=1,
+                                                 lease_for=timedelta(seconds=30),
+                                                 worker_id="w", now=client.clock())
+            await client.backend.report_progress([Progress(lease, 0.25, "step 1 of 4")],
+                                                 now=client.clock())
+            return job.id
+
+    job_id = anyio.run(prepare)
+    out = io.StringIO()
+    assert main(["job", "show", job_id, "--backend", url], out=out) == 0
+    assert re.search(r"^progress +25% step 1 of 4$", out.getvalue(), re.MULTILINE), out.getvalue()

@@ -11,7 +11,7 @@ from litestar.testing import AsyncTestClient
 
 from monoq.backends.memory import MemoryBackend
 from monoq.client import Client
-from monoq.core.models import ErrorInfo, Finish, JobState, Outcome
+from monoq.core.models import ErrorInfo, Finish, JobState, Outcome, Progress
 from monoq.ui.session import CSRF_COOKIE, SESSION_COOKIE
 from tests.api._support import finish_job
 from tests.ui._support import SECRET, TOKENS, csrf_of, form_token, login, post_form
@@ -616,3 +616,17 @@ async def test_stored_text_is_escaped_everywhere(secured: Http, client: Client) 
         page = (await secured.get(path)).text
         assert "<script>alert" not in page and "<img src=x" not in page, path
         assert "&lt;script&gt;alert" in page, path
+
+
+async def test_a_job_page_shows_its_progress(secured: Http, client: Client) -> None:
+    job = await client.enqueue("echo", None)
+    [lease] = await client.backend.claim(["default"], limit=1, lease_for=timedelta(seconds=30),
+                                         worker_id="w", now=client.clock())
+    await client.backend.report_progress([Progress(lease, 0.42, "row 420 of 1000")],
+                                         now=client.clock())
+    await login(secured, "read")
+    page = (await secured.get(f"/ui/jobs/{job.id}")).text
+    assert '<progress max="1" value="0.42">42%</progress> 42%' in page
+    assert "row 420 of 1000" in page
+    other = await client.enqueue("echo", None)
+    assert "<progress" not in (await secured.get(f"/ui/jobs/{other.id}")).text
