@@ -277,9 +277,28 @@ class MemoryBackend:
                 continue
             row.job = attrs.evolve(row.job, lease_expires_at=now + lease_for)
             statuses.append(
-                LeaseStatus.CANCEL_REQUESTED if row.job.cancel_requested else LeaseStatus.HELD
+                LeaseStatus.CANCEL_REQUESTED if row.job.cancel_requested
+                else LeaseStatus.STACK_REQUESTED if row.job.stack_requested
+                else LeaseStatus.HELD
             )
         return statuses
+
+    async def request_stack(self, job_id: str, *, now: datetime) -> Job | None:
+        """Ask the running handler's stack; see ``Backend.request_stack``."""
+        row = self._rows.get(job_id)
+        if row is None:
+            return None
+        if row.job.state is JobState.RUNNING:
+            row.job = attrs.evolve(row.job, stack_requested=True)
+        return row.job
+
+    async def put_stack(self, lease: Lease, stack: str, *, now: datetime) -> bool:
+        """Store the worker's answer; see ``Backend.put_stack``."""
+        row = self._current(lease)
+        if row is None or row.job.state is not JobState.RUNNING:
+            return False
+        row.job = attrs.evolve(row.job, stack=stack, stack_at=now, stack_requested=False)
+        return True
 
     async def report_progress(self, items: Sequence[Progress], *, now: datetime) -> list[bool]:
         """Store how far running jobs are, fenced by token; see ``Backend.report_progress``."""
@@ -328,7 +347,8 @@ class MemoryBackend:
             # A failed or cancelled run stores its error when it has one (else the last one
             # stays); a completed or released run leaves the job's error alone.
             error = job.error if item.error is None else str(item.error)
-            common: dict[str, Any] = {"worker_id": None, "lease_expires_at": None}
+            common: dict[str, Any] = {"worker_id": None, "lease_expires_at": None,
+                                      "stack_requested": False}
             if outcome is Outcome.COMPLETED:
                 job = attrs.evolve(
                     job,

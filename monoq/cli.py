@@ -462,8 +462,51 @@ def _enqueue_batch(args: argparse.Namespace, stdin: TextIO, out: TextIO) -> int:
             opened.close()
 
 
+def _job_stack(args: argparse.Namespace, out: TextIO) -> int:
+    """monoq job stack ID: ask the worker running the job where its handler is, and wait for
+    the answer, which comes with the worker's next heartbeat."""
+    config = _config(args)
+    timeout = args.timeout if args.timeout is not None else (
+        2 * config.worker.heartbeat_seconds + 5)
+
+    async def main() -> int:
+        async with _client(args) as client:
+            asked_at = client.clock()
+            job = await client.backend.request_stack(args.id, now=asked_at)
+            if job is None:
+                raise CommandError(f"no job {args.id}")
+            if job.state is not JobState.RUNNING:
+                raise CommandError(f"job {args.id} is {job.state}, not running: it has no "
+                                   "stack to show")
+            sys.stderr.write(f"asked worker {job.worker_id}; it answers at its next heartbeat "
+                             f"(every {config.worker.heartbeat_seconds:g}s)\n")
+            with anyio.move_on_after(timeout):
+                while True:
+                    job = await client.get(args.id)
+                    if job.stack_at is not None and job.stack_at >= asked_at - timedelta(
+                            milliseconds=1):
+                        break
+                    if job.state is not JobState.RUNNING:
+                        raise CommandError(f"job {args.id} ended ({job.state}) before its "
+                                           "worker answered")
+                    await anyio.sleep(0.2)
+        if job.stack_at is None or job.stack_at < asked_at - timedelta(milliseconds=1):
+            raise CommandError(f"worker {job.worker_id} did not answer within {timeout:g}s "
+                               "(is it alive? see `monoq workers`)")
+        if args.json:
+            _dump({"id": job.id, "worker_id": job.worker_id, "stack_at": rfc3339(job.stack_at),
+                   "stack": job.stack}, out)
+        else:
+            out.write(f"{job.stack}\n")
+        return 0
+
+    return _run_async(main)
+
+
 def cmd_job(args: argparse.Namespace, out: TextIO) -> int:
-    """monoq job show|cancel|retry."""
+    """monoq job show|cancel|retry|stack."""
+    if args.action == "stack":
+        return _job_stack(args, out)
 
     async def main() -> int:
         async with _client(args) as client:
@@ -911,9 +954,14 @@ def build_parser() -> argparse.ArgumentParser:
     job = sub.add_parser("job", help="show, cancel or retry one job")
     job_sub = job.add_subparsers(dest="action", required=True, metavar="ACTION")
     for action, text in (("show", "a job and its attempts"), ("cancel", "cancel a job"),
-                         ("retry", "requeue a dead or cancelled job")):
+                         ("retry", "requeue a dead or cancelled job"),
+                         ("stack", "where a running job's handler is now (asks its worker)")):
         p = job_sub.add_parser(action, parents=[common, js], help=text)
         p.add_argument("id")
+        if action == "stack":
+            p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                           help="how long to wait for the worker's answer (default: two "
+                                "heartbeats and 5 s)")
 
     jobs = sub.add_parser("jobs", parents=[common, js], help="list jobs, newest first")
     jobs.add_argument("--state", action="append", choices=[s.value for s in JobState])

@@ -442,6 +442,8 @@ class Worker:
                         run.ctx._signal_stop()
                         run.scope.cancel()
                         self._watch_thread(run, "it lost its lease")
+                    elif status is LeaseStatus.STACK_REQUESTED:
+                        await self._answer_stack(run, now)
                     elif status is LeaseStatus.CANCEL_REQUESTED and run.stop_reason is None:
                         logger.info("job %s cancelled while running; stopping it", run.lease.job_id)
                         run.stop_reason = Outcome.CANCELLED
@@ -564,6 +566,19 @@ class Worker:
         self._note_stack(run, f"its timeout ({run.lease.job.timeout:g}s) passed")
         run.ctx._signal_stop()
         run.scope.cancel()
+
+    async def _answer_stack(self, run: _Run, now: datetime) -> None:
+        """``monoq job stack``: send where the handler is now (the run goes on untouched)."""
+        stack, kind = None, "thread"
+        if run.thread is not None:
+            stack = thread_stack(run.thread)
+        elif run.task is not None:
+            stack, kind = task_stack(run.task), "asyncio task"
+        text = (render(stack, f"Where the handler is at {now.isoformat()} ({kind} stack, "
+                              "outermost call first):") if stack else
+                "No stack to show: the handler runs in a child process "
+                "(isolation=\"process\") or has just ended.")
+        await self.backend.put_stack(run.lease, text, now=now)
 
     def _note_stack(self, run: _Run, why: str) -> None:
         """Record where the handler is now (its thread's or its task's stack) on ``run``."""

@@ -104,6 +104,7 @@ _MIN_VERSION: Final = (6, 2)
 _SCRIPTS: Final = (
     "enqueue",
     "progress",
+    "stack",
     "index",
     "unindex",
     "register",
@@ -142,6 +143,7 @@ _UNAVAILABLE: Final = (
 _LEASE_STATUS: Final = {
     b"h": LeaseStatus.HELD,
     b"c": LeaseStatus.CANCEL_REQUESTED,
+    b"s": LeaseStatus.STACK_REQUESTED,
     b"l": LeaseStatus.LOST,
 }
 
@@ -267,6 +269,7 @@ def _decode_job(f: Mapping[str, Any]) -> Job:
     finished = f.get("fa")
     lease = f.get("le")
     progress = f.get("pg")
+    stack_at = f.get("sx")
     return Job(
         id=f["id"],
         queue=f["q"],
@@ -291,6 +294,9 @@ def _decode_job(f: Mapping[str, Any]) -> Job:
         trace_context=f.get("tc"),
         progress=None if progress is None else float(progress),
         progress_message=f.get("pm"),
+        stack_requested=f.get("sr") == "1",
+        stack=f.get("sk"),
+        stack_at=None if stack_at is None else _dt(stack_at),
     )
 
 
@@ -1224,6 +1230,19 @@ class RedisBackend:
         with _driver_errors("blpop"):
             async with asyncio.timeout(block + grace):
                 await self._b().blpop(keys, timeout=block)
+
+    async def request_stack(self, job_id: str, *, now: datetime) -> Job | None:
+        """Ask the running handler's stack; one script on the job's hash (its queue's slot)."""
+        [q] = await self._queues_of([job_id])
+        if q is None:
+            return None
+        raw = await self._run("stack", [self._keys.job(q, job_id)], ["ask"])
+        return _decode_job(_unpack(raw)) if raw else None
+
+    async def put_stack(self, lease: Lease, stack: str, *, now: datetime) -> bool:
+        """Store the worker's answer, fenced by the lease token."""
+        key = self._keys.job(lease.job.queue, lease.job_id)
+        return bool(await self._run("stack", [key], ["put", lease.token, stack, _ms(now)]))
 
     async def report_progress(self, items: Sequence[Progress], *, now: datetime) -> list[bool]:
         """Store how far running jobs are, fenced by token: one script per queue among them

@@ -141,6 +141,12 @@ FIELDS: Final = {
     "worker_id": "w",
     "lease_expires_at": "le",
     "token": "tk",
+    "trace_context": "tc",
+    "progress": "pg",
+    "progress_message": "pm",
+    "stack_requested": "sr",  # "1" while `monoq job stack` waits for the worker's answer
+    "stack": "sk",
+    "stack_at": "sx",
 }
 
 # Schedule hash fields. Absent field = None.

@@ -40,7 +40,7 @@ for i = 1, n do
     local to = 0  -- the KEYS index of the new state's ZSET
     local score = now
     local set = {}  -- one HSET and one HDEL per item
-    local unset = {'tk', 'le', 'w'}
+    local unset = {'tk', 'le', 'w', 'sr'}
     -- A failed or cancelled run stores its error when it has one (else the last one stays);
     -- a completed or released run leaves the job's error alone.
     if F[a + 4] ~= '' and (outcome == 'retry' or outcome == 'dead' or outcome == 'cancelled')

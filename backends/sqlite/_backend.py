@@ -1039,18 +1039,42 @@ class SqliteBackend:
             for job_id, token in items:
                 row = conn.execute(
                     "UPDATE jobs SET lease_expires_at = ? WHERE id = ? AND lease_token = ? "
-                    "AND state = 'running' RETURNING cancel_requested",
+                    "AND state = 'running' RETURNING cancel_requested, stack_requested",
                     (expires_ms, job_id, token),
                 ).fetchone()
                 if row is None:
                     out.append(LeaseStatus.LOST)
                 elif row[0]:
                     out.append(LeaseStatus.CANCEL_REQUESTED)
+                elif row[1]:
+                    out.append(LeaseStatus.STACK_REQUESTED)
                 else:
                     out.append(LeaseStatus.HELD)
             return out
 
         return await self._write(fn, "extend", len(items))
+
+    async def request_stack(self, job_id: str, *, now: datetime) -> Job | None:
+        """Ask the running handler's stack; see ``Backend.request_stack``."""
+
+        def fn(conn: sqlite3.Connection, fx: Effects) -> Job | None:
+            conn.execute("UPDATE jobs SET stack_requested = 1 WHERE id = ? AND state = 'running'",
+                         (job_id,))
+            return _get_job(conn, job_id)
+
+        return await self._write(fn, "request_stack", 1)
+
+    async def put_stack(self, lease: Lease, stack: str, *, now: datetime) -> bool:
+        """Store the worker's answer; see ``Backend.put_stack``."""
+        now_ms = _ms(now)
+
+        def fn(conn: sqlite3.Connection, fx: Effects) -> bool:
+            return conn.execute(
+                "UPDATE jobs SET stack = ?, stack_at = ?, stack_requested = 0 "
+                "WHERE id = ? AND lease_token = ? AND state = 'running'",
+                (stack, now_ms, lease.job_id, lease.token)).rowcount == 1
+
+        return await self._write(fn, "put_stack", 1)
 
     async def report_progress(self, items: Sequence[Progress], *, now: datetime) -> list[bool]:
         """Store how far running jobs are, fenced by token; see ``Backend.report_progress``."""
@@ -1082,7 +1106,8 @@ class SqliteBackend:
     @staticmethod
     def _finish_one(conn: sqlite3.Connection, fx: Effects, item: Finish, now_ms: int) -> bool:
         job_id, token = item.lease.job_id, item.lease.token
-        clear = "lease_token = NULL, lease_expires_at = NULL, worker_id = NULL"
+        clear = ("lease_token = NULL, lease_expires_at = NULL, worker_id = NULL, "
+                 "stack_requested = 0")
         outcome = item.outcome
         error = None if item.error is None else str(item.error)
         if outcome is Outcome.COMPLETED:

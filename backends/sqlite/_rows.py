@@ -24,7 +24,7 @@ _JOB_COLUMNS: Final = (
     "id, queue, handler, payload, priority, state, attempt, max_retries, timeout, run_at, "
     "created_at, started_at, finished_at, idempotency_key, schedule_id, result, error, "
     "cancel_requested, worker_id, lease_expires_at, lease_token, trace_context, progress, "
-    "progress_message"
+    "progress_message, stack_requested, stack, stack_at"
 )
 _TOKEN: Final = 20  # index of lease_token in _JOB_COLUMNS
 
@@ -65,6 +65,9 @@ def _job(r: Sequence[Any]) -> Job:
         trace_context=r[21],
         progress=r[22],
         progress_message=r[23],
+        stack_requested=bool(r[24]),
+        stack=r[25],
+        stack_at=_odt(r[26]),
     )
 
 

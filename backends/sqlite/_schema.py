@@ -92,11 +92,15 @@ INSERT INTO job_counts (queue, state, n) SELECT queue, state, count(*) FROM jobs
 UPDATE schedules SET created_at = created_at * 1000, updated_at = updated_at * 1000,
     last_fire_at = last_fire_at * 1000;
 """,
-    # 6 -> 7: a job's trace context, and its progress as the running handler reports it.
+    # 6 -> 7: a job's trace context, its progress as the running handler reports it, and its
+    # handler's stack on request.
     6: """
 ALTER TABLE jobs ADD COLUMN trace_context TEXT;
 ALTER TABLE jobs ADD COLUMN progress REAL;
 ALTER TABLE jobs ADD COLUMN progress_message TEXT;
+ALTER TABLE jobs ADD COLUMN stack_requested INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN stack TEXT;
+ALTER TABLE jobs ADD COLUMN stack_at INTEGER;
 """,
 }
 

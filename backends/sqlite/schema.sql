@@ -27,7 +27,10 @@ CREATE TABLE IF NOT EXISTS jobs (
     lease_expires_at INTEGER,
     trace_context    TEXT,                  -- W3C trace context of the enqueue, as given
     progress         REAL,                  -- 0..1 from the running handler; NULL = none
-    progress_message TEXT
+    progress_message TEXT,
+    stack_requested  INTEGER NOT NULL DEFAULT 0,  -- `monoq job stack` asked; the worker answers
+    stack            TEXT,                  -- the running handler's stack, as last answered
+    stack_at         INTEGER
 );
 
 -- claim: one range scan per queue in (priority, run_at, id) order; also serves stats'

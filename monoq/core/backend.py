@@ -191,7 +191,9 @@ class Backend(Protocol):
         """Heartbeat: move each held lease's expiry to ``now + lease_for``.
 
         Per lease: HELD if the token is current, CANCEL_REQUESTED if it is current but the job was
-        cancelled (the lease is still extended), LOST if the token is stale (nothing changes).
+        cancelled (the lease is still extended), else STACK_REQUESTED if it is current and
+        ``request_stack`` asked for the handler's stack, LOST if the token is stale (nothing
+        changes).
         Leases of several queues may be extended queue by queue (see the module docstring).
         """
         ...
@@ -203,6 +205,18 @@ class Backend(Protocol):
         latest report of each run at most once a second, so a tight loop cannot flood the
         backend. Progress is cleared by a retry (``finish`` RETRY or RELEASED, ``requeue``).
         """
+        ...
+
+    async def request_stack(self, job_id: str, *, now: datetime) -> Job | None:
+        """Ask the worker running ``job_id`` where its handler is: a RUNNING job gets
+        ``stack_requested``, which the holder's next ``extend`` answers as STACK_REQUESTED;
+        other states change nothing. Answers the job afterwards (None when unknown)."""
+        ...
+
+    async def put_stack(self, lease: Lease, stack: str, *, now: datetime) -> bool:
+        """The worker's answer to ``request_stack``: ``stack`` and ``stack_at = now`` are
+        stored and ``stack_requested`` cleared, fenced by the lease token (a stale one changes
+        nothing and answers False)."""
         ...
 
     async def finish(self, items: Sequence[Finish], *, now: datetime) -> list[bool]:
@@ -217,7 +231,8 @@ class Backend(Protocol):
         RELEASED: state queued with ``attempt -= 1`` (the run is refunded), run_at kept.
         RETRY, DEAD and RELEASED become CANCELLED when a cancel was requested during the run
         (the attempt record keeps what the worker reported). RETRY and RELEASED clear the
-        job's progress (the next run starts over); the others keep it. "error stored": the job's
+        job's progress (the next run starts over); the others keep it. Every outcome clears a
+        pending ``stack_requested`` (the stored stack stays). "error stored": the job's
         ``error`` becomes ``str(item.error)`` when the item has one, and stays the last error
         when it has none; COMPLETED and RELEASED leave ``error`` as it was (an error they carry
         goes to the attempt record only). The lease is cleared (``worker_id`` and

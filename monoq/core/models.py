@@ -167,6 +167,9 @@ class Job:
     trace_context: str | None = None  # as NewJob.trace_context
     progress: float | None = None  # 0..1, reported by the running handler; cleared by a retry
     progress_message: str | None = None
+    stack_requested: bool = False  # someone asked the running handler's stack (monoq job stack)
+    stack: str | None = None  # the latest stack the worker answered with
+    stack_at: datetime | None = None
 
     @property
     def payload(self) -> Any:
@@ -240,6 +243,7 @@ class LeaseStatus(enum.StrEnum):
     HELD = "held"  # extended
     LOST = "lost"  # the token is stale: the job was reaped, released or finished elsewhere
     CANCEL_REQUESTED = "cancel_requested"  # extended, but the job should stop: it was cancelled
+    STACK_REQUESTED = "stack_requested"  # extended; someone asked where the handler is now
 
 
 class Outcome(enum.StrEnum):

@@ -3,18 +3,22 @@ task's awaits, or its thread's stack; a sync handler that runs on is reported.""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import threading
 import time
 from collections.abc import AsyncIterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
 from monoq.backends.memory import MemoryBackend
-from monoq.client import Client
+from monoq.cli import main
+from monoq.client import Client, connect
 from monoq.context import Context
 from monoq.core.models import JobState
 from monoq.registry import Registry, handler
@@ -107,3 +111,54 @@ async def test_a_cancelled_job_records_where_it_was(client: Client) -> None:
     assert kind == "Cancelled"
     assert "in fetch_report" in message
     assert "when it was cancelled" in stack
+
+
+async def wait_for_upstream() -> None:
+    await anyio.sleep(3600)
+
+
+@handler("stuck.waiting")
+async def stuck_waiting(ctx: Context, payload: Any) -> None:
+    await wait_for_upstream()
+
+
+async def test_monoq_job_stack_asks_the_worker_where_a_running_job_is(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/q.db"
+    registry = Registry()
+    registry.add_function(stuck_waiting)
+    async with connect(url) as client:
+        client.registry = registry
+        worker = Worker(client, registry, WorkerSettings(
+            concurrency=1, heartbeat=timedelta(milliseconds=100), lease=timedelta(seconds=5)))
+        async with anyio.create_task_group() as tg:
+            await tg.start(worker.run)
+            job = await client.enqueue("stuck.waiting", None)
+            with anyio.fail_after(10):
+                while (await client.get(job.id)).state is not JobState.RUNNING:
+                    await anyio.sleep(0.02)
+            out = io.StringIO()
+            code = await anyio.to_thread.run_sync(
+                lambda: main(["job", "stack", job.id, "--backend", url, "--timeout", "10"],
+                             out=out))
+            still = await client.get(job.id)
+            await client.cancel(job.id)
+            worker.stop()
+    assert code == 0
+    text = out.getvalue()
+    assert "(asyncio task stack, outermost call first)" in text
+    assert text.index("stuck_waiting") < text.index("wait_for_upstream")
+    assert still.state is JobState.RUNNING  # asking did not disturb it
+
+
+def test_monoq_job_stack_of_a_job_that_does_not_run_says_so(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/q.db"
+
+    async def enqueue() -> str:
+        async with connect(url) as client:
+            return (await client.enqueue("echo", None)).id
+
+    job_id = anyio.run(enqueue)
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert main(["job", "stack", job_id, "--backend", url], out=io.StringIO()) != 0
+    assert "is queued, not running" in err.getvalue()

@@ -342,7 +342,8 @@ async def test_version_1_file_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> 
 
 def _back_to_version_6(conn: sqlite3.Connection) -> None:
     """Undo what version 7 added to a fresh file: the jobs' trace context and progress."""
-    for column in ("trace_context", "progress", "progress_message"):
+    for column in ("trace_context", "progress", "progress_message", "stack_requested", "stack",
+                   "stack_at"):
         conn.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
 
 

@@ -341,7 +341,8 @@ async def test_counts_stay_exact_when_several_backends_write_one_file(db_path: P
 
 def _drop_version_7_columns(conn: sqlite3.Connection) -> None:
     """What version 7 added to the jobs (trace context, progress): an older file lacks it."""
-    for column in ("trace_context", "progress", "progress_message"):
+    for column in ("trace_context", "progress", "progress_message", "stack_requested", "stack",
+                   "stack_at"):
         conn.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
 
 

@@ -26,6 +26,7 @@ from monoq.testing.suite import (
     optional,
     progress,
     schedules,
+    stacks,
     stats,
     wakeups,
 )
@@ -44,6 +45,7 @@ MODULES: tuple[ModuleType, ...] = (
     optional,
     progress,
     schedules,
+    stacks,
     stats,
     wakeups,
 )
