@@ -25,9 +25,8 @@ end
 
 -- A job for Python: {JSON of every field but payload and result, payload, result or nil}.
 -- Three reply elements instead of HGETALL's forty: redis-py parses replies in Python.
-local function job_reply(key)
-  local flat = redis.call('HGETALL', key)
-  if #flat == 0 then return false end
+-- job_parts splits a job's HGETALL into those three parts (meta still a table).
+local function job_parts(flat)
   local meta = {}
   local payload, result = '', false
   for i = 1, #flat, 2 do
@@ -40,6 +39,13 @@ local function job_reply(key)
       meta[field] = flat[i + 1]
     end
   end
+  return meta, payload, result
+end
+
+local function job_reply(key)
+  local flat = redis.call('HGETALL', key)
+  if #flat == 0 then return false end
+  local meta, payload, result = job_parts(flat)
   return {cjson.encode(meta), payload, result}
 end
 

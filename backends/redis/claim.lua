@@ -27,18 +27,7 @@ for qi = 1, nq do
         -- is the job as this script leaves it (job_reply's shape).
         local flat = redis.call('HGETALL', jk)
         if #flat > 0 then  -- a ready entry without its job is only dropped (below)
-          local meta = {}
-          local payload, result = '', false
-          for i = 1, #flat, 2 do
-            local field = flat[i]
-            if field == 'p' then
-              payload = flat[i + 1]
-            elseif field == 'r' then
-              result = flat[i + 1]
-            else
-              meta[field] = flat[i + 1]
-            end
-          end
+          local meta, payload, result = job_parts(flat)
           local attempt = (tonumber(meta.a) or 0) + 1
           if attempt == 1 then
             -- first_wait_ms of monoq.core.counters: due time to claim, never negative
