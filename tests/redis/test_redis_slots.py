@@ -33,6 +33,7 @@ from monoq.core.models import (
     JobState,
     NewJob,
     Outcome,
+    Progress,
     Schedule,
     WorkerInfo,
 )
@@ -166,6 +167,7 @@ async def _workload(b: RedisBackend) -> None:
     leases = await b.claim([*queues, "delta"], limit=4, lease_for=LEASE, worker_id="w",
                            now=at(1))
     await b.extend(leases, lease_for=LEASE, now=at(2))
+    await b.report_progress([Progress(lease, 0.5, "half") for lease in leases], now=at(2))
     done = [Finish(leases[0], Outcome.COMPLETED, result_json=b"1"),
             Finish(leases[1], Outcome.RETRY, error=ErrorInfo("E", "x"), retry_at=at(3)),
             Finish(leases[2], Outcome.DEAD, error=ErrorInfo("F", "y"))]
