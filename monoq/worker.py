@@ -329,6 +329,17 @@ class Worker:
             logger.warning("job %s: lease lost while running; its outcome is discarded", job.id)
 
     async def _call(self, run: _Run) -> Finish:
+        """Run the handler and turn whatever happens into a Finish; with tracing, inside the
+        attempt's span (``monoq.tracing``), which records the outcome."""
+        tracing = self.client.tracing
+        if tracing is None:
+            return await self._call_handler(run)
+        with tracing.consume(run.lease.job, self.settings.worker_id) as span:
+            finish = await self._call_handler(run)
+            span.record(finish, lost=run.lost)
+            return finish
+
+    async def _call_handler(self, run: _Run) -> Finish:
         """Run the handler and turn whatever happens into a Finish."""
         lease = run.lease
         job = lease.job
