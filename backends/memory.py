@@ -8,6 +8,7 @@ Each method runs without awaiting in the middle, so on one event loop it is atom
 
 from __future__ import annotations
 
+import collections
 import heapq
 from collections import defaultdict, deque
 from collections.abc import Collection, Mapping, Sequence
@@ -31,11 +32,13 @@ from monoq.core.counters import (
 )
 from monoq.core.ids import new_token
 from monoq.core.models import (
+    BACKLOG_STATES,
     OUTCOME_TO_ATTEMPT,
     TERMINAL_STATES,
     WAITING_STATES,
     Attempt,
     AttemptOutcome,
+    DepthLimits,
     Enqueued,
     Finish,
     Job,
@@ -54,7 +57,7 @@ from monoq.core.models import (
     to_ms,
     utcnow,
 )
-from monoq.errors import ConfigError
+from monoq.errors import ConfigError, QueueFull
 
 
 class _Signal:
@@ -120,8 +123,11 @@ class MemoryBackend:
 
     # -- producer -------------------------------------------------------------------------------
 
-    async def enqueue(self, jobs: Sequence[NewJob], *, now: datetime) -> list[Enqueued]:
+    async def enqueue(self, jobs: Sequence[NewJob], *, now: datetime,
+                      limits: DepthLimits | None = None) -> list[Enqueued]:
         """Store jobs; see ``Backend.enqueue``."""
+        if limits is not None:
+            self._check_depth(jobs, limits)
         answers: list[Enqueued] = []
         woken: set[str] = set()
         delayed = False
@@ -282,6 +288,17 @@ class MemoryBackend:
                 else LeaseStatus.HELD
             )
         return statuses
+
+    def _check_depth(self, jobs: Sequence[NewJob], limits: DepthLimits) -> None:
+        """Backpressure: raise QueueFull before anything is written (see Backend.enqueue)."""
+        waiting: collections.Counter[str] = collections.Counter(
+            row.job.queue for row in self._rows.values() if row.job.state in BACKLOG_STATES)
+        for queue, (limit, n) in limits.per_queue(jobs).items():
+            if waiting[queue] + n > limit:
+                raise QueueFull(queue, waiting[queue], limit)
+        total = sum(waiting.values())
+        if limits.total and total + len(jobs) > limits.total:
+            raise QueueFull(None, total, limits.total)
 
     async def request_stack(self, job_id: str, *, now: datetime) -> Job | None:
         """Ask the running handler's stack; see ``Backend.request_stack``."""

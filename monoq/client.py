@@ -27,6 +27,7 @@ from monoq.core.models import (
     DEFAULT_QUEUE,
     TERMINAL_STATES,
     Attempt,
+    DepthLimits,
     Enqueued,
     Job,
     JobState,
@@ -125,9 +126,11 @@ class Client:
         clock: Callable[[], datetime] = utcnow,
         known_handlers_only: bool = False,
         tracing: Tracing | None = None,
+        limits: DepthLimits | None = None,
     ) -> None:
         self.backend = backend
         self.tracing = tracing
+        self.limits = limits  # backpressure: enqueues past these raise QueueFull
         self.registry = registry
         self.defaults = defaults or JobDefaults()
         self.clock = clock
@@ -135,6 +138,8 @@ class Client:
         self._coalescer = EnqueueCoalescer(self._enqueue_now)
 
     async def _enqueue_now(self, jobs: Sequence[NewJob]) -> list[Enqueued]:
+        if self.limits is not None:
+            return await self.backend.enqueue(jobs, now=self.clock(), limits=self.limits)
         return await self.backend.enqueue(jobs, now=self.clock())
 
     # -- building jobs --------------------------------------------------------------------------
@@ -267,8 +272,13 @@ class Client:
             return []
         if self.tracing is not None:
             return await self.tracing.send_many(
-                built, lambda traced: self.backend.enqueue(traced, now=now))
-        return await self.backend.enqueue(built, now=now)
+                built, lambda traced: self._enqueue_batch(traced, now))
+        return await self._enqueue_batch(built, now)
+
+    async def _enqueue_batch(self, jobs: Sequence[NewJob], now: datetime) -> list[Enqueued]:
+        if self.limits is not None:
+            return await self.backend.enqueue(jobs, now=now, limits=self.limits)
+        return await self.backend.enqueue(jobs, now=now)
 
     # -- inspecting -----------------------------------------------------------------------------
 
@@ -667,7 +677,8 @@ def client_from_config(config: Config, *, backend: Backend | None = None,
     jobs = config.jobs
     defaults = JobDefaults(queue=jobs.queue, priority=parse_priority(jobs.priority),
                            max_retries=jobs.max_retries, timeout=jobs.timeout_seconds)
-    return Client(backend, registry=registry, defaults=defaults, tracing=tracing)
+    return Client(backend, registry=registry, defaults=defaults, tracing=tracing,
+                  limits=config.backpressure.limits())
 
 
 @contextlib.asynccontextmanager

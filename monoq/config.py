@@ -35,7 +35,7 @@ from urllib.parse import quote
 import attrs
 
 from monoq.core.durations import parse_duration
-from monoq.core.models import parse_priority, validate_name
+from monoq.core.models import DepthLimits, parse_priority, validate_name
 from monoq.core.retry import RetryPolicy
 from monoq.errors import ConfigError, ValidationError
 
@@ -504,6 +504,36 @@ class RetentionConfig:
     )
 
 
+def _queue_limit(value: str) -> str:
+    """``queue=limit`` (a queue name and a positive whole number)."""
+    queue, sep, limit = value.partition("=")
+    _name(queue)
+    if not sep or not limit.isdigit() or int(limit) < 1:
+        raise ValueError("must be queue=limit with a whole number limit of at least 1, "
+                         "such as 'mail=10000'")
+    return value
+
+
+@attrs.frozen
+class BackpressureConfig:
+    """``[backpressure]``: refuse enqueues into queues that already hold too many waiting
+    jobs (queued, scheduled, retrying), with QueueFull (HTTP 429 and Retry-After)."""
+
+    max_depth: int = _key(0, "The most waiting jobs one queue may hold (0 = no limit).", min=0)
+    queues: tuple[str, ...] = _key(
+        (), 'Per-queue limits instead of max_depth, as "queue=limit".', check=_queue_limit,
+        unique=True)
+    max_total: int = _key(0, "The most waiting jobs all queues together may hold (0 = no "
+                             "limit).", min=0)
+
+    def limits(self) -> DepthLimits | None:
+        """As the backend's DepthLimits; None when nothing is limited."""
+        queues = {q: int(n) for q, _, n in (item.partition("=") for item in self.queues)}
+        if not (self.max_depth or queues or self.max_total):
+            return None
+        return DepthLimits(default=self.max_depth, queues=queues, total=self.max_total)
+
+
 @attrs.frozen
 class ApiToken:
     """One ``[[api.tokens]]`` entry: a named bearer token, stored as its SHA-256."""
@@ -808,6 +838,7 @@ class Config:
     api: ApiConfig = attrs.field(factory=ApiConfig)
     ui: UiConfig = attrs.field(factory=UiConfig)
     tracing: TracingConfig = attrs.field(factory=TracingConfig)
+    backpressure: BackpressureConfig = attrs.field(factory=BackpressureConfig)
     schedules: tuple[ScheduleConfig, ...] = ()
     # [plugins.<name>] tables, checked by each plugin (monoq.Plugin) when a worker builds it
     plugins: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, hash=False)
@@ -835,6 +866,7 @@ for _cls in (
     ApiConfig,
     UiConfig,
     TracingConfig,
+    BackpressureConfig,
     ScheduleConfig,
     Config,
 ):

@@ -68,6 +68,19 @@ class Conflict(MonoqError):
     """The job is in a state that does not allow the operation (e.g. cancel a finished job)."""
 
 
+class QueueFull(MonoqError):
+    """An enqueue refused by backpressure: the queue (or every queue together) already holds
+    its most waiting jobs. Nothing of the call was written; retry later (HTTP: 429)."""
+
+    def __init__(self, queue: str | None, depth: int, limit: int) -> None:
+        self.queue, self.depth, self.limit = queue, depth, limit
+        where = f"queue {queue!r}" if queue is not None else "all queues together"
+        key = "backpressure.max_total" if queue is None else "backpressure.max_depth"
+        super().__init__(f"{where} already hold{'s' if queue else ''} {depth} waiting jobs, "
+                         f"and this call would pass the limit of {limit} ({key}); nothing was "
+                         "enqueued, retry later")
+
+
 class SerializationError(MonoqError):
     """A payload or result is not JSON."""
 

@@ -48,6 +48,7 @@ from monoq.core.models import (
     TERMINAL_STATES,
     Attempt,
     AttemptOutcome,
+    DepthLimits,
     Enqueued,
     Finish,
     Job,
@@ -68,7 +69,7 @@ from monoq.core.models import (
     to_ms_ceil,
     utcnow,
 )
-from monoq.errors import BackendError, BackendUnavailable, ConfigError
+from monoq.errors import BackendError, BackendUnavailable, ConfigError, QueueFull
 
 logger = logging.getLogger(__name__)
 
@@ -916,8 +917,14 @@ class RedisBackend:
 
     # -- producer -----------------------------------------------------------------------------
 
-    async def enqueue(self, jobs: Sequence[NewJob], *, now: datetime) -> list[Enqueued]:
+    async def enqueue(self, jobs: Sequence[NewJob], *, now: datetime,
+                      limits: DepthLimits | None = None) -> list[Enqueued]:
         """Store ``jobs`` and answer one ``Enqueued`` each (see the Backend protocol).
+
+        Backpressure (``limits``) is checked just before the first write, from the sizes of
+        the queues' ready, scheduled and retrying sets (one pipeline): not in the same atomic
+        step, so producers racing on a nearly full queue may pass its limit by what they send
+        at that moment.
 
         On one server a batch of up to ``batch_size`` (default 1000) jobs is stored by one
         script call, so it is atomic (all or nothing); it takes two round trips (the ids'
@@ -937,10 +944,33 @@ class RedisBackend:
         failure after its first write would be a key of the wrong type (a corrupted or foreign
         key under the prefix). Over ``maxmemory`` the script is refused before its first write.
         """
+        if limits is not None:
+            await self._check_depth(jobs, limits)
         answers: list[Enqueued] = []
         for start in range(0, len(jobs), self.batch_size):
             answers += await self._enqueue_chunk(jobs[start : start + self.batch_size], now)
         return answers
+
+    async def _check_depth(self, jobs: Sequence[NewJob], limits: DepthLimits) -> None:
+        """Raise QueueFull when a limited queue (or all queues) would pass its limit."""
+        per_queue = limits.per_queue(jobs)
+        queues = list(per_queue) if not limits.total else await self._known_queues()
+        if not queues:
+            return
+        k = self._keys
+        depth: dict[str, int] = {}
+        for q in queues:  # one call per queue: each queue's sets share its slot
+            with _driver_errors("enqueue"):
+                async with self._r().pipeline(transaction=False) as pipe:
+                    for part in ("ready", "scheduled", "retrying"):
+                        pipe.zcard(k.q(q, part))
+                    depth[q] = sum(await pipe.execute())
+        for queue, (limit, n) in per_queue.items():
+            if depth.get(queue, 0) + n > limit:
+                raise QueueFull(queue, depth.get(queue, 0), limit)
+        total = sum(depth.values())
+        if limits.total and total + len(jobs) > limits.total:
+            raise QueueFull(None, total, limits.total)
 
     async def _enqueue_chunk(self, jobs: Sequence[NewJob], now: datetime) -> list[Enqueued]:
         """One part of a batch, in steps that each touch one hash slot (see _keys.py):

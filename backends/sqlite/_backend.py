@@ -59,6 +59,7 @@ from monoq.core.models import (
     TERMINAL_STATES,
     Attempt,
     AttemptOutcome,
+    DepthLimits,
     Enqueued,
     Finish,
     Job,
@@ -76,7 +77,7 @@ from monoq.core.models import (
     to_ms_ceil,
     utcnow,
 )
-from monoq.errors import BackendError, BackendUnavailable, ConfigError
+from monoq.errors import BackendError, BackendUnavailable, ConfigError, QueueFull
 
 logger = logging.getLogger(__name__)
 
@@ -551,6 +552,26 @@ def _deleted(conn: sqlite3.Connection, fx: Effects, rows: list[tuple[str, str, s
     return len(rows)
 
 
+def _check_depth(conn: sqlite3.Connection, batch: Sequence[NewJob], limits: DepthLimits) -> None:
+    """Backpressure (see Backend.enqueue): count the waiting jobs of each limited queue, up to
+    its limit (a bounded range count on the claim index, which sees the rows this transaction
+    already wrote), and of all queues (the counts table plus this transaction's rows are not
+    both visible here, so the total is counted on the jobs themselves, bounded the same way)."""
+    waiting_sql = (
+        "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE queue = ? AND state IN "
+        "('queued', 'scheduled', 'retrying') LIMIT ?)")
+    for queue, (limit, n) in limits.per_queue(batch).items():
+        [depth] = conn.execute(waiting_sql, (queue, limit + 1)).fetchone()
+        if depth + n > limit:
+            raise QueueFull(queue, depth, limit)
+    if limits.total:
+        [total] = conn.execute(
+            "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state IN "
+            "('queued', 'scheduled', 'retrying') LIMIT ?)", (limits.total + 1,)).fetchone()
+        if total + len(batch) > limits.total:
+            raise QueueFull(None, total, limits.total)
+
+
 def _write_tallies(conn: sqlite3.Connection, done: Effects) -> None:
     """Before a write transaction commits: add its net (queue, state) changes to job_counts
     (one upsert per pair that changed, however many jobs its requests wrote) and its ended
@@ -811,7 +832,8 @@ class SqliteBackend:
 
     # -- producer -------------------------------------------------------------------------------
 
-    async def enqueue(self, jobs: Sequence[NewJob], *, now: datetime) -> list[Enqueued]:
+    async def enqueue(self, jobs: Sequence[NewJob], *, now: datetime,
+                      limits: DepthLimits | None = None) -> list[Enqueued]:
         """Store ``jobs`` in one transaction (all or nothing); see ``Backend.enqueue``.
 
         The idempotency check is the UNIQUE (queue, idempotency_key) index, so two processes
@@ -824,6 +846,8 @@ class SqliteBackend:
         batch = list(jobs)
 
         def fn(conn: sqlite3.Connection, fx: Effects) -> list[Enqueued]:
+            if limits is not None:  # in the transaction: what it counts cannot change before
+                _check_depth(conn, batch, limits)
             # The writer holds the write lock (BEGIN IMMEDIATE), so what these two reads find
             # cannot change before the insert: ids and keys already taken answer the stored
             # job, everything else goes in with one executemany.

@@ -115,6 +115,7 @@ def create_app(
             clock=client.clock,
             known_handlers_only=True,
             tracing=client.tracing,
+            limits=client.limits,
         )
     state = ApiState(
         client=client,

@@ -176,6 +176,10 @@ class Problem(Component):
                              required=()),
                 description="Parameter errors found by the framework, if any.",
             ),
+            "queue": nullable(name("For a 429 of backpressure: the full queue (null: all "
+                                   "queues together).")),
+            "depth": count("For a 429 of backpressure: the waiting jobs it holds."),
+            "limit": count("For a 429 of backpressure: its limit."),
         },
         description="RFC 9457 problem details (`application/problem+json`): the body of "
         "every error.",

@@ -27,6 +27,7 @@ from monoq.errors import (
     HandlerNotFound,
     JobNotFound,
     MonoqError,
+    QueueFull,
     ScheduleNotFound,
     SerializationError,
     ValidationError,
@@ -36,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 PROBLEM_JSON: Final = "application/problem+json"
 RETRY_AFTER_BACKEND: Final = "5"  # seconds a client should wait when the backend is down
+RETRY_AFTER_FULL: Final = "5"  # seconds a client should wait when backpressure refused it
 
 
 class Problem(Exception):
@@ -108,6 +110,10 @@ def handle_monoq_error(request: Request[Any, Any, Any], exc: Exception) -> Respo
         return problem_response(request, 403, str(exc))
     if isinstance(exc, Conflict):
         return problem_response(request, 409, str(exc))
+    if isinstance(exc, QueueFull):
+        return problem_response(request, 429, str(exc), headers={"Retry-After": RETRY_AFTER_FULL},
+                                extra={"queue": exc.queue, "depth": exc.depth,
+                                       "limit": exc.limit})
     if isinstance(exc, BackendUnavailable):
         logger.warning("backend unavailable during %s %s", request.method, request.url.path)
         return problem_response(

@@ -31,6 +31,7 @@ import attrs
 
 from monoq.core.models import (
     Attempt,
+    DepthLimits,
     Enqueued,
     Finish,
     Job,
@@ -128,8 +129,17 @@ class Backend(Protocol):
 
     # -- producer -----------------------------------------------------------------------------
 
-    async def enqueue(self, jobs: Sequence[NewJob], *, now: datetime) -> list[Enqueued]:
+    async def enqueue(self, jobs: Sequence[NewJob], *, now: datetime,
+                      limits: DepthLimits | None = None) -> list[Enqueued]:
         """Store ``jobs`` in one atomic step (all or nothing) and answer one ``Enqueued`` each.
+
+        With ``limits`` (backpressure), the call first counts the waiting jobs (queued,
+        scheduled, retrying) of each limited queue among ``jobs``; if that count plus the
+        batch's jobs for the queue would pass the queue's limit, it raises ``QueueFull`` and
+        writes nothing (the whole batch is refused, even jobs an idempotency key would have
+        answered). The per-queue check is part of the atomic step. ``limits.total`` (all queues
+        together) is checked the same way on one server; Redis checks it just before the step
+        (it spans every queue's slot), so concurrent calls may pass it by a batch each.
 
         A job is SCHEDULED when ``run_at > now``, else QUEUED with ``run_at = now``.
         ``created_at = now``, ``attempt = 0``; ``trace_context`` is stored as given. A job
@@ -148,6 +158,9 @@ class Backend(Protocol):
         If such a call raises, a first few parts may be stored (each one whole) and the others
         not; calling again with the same jobs is safe and completes it: the stored ones are
         answered with ``created=False``.
+        On Redis Cluster a batch is one atomic step per hash slot (queue) among its jobs; a
+        failure may leave some queues' jobs stored and not others', and calling again completes
+        it.
         """
         ...
 
@@ -167,7 +180,8 @@ class Backend(Protocol):
         Queues are tried in the order given (the worker rotates it for fairness; a name given
         twice counts once); paused queues are skipped; within a queue, jobs go by
         ``(priority, run_at, id)``; the leases are answered in the order claimed. The step is
-        one however many queues are given. Each claimed job becomes
+        one however many queues are given (on Redis Cluster: one step per hash slot, tried in
+        order). Each claimed job becomes
         RUNNING with ``attempt += 1`` (counted here, so a job that kills its worker still uses up
         its retries), ``started_at = now``, ``worker_id``, a fresh token and
         ``expires_at = now + lease_for``; an attempt record is opened. Never blocks.

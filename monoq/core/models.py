@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -276,6 +276,35 @@ def error_type_of(error: str | None) -> str | None:
     if error is None:
         return None
     return error.partition(": ")[0]
+
+
+# What backpressure counts: jobs that wait to run.
+BACKLOG_STATES: Final = (JobState.QUEUED, JobState.SCHEDULED, JobState.RETRYING)
+
+
+@attrs.frozen
+class DepthLimits:
+    """Backpressure for ``Backend.enqueue``: the most waiting jobs (queued, scheduled and
+    retrying) a queue may hold (``queues`` by name, else ``default``), and all queues together
+    (``total``); 0 means no limit."""
+
+    default: int = 0
+    queues: Mapping[str, int] = attrs.field(factory=dict)
+    total: int = 0
+
+    def limit_for(self, queue: str) -> int:
+        """The limit of ``queue`` (0: none)."""
+        return self.queues.get(queue, self.default)
+
+    def per_queue(self, jobs: Iterable[NewJob]) -> dict[str, tuple[int, int]]:
+        """For each limited queue of ``jobs``: (its limit, how many of ``jobs`` go there)."""
+        out: dict[str, tuple[int, int]] = {}
+        for job in jobs:
+            limit = self.limit_for(job.queue)
+            if limit:
+                n = out.get(job.queue, (limit, 0))[1]
+                out[job.queue] = (limit, n + 1)
+        return out
 
 
 PROGRESS_MESSAGE_LIMIT: Final = 500

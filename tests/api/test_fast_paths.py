@@ -20,7 +20,7 @@ from litestar.testing import AsyncTestClient
 from monoq.api.jsonout import job_bytes, jobs_bytes
 from monoq.backends.memory import MemoryBackend
 from monoq.client import Client
-from monoq.core.models import Enqueued, Job, JobState, NewJob, rfc3339
+from monoq.core.models import DepthLimits, Enqueued, Job, JobState, NewJob, rfc3339
 from monoq.errors import BackendError, BackendUnavailable
 
 Http = AsyncTestClient[Litestar]
@@ -59,12 +59,13 @@ class _FlakyBackend(MemoryBackend):
         self.error = error
         self.calls: list[int] = []
 
-    async def enqueue(self, jobs: Sequence[NewJob], *, now: datetime) -> list[Enqueued]:
+    async def enqueue(self, jobs: Sequence[NewJob], *, now: datetime,
+                      limits: DepthLimits | None = None) -> list[Enqueued]:
         self.calls.append(len(jobs))
         await asyncio.sleep(0)
         if any(job.handler == "poison" for job in jobs):
             raise self.error
-        return await super().enqueue(jobs, now=now)
+        return await super().enqueue(jobs, now=now, limits=limits)
 
 
 async def test_concurrent_submits_coalesce_and_a_failing_job_is_isolated() -> None:
@@ -101,11 +102,12 @@ class _GatedBackend(MemoryBackend):
         self.entered = asyncio.Event()
         self.calls: list[int] = []
 
-    async def enqueue(self, jobs: Sequence[NewJob], *, now: datetime) -> list[Enqueued]:
+    async def enqueue(self, jobs: Sequence[NewJob], *, now: datetime,
+                      limits: DepthLimits | None = None) -> list[Enqueued]:
         self.calls.append(len(jobs))
         self.entered.set()
         await self.gate.wait()
-        return await super().enqueue(jobs, now=now)
+        return await super().enqueue(jobs, now=now, limits=limits)
 
 
 async def test_jobs_waiting_behind_a_cancelled_caller_are_still_sent() -> None:

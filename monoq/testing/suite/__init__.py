@@ -15,6 +15,7 @@ import pytest
 from monoq.testing.suite import (
     admin,
     agreement,
+    backpressure,
     claim,
     dashboard,
     enqueue,
@@ -34,6 +35,7 @@ from monoq.testing.suite import (
 MODULES: tuple[ModuleType, ...] = (
     admin,
     agreement,
+    backpressure,
     claim,
     dashboard,
     enqueue,
