@@ -104,6 +104,7 @@ _MIN_VERSION: Final = (6, 2)
 
 _SCRIPTS: Final = (
     "enqueue",
+    "enqueue_server",
     "progress",
     "stack",
     "index",
@@ -363,7 +364,7 @@ _KNOWN_OPTIONS: Final = (
 _SCHEMES: Final = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel",
                    "redis+cluster", "rediss+cluster")
 # Scripts whose writes, with ``replicas_ack``, are acknowledged only once replicated.
-_REPLICATED: Final = frozenset({"enqueue", "finish"})
+_REPLICATED: Final = frozenset({"enqueue", "enqueue_server", "finish"})
 
 
 @attrs.frozen
@@ -994,6 +995,8 @@ class RedisBackend:
         """
         if not jobs:
             return []
+        if not self._cluster:
+            return await self._enqueue_one_server(jobs, now)
         k = self._keys
         now_ms = _ms(now)
         todo = list(range(len(jobs)))
@@ -1054,6 +1057,25 @@ class RedisBackend:
         else:
             raise BackendUnavailable("redis enqueue: the id index kept changing; retry it")
         return [answers[i] for i in range(len(jobs))]
+
+    async def _enqueue_one_server(self, jobs: Sequence[NewJob], now: datetime
+                                  ) -> list[Enqueued]:
+        """On one server (not a cluster) a part is one script call, one round trip: the jobs,
+        their id index entries, the set of queues and the schedules' run indexes together
+        (``enqueue_server.lua``); the steps a cluster needs (above) cost a single awaited
+        enqueue more than twice the time."""
+        k = self._keys
+        now_ms = _ms(now)
+        _, queue_keys, args = self._enqueue_call(jobs, now_ms)
+        keys = [k.queues, k.jobq, k.changes, k.runs_prefix, *queue_keys]
+        answers = await self._run("enqueue_server", keys, [*args, k.prefix])
+        out: list[Enqueued] = []
+        for job, answer in zip(jobs, answers, strict=True):
+            if isinstance(answer, list):
+                out.append(Enqueued(job=_decode_job(_unpack(answer)), created=False))
+            else:
+                out.append(Enqueued(job=self._stored(job, now_ms), created=True))
+        return out
 
     async def _index(self, entries: Sequence[tuple[str, str, str]]) -> list[str]:
         """Write ``(id, queue, stale)`` entries in the global id index where there is none, or
