@@ -309,6 +309,19 @@ class MemoryBackend:
             row.job = attrs.evolve(row.job, stack_requested=True)
         return row.job
 
+    async def note_attempt(self, job_id: str, attempt: int, worker_id: str, traceback: str
+                           ) -> bool:
+        """Add a traceback to a closed attempt record; see ``Backend.note_attempt``."""
+        records = self._attempts.get(job_id, [])
+        for i in range(len(records) - 1, -1, -1):
+            record = records[i]
+            if record.attempt == attempt and record.worker_id == worker_id:
+                if record.traceback is not None:
+                    return False
+                records[i] = attrs.evolve(record, traceback=traceback)
+                return True
+        return False
+
     async def put_stack(self, lease: Lease, stack: str, *, now: datetime) -> bool:
         """Store the worker's answer; see ``Backend.put_stack``."""
         row = self._current(lease)

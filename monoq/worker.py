@@ -453,6 +453,10 @@ class Worker:
                         run.ctx._signal_stop()
                         run.scope.cancel()
                         self._watch_thread(run, "it lost its lease")
+                        if run.stack is not None:  # into the record the reaper closed
+                            job = run.lease.job
+                            await self.backend.note_attempt(job.id, job.attempt,
+                                                            settings.worker_id, run.stack)
                     elif status is LeaseStatus.STACK_REQUESTED:
                         await self._answer_stack(run, now)
                     elif status is LeaseStatus.CANCEL_REQUESTED and run.stop_reason is None:

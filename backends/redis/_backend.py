@@ -104,6 +104,7 @@ _MIN_VERSION: Final = (6, 2)
 
 _SCRIPTS: Final = (
     "enqueue",
+    "note",
     "enqueue_server",
     "progress",
     "stack",
@@ -1290,6 +1291,15 @@ class RedisBackend:
             return None
         raw = await self._run("stack", [self._keys.job(q, job_id)], ["ask"])
         return _decode_job(_unpack(raw)) if raw else None
+
+    async def note_attempt(self, job_id: str, attempt: int, worker_id: str, traceback: str
+                           ) -> bool:
+        """Add a traceback to a closed attempt record; one script on the job's attempt list."""
+        [q] = await self._queues_of([job_id])
+        if q is None:
+            return False
+        return bool(await self._run("note", [self._keys.att(q, job_id)],
+                                    [str(attempt), worker_id, traceback]))
 
     async def put_stack(self, lease: Lease, stack: str, *, now: datetime) -> bool:
         """Store the worker's answer, fenced by the lease token."""

@@ -1088,6 +1088,18 @@ class SqliteBackend:
 
         return await self._write(fn, "request_stack", 1)
 
+    async def note_attempt(self, job_id: str, attempt: int, worker_id: str, traceback: str
+                           ) -> bool:
+        """Add a traceback to a closed attempt record; see ``Backend.note_attempt``."""
+
+        def fn(conn: sqlite3.Connection, fx: Effects) -> bool:
+            return conn.execute(
+                "UPDATE attempts SET traceback = ? WHERE seq = (SELECT seq FROM attempts "
+                "WHERE job_id = ? AND attempt = ? AND worker_id = ? ORDER BY seq DESC LIMIT 1) "
+                "AND traceback IS NULL", (traceback, job_id, attempt, worker_id)).rowcount == 1
+
+        return await self._write(fn, "note_attempt", 1)
+
     async def put_stack(self, lease: Lease, stack: str, *, now: datetime) -> bool:
         """Store the worker's answer; see ``Backend.put_stack``."""
         now_ms = _ms(now)

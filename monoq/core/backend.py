@@ -227,6 +227,14 @@ class Backend(Protocol):
         other states change nothing. Answers the job afterwards (None when unknown)."""
         ...
 
+    async def note_attempt(self, job_id: str, attempt: int, worker_id: str, traceback: str
+                           ) -> bool:
+        """Give the latest record of ``attempt`` run by ``worker_id`` a ``traceback`` when it
+        has none; answer whether it did. Not fenced by a lease on purpose: it is how a worker
+        that lost a run's lease says where the handler was, after the reaper closed the record
+        (as ``LeaseExpired``) without knowing. Nothing else of the job changes."""
+        ...
+
     async def put_stack(self, lease: Lease, stack: str, *, now: datetime) -> bool:
         """The worker's answer to ``request_stack``: ``stack`` and ``stack_at = now`` are
         stored and ``stack_requested`` cleared, fenced by the lease token (a stale one changes

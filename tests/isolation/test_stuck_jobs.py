@@ -20,7 +20,7 @@ from monoq.backends.memory import MemoryBackend
 from monoq.cli import main
 from monoq.client import Client, connect
 from monoq.context import Context
-from monoq.core.models import JobState
+from monoq.core.models import ErrorInfo, Finish, JobState, Outcome
 from monoq.registry import Registry, handler
 from monoq.worker import Worker, WorkerSettings
 
@@ -162,3 +162,24 @@ def test_monoq_job_stack_of_a_job_that_does_not_run_says_so(tmp_path: Path) -> N
     with contextlib.redirect_stderr(err):
         assert main(["job", "stack", job_id, "--backend", url], out=io.StringIO()) != 0
     assert "is queued, not running" in err.getvalue()
+
+
+async def test_a_job_whose_lease_was_lost_gets_where_it_was_in_its_attempt_record(
+        client: Client) -> None:
+    job = await client.enqueue("stuck.async", None, timeout=60)
+    with anyio.fail_after(10):
+        while (await client.get(job.id)).state is not JobState.RUNNING:
+            await anyio.sleep(0.02)
+    # What a scheduler does to a lease it thinks expired (here: while the worker still runs it).
+    backend = client.backend
+    [reaped] = await backend.expired_leases(now=client.clock() + timedelta(hours=1), limit=10)
+    await backend.finish([Finish(reaped, Outcome.RETRY, retry_at=client.clock()
+                                 + timedelta(hours=1), error=ErrorInfo("LeaseExpired", "late"))],
+                         now=client.clock())
+    with anyio.fail_after(10):
+        while not (await client.attempts(job.id))[0].traceback:
+            await anyio.sleep(0.02)
+    [record] = await client.attempts(job.id)
+    assert record.error_type == "LeaseExpired"
+    assert (record.traceback or "").startswith("Where the handler was when it lost its lease")
+    assert "fetch_report" in (record.traceback or "")

@@ -7,7 +7,7 @@ import attrs
 import pytest
 
 from monoq.core.backend import Backend
-from monoq.core.models import Finish, JobState, LeaseStatus, Outcome
+from monoq.core.models import ErrorInfo, Finish, JobState, LeaseStatus, Outcome
 from monoq.testing.support import LEASE, at, claim, enqueue, new_job
 
 pytestmark = pytest.mark.anyio
@@ -61,3 +61,23 @@ async def test_the_end_of_a_run_drops_a_pending_request(backend: Backend) -> Non
                                 now=at(3)) == [True]
     got = await backend.get(job.id)
     assert got is not None and not got.stack_requested
+
+
+async def test_a_worker_that_lost_the_lease_adds_where_it_was_to_the_closed_record(
+        backend: Backend) -> None:
+    [job] = await enqueue(backend, new_job())
+    await claim(backend, now=at(1), worker_id="w1")
+    [reaped] = await backend.expired_leases(now=at(1) + LEASE * 2, limit=10)
+    await backend.finish([Finish(reaped, Outcome.RETRY, retry_at=at(200),
+                                 error=ErrorInfo("LeaseExpired", "no heartbeat"))],
+                         now=at(1) + LEASE * 2)
+    assert await backend.note_attempt(job.id, 1, "w1", "File report.py, line 9")
+    [record] = await backend.attempts(job.id)
+    assert (record.error_type, record.traceback) == ("LeaseExpired", "File report.py, line 9")
+    # Once only, for that run's worker, of a job that exists.
+    assert not await backend.note_attempt(job.id, 1, "w1", "again")
+    assert not await backend.note_attempt(job.id, 1, "w2", "other worker")
+    assert not await backend.note_attempt(job.id, 2, "w1", "no such attempt")
+    assert not await backend.note_attempt("01NOSUCHJOB0000000000000000", 1, "w1", "x")
+    [record] = await backend.attempts(job.id)
+    assert record.traceback == "File report.py, line 9"
