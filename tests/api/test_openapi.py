@@ -36,7 +36,8 @@ CONFORMANCE: Final = [
     response_headers_conformance,
     response_schema_conformance,
 ]
-PROBLEM_KEYS: Final = {"type", "title", "status", "detail", "instance", "field", "errors"}
+PROBLEM_KEYS: Final = {"type", "title", "status", "detail", "instance", "field", "errors",
+                        "queue", "depth", "limit"}
 
 
 def document(app: Litestar) -> dict[str, Any]:
