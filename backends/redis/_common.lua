@@ -68,3 +68,25 @@ local function zrem_all(key, members)
     redis.call('ZREM', key, unpack(members, i, math.min(i + 499, #members)))
   end
 end
+
+-- A new job's hash fields from its packed enqueue fields (F[a + 1 .. a + 11], see
+-- enqueue.lua): answers the HSET arguments, its state ('queued' or 'scheduled') and run_at.
+local function new_job_fields(F, a, queue, now)
+  local run_at = F[a + 6]
+  local state = 'scheduled'
+  if run_at == '' or tonumber(run_at) <= tonumber(now) then
+    state = 'queued'
+    run_at = now
+  end
+  local fields = {
+    'id', F[a + 1], 'q', queue, 'h', F[a + 3], 'p', F[a + 4], 'pr', F[a + 5],
+    'st', state, 'a', '0', 'mr', F[a + 7], 'to', F[a + 8], 'ra', run_at, 'ca', now,
+  }
+  for _, extra in ipairs({{9, 'ik'}, {10, 'si'}, {11, 'tc'}}) do
+    if F[a + extra[1]] ~= '' then
+      fields[#fields + 1] = extra[2]
+      fields[#fields + 1] = F[a + extra[1]]
+    end
+  end
+  return fields, state, run_at
+end

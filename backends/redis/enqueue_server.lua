@@ -60,28 +60,9 @@ for j = 1, nj do
   if existing then
     out[j] = job_reply(existing)
   else
-    local run_at = F[a + 6]
-    local state = 'scheduled'
-    if run_at == '' or tonumber(run_at) <= tonumber(now) then
-      state = 'queued'
-      run_at = now
-    end
-    local fields = {
-      'id', id, 'q', ARGV[QA + qi], 'h', F[a + 3], 'p', F[a + 4], 'pr', F[a + 5],
-      'st', state, 'a', '0', 'mr', F[a + 7], 'to', F[a + 8], 'ra', run_at, 'ca', now,
-    }
-    if key ~= '' then
-      fields[#fields + 1] = 'ik'
-      fields[#fields + 1] = key
-    end
+    local fields, state, run_at = new_job_fields(F, a, ARGV[QA + qi], now)
     if F[a + 10] ~= '' then
-      fields[#fields + 1] = 'si'
-      fields[#fields + 1] = F[a + 10]
       redis.call('ZADD', KEYS[4] .. F[a + 10], 0, id)  -- the schedule's run index
-    end
-    if F[a + 11] ~= '' then
-      fields[#fields + 1] = 'tc'
-      fields[#fields + 1] = F[a + 11]
     end
     redis.call('HSET', jobkey, unpack(fields))
     redis.call('HSET', KEYS[2], id, ARGV[QA + qi])
