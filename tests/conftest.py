@@ -28,6 +28,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from monoq.backends.redis import RedisBackend
+from tests.ports import free_port
 
 # The conformance kit's fixtures (``backend`` from ``monoq_backend_factory``); tests/conformance
 # runs the kit on every built-in backend.
@@ -135,14 +136,6 @@ class RedisServer:
             process.stderr.close()
 
 
-def free_tcp_port() -> int:
-    """A TCP port of 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 def redis_server_binary() -> str:
     """The redis-server binary; skip the test when there is none, but fail under CI."""
     binary = shutil.which("redis-server")
@@ -169,7 +162,7 @@ def start_redis_server(*, tcp: bool = False, aof: bool = False) -> RedisServer:
         server.start()
         return server
     for attempt in range(3):  # the free port may be taken between the probe and the bind
-        server = RedisServer(binary, directory, port=free_tcp_port(), aof=aof)
+        server = RedisServer(binary, directory, port=free_port(), aof=aof)
         try:
             server.start()
         except RuntimeError:

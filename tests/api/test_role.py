@@ -1,6 +1,5 @@
 """ApiRole through a real uvicorn on a free loopback port, inside an anyio task group."""
 
-import socket
 from collections.abc import AsyncIterator
 
 import anyio
@@ -11,14 +10,7 @@ from monoq.api import ApiRole
 from monoq.api.role import bind_socket
 from monoq.client import Client
 from monoq.config import ApiConfig
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.ports import free_port
 
 
 async def test_serves_until_stopped(client: Client) -> None:

@@ -17,7 +17,7 @@ from monoq.api.tokens import create_token
 from monoq.client import Client
 from monoq.config import ApiConfig, ApiToken, load_config
 from monoq.errors import ConfigError
-from tests.api.test_role import free_port
+from tests.ports import free_port
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import shutil
 import signal
 import socket
@@ -24,6 +23,7 @@ import pytest
 
 from monoq.backends.redis import RedisBackend
 from monoq.testing import OpenBackend, connected
+from tests.ports import free_port
 
 
 @pytest.fixture(scope="module")
@@ -40,25 +40,6 @@ def _binaries() -> tuple[str, str]:
             pytest.fail(message + "; CI must run the Redis Cluster tests", pytrace=False)
         pytest.skip(message)
     return server, cli
-
-
-def _free(port: int) -> bool:
-    with socket.socket(socket.AF_INET) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def _cluster_port(taken: set[int]) -> int:
-    """A free port whose cluster bus port (port + 10000) is free too."""
-    for _ in range(1000):
-        port = random.randrange(20000, 55000)
-        if port not in taken and _free(port) and _free(port + 10000):
-            taken.add(port)
-            return port
-    raise RuntimeError("no free pair of ports for a cluster node")
 
 
 def ask(port: int, *words: str, timeout: float = 1.0) -> bytes:
@@ -109,10 +90,19 @@ class ClusterNode:
             [self.binary, "--port", str(self.port), "--bind", "127.0.0.1",
              "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
              "--cluster-node-timeout", "1000", "--save", "", "--appendonly", "no",
-             "--repl-diskless-sync-delay", "0", "--maxmemory-policy", "noeviction"],
-            cwd=self.directory, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        until(lambda: ask(self.port, "PING").startswith(b"+PONG"),
-              f"cluster node on port {self.port} to answer")
+             "--repl-diskless-sync-delay", "0", "--maxmemory-policy", "noeviction",
+             "--logfile", "redis.log"],
+            cwd=self.directory, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        until(self._answers, f"cluster node on port {self.port} to answer")
+
+    def _answers(self) -> bool:
+        """Whether the node answers PING; a node that has exited fails at once, with its log."""
+        if self.process is not None and self.process.poll() is not None:
+            path = self.directory / "redis.log"
+            log = path.read_text(errors="replace")[-2000:] if path.exists() else "(no log)"
+            raise AssertionError(f"cluster node on port {self.port} exited with code "
+                                 f"{self.process.returncode}:\n{log}")
+        return ask(self.port, "PING").startswith(b"+PONG")
 
     def kill(self) -> None:
         """SIGKILL: the node vanishes without a goodbye, as a crashed host would."""
@@ -137,8 +127,8 @@ class Cluster:
 
     def __init__(self, server: str, cli: str, root: Path) -> None:
         self.cli = cli
-        taken: set[int] = set()
-        self.nodes = [ClusterNode(server, root / f"node{n}", _cluster_port(taken))
+        # A node's cluster bus listens on its port + 10000.
+        self.nodes = [ClusterNode(server, root / f"node{n}", free_port(companion=10000))
                       for n in range(6)]
 
     @property

@@ -65,6 +65,7 @@ from monoq.core.models import JobState, QueueStats
 from monoq.health import PROBE_TIMEOUT as HEALTH_PROBE_TIMEOUT
 from monoq.health import HealthState, create_health_app, health_registry, serve_health
 from monoq.registry import open_backend
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -312,15 +313,6 @@ def load_healthcheck() -> Any:
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @pytest.mark.parametrize("tls", [False, True], ids=["http", "https"])

@@ -33,6 +33,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import RedisFactory, RedisServer
 from tests.integration._fleet import Fleet
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.redis]
 
@@ -45,12 +46,6 @@ def _needs_the_supervisor() -> None:
     if not hasattr(monoq.supervisor, "serve_health"):
         pytest.fail("monoq.supervisor does not run monoq.health.serve_health around its roles: "
                     "Supervisor.run must wrap its body in `async with serve_health(...)`")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(check: Callable[[], bool], what: str, fleet: Fleet, timeout: float = 30) -> None:

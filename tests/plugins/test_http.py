@@ -51,6 +51,7 @@ from monoq.plugins.http import (
 )
 from monoq.registry import Registry
 from tests.integration._inprocess import supervised
+from tests.ports import free_port
 
 pytestmark = pytest.mark.anyio
 
@@ -240,14 +241,6 @@ def server() -> Iterator[TestServer]:
     """A plain HTTP server for this test."""
     with TestServer() as srv:
         yield srv
-
-
-def free_port() -> int:
-    """A port of 127.0.0.1 nobody listens on."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # -- calling the handler -----------------------------------------------------------------------------

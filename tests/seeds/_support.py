@@ -13,7 +13,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,19 +23,14 @@ from typing import Any
 
 import httpx
 
+from tests.ports import free_port
+
 # Variables of the machine running the tests that would change what monoq reads.
 _SCRUBBED = ("REDIS_URL", "REDIS_ADDR", "REDIS_PASSWORD", "REDIS_DB", "API_PORT", "PORT",
              "HTTP_ADDR", "QUEUE_NAME", "REDIS_QUEUE_NAME", "WORKER_CONCURRENCY", "JOB_TIMEOUT",
              "MAX_RETRIES", "OUTPUT_PATH", "GIT_STORAGE_PATH")
 # Variables that set the API port; a test that sets one chooses the port itself.
 _PORT_NAMES = frozenset({"MONOQ_API_PORT", "API_PORT", "PORT", "HTTP_ADDR"})
-
-
-def free_port() -> int:
-    """A TCP port of 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(check: Callable[[], bool], *, timeout: float = 30.0, what: str = "condition",

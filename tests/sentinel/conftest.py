@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.ports import free_port
+
 SERVICE = "monoq-test"
 
 
@@ -32,13 +34,6 @@ def _binary() -> str:
             pytest.fail(message + "; CI must run the Sentinel tests", pytrace=False)
         pytest.skip(message)
     return binary
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def _ask(port: int, *words: str, timeout: float = 1.0) -> bytes:
@@ -91,7 +86,7 @@ class SentinelSetup:
 
     def __init__(self, binary: str, root: Path) -> None:
         self.nodes: dict[str, Node] = {}
-        master_port, replica_port = _free_port(), _free_port()
+        master_port, replica_port = free_port(), free_port()
         data = ["--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                 "--repl-diskless-sync-delay", "0"]
         self.nodes["a"] = Node(binary, root / "a", master_port,
@@ -99,7 +94,7 @@ class SentinelSetup:
         self.nodes["b"] = Node(binary, root / "b", replica_port,
                                ["--port", str(replica_port), *data,
                                 "--replicaof", "127.0.0.1", str(master_port)])
-        self.sentinel_ports = [_free_port() for _ in range(3)]
+        self.sentinel_ports = [free_port() for _ in range(3)]
         for n, port in enumerate(self.sentinel_ports):
             directory = root / f"sentinel{n}"
             directory.mkdir(parents=True)
