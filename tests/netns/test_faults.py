@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import os
 from pathlib import Path
@@ -45,8 +46,11 @@ async def test_roles_on_separate_hosts_survive_link_cuts_host_loss_and_a_redis_r
     assert [r.fault for r in reports] == ["steady load", "worker link down",
                                           "scheduler host down", "api cut off from Redis",
                                           "Redis restart (AOF)"]
-    final = reports[-1]
-    assert final.acked >= 200, lines  # the load really ran through every fault
+    # The load really ran through every fault: each phase added acknowledged submits (the
+    # counts are running totals; how many depends on the machine's speed, so only growth is
+    # checked).
+    for before, after in itertools.pairwise(reports):
+        assert after.acked > before.acked, (before.line(), after.line())
     for report in reports:
         assert report.lost == 0, report.line()  # nothing acknowledged is lost
         assert report.unexplained_duplicates == 0, report.line()  # every rerun was a reclaim
