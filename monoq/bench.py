@@ -930,6 +930,10 @@ class Bench:
         plural = "es" if processes > 1 else ""
         layout = await self.cluster_layout() if self.cluster else None
         queues = layout.names if layout is not None else ["default"]
+        if layout is not None:
+            where = ", ".join(f"{queue} on {master} (slot {slot})"
+                              for queue, master, slot in layout.queues)
+            sys.stderr.write(f"  scale: queues {where}; {len(layout.replicas)} replicas\n")
         for queue in queues:
             await client.pause(queue)
         ids = await self._fill(client, "monoq.bench.noop", n, queues=queues)
