@@ -20,6 +20,10 @@ The scale section (not run by default) drains the same N no-op jobs with 1, 2 an
 children at concurrency 10 each, and gives each rate as a ratio to one child, with the CPU the
 children spent per job and, on Redis, the CPU Redis spent per job (``INFO cpu``) and how busy
 its one command thread was: where the figures stop growing, that says which side is the limit.
+On a Redis Cluster (``redis+cluster://``) the jobs are spread evenly over one queue per master,
+named so that each queue's hash slot sits on a different master (``ClusterLayout``); each child
+consumes every queue, starting with a different one, and the CPU of each master and of the
+replicas is read from their own ``INFO cpu``.
 """
 
 from __future__ import annotations
@@ -240,6 +244,73 @@ def _absolute(url: str) -> str:
     return url
 
 
+# -- Redis Cluster -------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class ClusterLayout:
+    """The masters of a Redis Cluster (``host:port``, the nodes that serve slots), their
+    replicas, and the bench's queues: one per master, as ``(queue, master, slot)``."""
+
+    masters: tuple[str, ...]
+    replicas: tuple[str, ...]
+    queues: tuple[tuple[str, str, int], ...]
+
+    @property
+    def names(self) -> list[str]:
+        """The queue names, in the masters' order."""
+        return [queue for queue, _, _ in self.queues]
+
+
+def spread_queues(masters: Sequence[str], master_of: Callable[[str], str], prefix: str,
+                  stem: str = "scale", tries: int = 100_000) -> list[tuple[str, str, int]]:
+    """One queue per master: the first names ``<stem>-0``, ``<stem>-1``, ... whose keys
+    (``<prefix>:{<name>}:...``, the hash tag of ``monoq.backends.redis._keys``) hash to a slot
+    of a master that has no queue yet. ``master_of`` answers the master serving a key's slot.
+    Answers ``(queue, master, slot)`` in the order of ``masters``."""
+    from redis.crc import key_slot
+
+    from monoq.backends.redis._keys import Keys
+
+    keys = Keys(prefix)
+    found: dict[str, tuple[str, str, int]] = {}
+    for i in range(tries):
+        if len(found) == len(masters):
+            break
+        name = f"{stem}-{i}"
+        key = keys.q(name, "")
+        master = master_of(key)
+        if master in masters and master not in found:
+            found[master] = (name, master, key_slot(key.encode()))
+    missing = [m for m in masters if m not in found]
+    if missing:
+        raise RuntimeError(f"no queue name of {tries} tried hashes to a slot of "
+                           f"{', '.join(missing)}")
+    return [found[m] for m in masters]
+
+
+def _rotated(items: Sequence[str], by: int) -> list[str]:
+    """``items`` starting at index ``by`` (modulo its length), wrapping around."""
+    if not items:
+        return []
+    by %= len(items)
+    return [*items[by:], *items[:by]]
+
+
+def _replicas_of(info: dict[str, Any]) -> list[str]:
+    """``host:port`` of each replica a master lists in ``INFO replication`` (``slaveN``)."""
+    found: list[str] = []
+    for key, value in info.items():
+        if key.startswith("slave") and key[5:].isdigit() and isinstance(value, dict):
+            found.append(f"{value['ip']}:{value['port']}")
+    return sorted(found)
+
+
+def _cpu_of(info: dict[str, Any]) -> float:
+    """A server's own CPU seconds so far (``INFO cpu``: used_cpu_sys + used_cpu_user)."""
+    return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+
 # -- the worker child ------------------------------------------------------------------------------
 
 
@@ -311,15 +382,23 @@ class Bench:
 
     def __init__(self, url: str, options: dict[str, Any] | None = None, *, jobs: int = 10_000,
                  fresh: Callable[[], None] | None = None, loop: str = "auto",
-                 progress: Progress | None = None) -> None:
+                 progress: Progress | None = None,
+                 processes: Sequence[int] = SCALE_PROCESSES) -> None:
         from monoq.cli import Progress
 
         self.url = _absolute(url)
         self.progress = progress if progress is not None else Progress(enabled=False)
         scheme = self.url.split("://", 1)[0]
         self.kind = "redis" if scheme in ("redis", "rediss", "unix") else scheme
+        self.cluster = scheme in ("redis+cluster", "rediss+cluster")
         self.options = dict(options or {})
+        if self.cluster:
+            # The bench's keys under a prefix of their own, which fresh() empties on every master.
+            self.options.setdefault("key_prefix", "monoqbench")
+            if fresh is None:
+                fresh = self._empty_cluster
         self.jobs = jobs
+        self.processes = tuple(processes)  # worker children of the scale section's drains
         self.fresh = fresh  # empties the storage between sections
         self.loop = loop
         self.rows: list[Row] = []
@@ -396,9 +475,10 @@ class Bench:
 
     # -- the worker child ----------------------------------------------------------------------
 
-    def _child_env(self) -> dict[str, str]:
+    def _child_env(self, queues: Sequence[str] | None = None) -> dict[str, str]:
         """The environment of the worker child: this one without any monoq setting (nor the
-        source systems' names that monoq reads), plus exactly the bench's."""
+        source systems' names that monoq reads), plus exactly the bench's; with ``queues``,
+        the queues it consumes, tried in that order."""
         foreign = {*SOURCE_ENV_NAMES, "REDIS_ADDR", "REDIS_PASSWORD", "REDIS_DB", "HTTP_ADDR"}
         env = {key: value for key, value in os.environ.items()
                if not key.startswith("MONOQ_") and key not in foreign}
@@ -412,16 +492,20 @@ class Bench:
         })
         if self.options:  # e.g. the key_prefix: the child must look where this client writes
             env["MONOQ_BACKEND_OPTIONS"] = json.dumps(self.options)
+        if queues:
+            env["MONOQ_WORKER_QUEUES"] = ",".join(queues)
         return env
 
     @contextlib.asynccontextmanager
-    async def worker_child(self) -> AsyncIterator[WorkerChild]:
+    async def worker_child(self, queues: Sequence[str] | None = None
+                           ) -> AsyncIterator[WorkerChild]:
         """Start ``monoq run --roles worker`` on this backend in an empty directory (so no
-        config.toml applies); stop it when the block ends."""
+        config.toml applies), consuming ``queues`` (default: the default queue); stop it when
+        the block ends."""
         home = tempfile.mkdtemp(prefix="monoq-bench-worker-")
         process = await anyio.open_process(
             [sys.executable, "-m", "monoq", "run", "--roles", "worker"], cwd=home,
-            env=self._child_env(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            env=self._child_env(queues), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE)
         child = WorkerChild(process)
         self.children.append(child.pid)
@@ -440,30 +524,36 @@ class Bench:
                 await process.aclose()
             shutil.rmtree(home, ignore_errors=True)
 
-    async def _fill(self, client: Client, handler: str, n: int, payload: Any = None
-                    ) -> list[str]:
-        """Enqueue ``n`` jobs in calls of 1000; answers their ids."""
+    async def _fill(self, client: Client, handler: str, n: int, payload: Any = None,
+                    queues: Sequence[str] = ("default",)) -> list[str]:
+        """Enqueue ``n`` jobs in calls of 1000, spread evenly over ``queues`` (one queue per
+        call, the first ones taking one more when ``n`` does not divide); answers their ids."""
         ids: list[str] = []
         task = self.progress.add("filling", n)
-        for first in range(0, n, 1000):
-            count = min(1000, n - first)
-            jobs = await client.enqueue_many(
-                [{"handler": handler, "payload": payload}] * count)
-            ids.extend(job.id for job in jobs)
-            self.progress.advance(task, count)
+        for index, queue in enumerate(queues):
+            share = n // len(queues) + (1 if index < n % len(queues) else 0)
+            for first in range(0, share, 1000):
+                count = min(1000, share - first)
+                item = {"handler": handler, "payload": payload}
+                if queue != "default":
+                    item["queue"] = queue
+                jobs = await client.enqueue_many([item] * count)
+                ids.extend(job.id for job in jobs)
+                self.progress.advance(task, count)
         self.progress.finish(task)
         return ids
 
-    async def _wait_terminal(self, client: Client, n: int, *children: WorkerChild) -> None:
-        """Poll the queue's counts (twenty times a second) until ``n`` jobs are terminal."""
+    async def _wait_terminal(self, client: Client, n: int, *children: WorkerChild,
+                             queues: Sequence[str] = ("default",)) -> None:
+        """Poll the queues' counts (twenty times a second) until ``n`` jobs are terminal."""
         terminal = (JobState.COMPLETED, JobState.DEAD, JobState.CANCELLED)
         task = self.progress.add("draining", n)
         with anyio.fail_after(120 + n / 100):
             while True:
                 for child in children:
                     child.check()
-                [stats] = await client.queues(["default"])
-                done = sum(stats.counts.get(state, 0) for state in terminal)
+                done = sum(stats.counts.get(state, 0)
+                           for stats in await client.queues(list(queues)) for state in terminal)
                 self.progress.update(task, completed=done)
                 if done >= n:
                     break
@@ -723,7 +813,104 @@ class Bench:
             info = await r.info("cpu")
         finally:
             await r.aclose()
-        return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+        return _cpu_of(info)
+
+    # -- Redis Cluster -------------------------------------------------------------------------
+
+    def _node_kwargs(self) -> dict[str, Any]:
+        """How the bench's own connections reach cluster nodes: the URL's credentials, TLS."""
+        from monoq.backends.redis._backend import parse_cluster_url
+
+        target = parse_cluster_url(self.url)
+        kwargs: dict[str, Any] = {"username": target.username, "password": target.password,
+                                  "socket_timeout": 10.0, "socket_connect_timeout": 5.0}
+        if target.tls:
+            kwargs["ssl"] = True
+            kwargs.update({k: v for k, v in self.options.items() if k.startswith("ssl_")})
+        return kwargs
+
+    def _startup_nodes(self) -> list[tuple[str, int]]:
+        from monoq.backends.redis._backend import parse_cluster_url
+
+        return list(parse_cluster_url(self.url).nodes)
+
+    async def _node_info(self, node: str, section: str) -> dict[str, Any]:
+        """``INFO <section>`` of one node (``host:port``), on a connection of its own."""
+        import redis.asyncio as aioredis
+
+        host, _, port = node.rpartition(":")
+        r = aioredis.Redis(host=host, port=int(port), **self._node_kwargs())
+        try:
+            info: dict[str, Any] = await r.info(section)
+        finally:
+            await r.aclose()
+        return info
+
+    async def cluster_layout(self) -> ClusterLayout:
+        """The cluster's masters (from its slot map, as redis-py's cluster client reads it with
+        CLUSTER SLOTS), the replicas each master lists, and one bench queue per master."""
+        from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+        rc = RedisCluster(startup_nodes=[ClusterNode(h, p) for h, p in self._startup_nodes()],
+                          **self._node_kwargs())
+        try:
+            await rc.initialize()
+            masters = sorted((node.host, node.port) for node in rc.get_primaries())
+            names = tuple(f"{host}:{port}" for host, port in masters)
+
+            def master_of(key: str) -> str:
+                node = rc.get_node_from_key(key)
+                if node is None:
+                    raise RuntimeError(f"no master serves the slot of {key!r}")
+                return f"{node.host}:{node.port}"
+
+            queues = spread_queues(names, master_of, str(self.options["key_prefix"]))
+        finally:
+            await rc.aclose()
+        replicas: list[str] = []
+        for master in names:
+            replicas += _replicas_of(await self._node_info(master, "replication"))
+        return ClusterLayout(names, tuple(sorted(replicas)), tuple(queues))
+
+    def _empty_cluster(self) -> None:
+        """Delete every key under the bench's key prefix, on each master (the replicas follow):
+        SCAN there, then UNLINK each key it found (keys of several slots cannot share one
+        UNLINK), 10 000 per pipeline."""
+        from redis.cluster import ClusterNode, RedisCluster
+
+        pattern = f"{self.options['key_prefix']}:*"
+        nodes = [ClusterNode(h, p)  # type: ignore[no-untyped-call]
+                 for h, p in self._startup_nodes()]
+        rc = RedisCluster(startup_nodes=nodes, **self._node_kwargs())
+
+        def unlink(r: Any, keys: list[bytes]) -> None:
+            pipe = r.pipeline(transaction=False)
+            for key in keys:
+                pipe.unlink(key)
+            pipe.execute()
+            keys.clear()
+
+        try:
+            for node in rc.get_primaries():  # type: ignore[no-untyped-call]
+                r = rc.get_redis_connection(node)
+                doomed: list[bytes] = []
+                for key in r.scan_iter(match=pattern, count=10_000):
+                    doomed.append(key)
+                    if len(doomed) >= 10_000:
+                        unlink(r, doomed)
+                if doomed:
+                    unlink(r, doomed)
+        finally:
+            rc.close()
+
+    async def _servers_cpu(self, layout: ClusterLayout | None) -> dict[str, float] | None:
+        """The CPU seconds so far of each Redis server the bench uses: ``{"redis": ...}`` on
+        one Redis, each master and replica by ``host:port`` on a cluster (None elsewhere)."""
+        if layout is None:
+            used = await self._redis_cpu()
+            return None if used is None else {"redis": used}
+        return {node: _cpu_of(await self._node_info(node, "cpu"))
+                for node in (*layout.masters, *layout.replicas)}
 
     async def scale(self, client: Client, processes: int) -> None:
         """``processes`` worker children (concurrency 10 each) drain N pre-filled no-op jobs.
@@ -733,57 +920,110 @@ class Bench:
         so no child drains alone while the others boot. The rate is timed from the stored jobs
         as in the drain section. Around the drain, the CPU time of the children (/proc) and of
         Redis (``INFO cpu``) is read; per job, and as cores busy over the drain.
+
+        On a cluster the jobs are spread evenly over one queue per master (``cluster_layout``),
+        all paused and then resumed together; child ``i`` consumes every queue, starting with
+        queue ``i`` (modulo their number), so the children start on different masters. Each
+        master's CPU is given per job of its own queue, and the replicas' together per job.
         """
         n = self.jobs
         plural = "es" if processes > 1 else ""
-        await client.pause("default")
-        ids = await self._fill(client, "monoq.bench.noop", n)
+        layout = await self.cluster_layout() if self.cluster else None
+        queues = layout.names if layout is not None else ["default"]
+        if layout is not None:
+            where = ", ".join(f"{queue} on {master} (slot {slot})"
+                              for queue, master, slot in layout.queues)
+            sys.stderr.write(f"  scale: queues {where}; {len(layout.replicas)} replicas\n")
+        for queue in queues:
+            await client.pause(queue)
+        ids = await self._fill(client, "monoq.bench.noop", n, queues=queues)
         async with contextlib.AsyncExitStack() as stack:
-            children = [await stack.enter_async_context(self.worker_child())
-                        for _ in range(processes)]
+            children = [await stack.enter_async_context(
+                self.worker_child(None if layout is None else _rotated(queues, i)))
+                for i in range(processes)]
             for child in children:
                 await child.wait_ready()
             await anyio.sleep(0.5)  # each child's first claim found the queue paused
-            redis_before = await self._redis_cpu()
+            servers_before = await self._servers_cpu(layout)
             cpu_before = [proc_cpu(child.pid) for child in children]
             machine_before, own_before = machine_cpu(), time.process_time()
             began = time.perf_counter()
-            await client.resume("default")  # wakes every waiting child
-            await self._wait_terminal(client, n, *children)
+            for queue in queues:
+                await client.resume(queue)  # wakes every child waiting on it
+            await self._wait_terminal(client, n, *children, queues=queues)
             wall = time.perf_counter() - began
             machine_after, own_after = machine_cpu(), time.process_time()
-            redis_after = await self._redis_cpu()
+            servers_after = await self._servers_cpu(layout)
             cpu_after = [proc_cpu(child.pid) for child in children]
-        rate = _rate(n, self._span(await self._read_jobs(client, ids)))
+        jobs = await self._read_jobs(client, ids)
+        rate = _rate(n, self._span(jobs))
         name = f"scale: drain {n} no-op jobs, {processes} worker process{plural}"
-        if processes == 1:
+        if layout is not None:
+            name = (f"scale: drain {n} no-op jobs over {len(queues)} queues on "
+                    f"{len(layout.masters)} masters, {processes} worker process{plural}")
+        if processes == self.processes[0]:
             self._scale_base = rate
             await self.record(f"{name}, concurrency {WORKER_CONCURRENCY} each", rate, "jobs/s",
                               note=f"({os.cpu_count()} CPUs here)")
         else:
+            base = f"{self.processes[0]} worker process{'es' if self.processes[0] > 1 else ''}"
             await self.record(f"{name}, concurrency {WORKER_CONCURRENCY} each", rate, "jobs/s",
                               baseline=None if self._scale_base is None
-                              else (self._scale_base, "1 worker process, same drain"))
+                              else (self._scale_base, f"{base}, same drain"))
         workers_used = _cpu_used(cpu_before, cpu_after)
         if workers_used is not None:
             await self.record(f"scale: worker CPU per job, {processes} process{plural}",
                               workers_used / n * 1e6, "µs",
                               note=f"({workers_used / wall:.2f} cores busy)")
-        redis_used = None
-        if redis_before is not None and redis_after is not None:
-            redis_used = redis_after - redis_before
-            await self.record(f"scale: Redis CPU per job, {processes} worker process{plural}",
-                              redis_used / n * 1e6, "µs",
-                              note=f"(Redis busy {redis_used / wall:.0%} of its one core)")
+        servers_used = None
+        if servers_before is not None and servers_after is not None:
+            used = {node: servers_after[node] - servers_before[node] for node in servers_before}
+            servers_used = sum(used.values())
+            if layout is None:
+                await self.record(
+                    f"scale: Redis CPU per job, {processes} worker process{plural}",
+                    used["redis"] / n * 1e6, "µs",
+                    note=f"(Redis busy {used['redis'] / wall:.0%} of its one core)")
+            else:
+                await self._record_cluster_cpu(layout, jobs, used, wall, processes)
         if machine_before is not None and machine_after is not None:
             # What the machine's CPUs did meanwhile, and how much of it was not this test:
             # on a shared machine, other processes' load explains a flat curve.
             busy = machine_after - machine_before
-            ours = (workers_used or 0.0) + (redis_used or 0.0) + own_after - own_before
+            ours = (workers_used or 0.0) + (servers_used or 0.0) + own_after - own_before
             await self.record(f"scale: machine CPU busy, {processes} worker process{plural}",
                               busy / wall, "cores",
                               note=f"(of {os.cpu_count()}; {max(busy - ours, 0) / wall:.2f} "
                                    "cores by other processes)")
+
+    async def _record_cluster_cpu(self, layout: ClusterLayout, jobs: Sequence[Job],
+                                  used: dict[str, float], wall: float, processes: int) -> None:
+        """Rows of the cluster's CPU over a scale drain: each master per job of its queue
+        (its share of the jobs), all masters per job, the replicas together per job."""
+        plural = "es" if processes > 1 else ""
+        per_queue: dict[str, int] = {}
+        for job in jobs:
+            per_queue[job.queue] = per_queue.get(job.queue, 0) + 1
+        n = len(jobs)
+        for queue, master, slot in layout.queues:
+            held = per_queue.get(queue, 0)
+            await self.record(
+                f"scale: master {master} (queue {queue}) CPU per job of its queue, "
+                f"{processes} worker process{plural}",
+                used[master] / held * 1e6 if held else 0.0, "µs",
+                note=f"(slot {slot}, {held} jobs; busy {used[master] / wall:.0%} of its "
+                     "one core)")
+        masters = sum(used[m] for m in layout.masters)
+        await self.record(f"scale: all masters' CPU per job, {processes} worker process{plural}",
+                          masters / n * 1e6, "µs",
+                          note=f"({len(layout.masters)} masters, {masters / wall:.2f} cores "
+                               "busy)")
+        if layout.replicas:
+            replicas = sum(used[r] for r in layout.replicas)
+            await self.record(
+                f"scale: all replicas' CPU per job, {processes} worker process{plural}",
+                replicas / n * 1e6, "µs",
+                note=f"({len(layout.replicas)} replicas, {replicas / wall:.2f} cores busy)")
 
     async def run(self, sections: set[str]) -> list[Row]:
         """Run the chosen sections in order; answers the table."""
@@ -814,7 +1054,7 @@ class Bench:
             plan.append(("backlog", self.backlog))
         if shared:  # not a default section either: three drains, seven worker children
             plan += [("scale", functools.partial(self.scale, processes=k))
-                     for k in SCALE_PROCESSES]
+                     for k in self.processes]
         elif "scale" in sections:
             sys.stderr.write(f"  scale: skipped, {self.url} lives in one process\n")
         steps = [(section, body) for section, body in plan if section in sections]
