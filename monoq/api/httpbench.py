@@ -1,4 +1,4 @@
-"""``python -m monoq.api.bench``: the HTTP API's throughput and latency on loopback.
+"""``python -m monoq.api.httpbench``: the HTTP API's throughput and latency on loopback.
 
 Starts two child processes on free loopback ports:
 
@@ -219,7 +219,7 @@ def start_api(url: str, port: int) -> subprocess.Popen[bytes]:
 def start_bare(port: int, job_file: str) -> subprocess.Popen[bytes]:
     """The bare app on ``port``."""
     child = subprocess.Popen(
-        [sys.executable, "-m", "monoq.api.bench", "--serve-bare", str(port), job_file]
+        [sys.executable, "-m", "monoq.api.httpbench", "--serve-bare", str(port), job_file]
     )
     _wait_listening(port, child, "the bare app")
     return child
@@ -315,7 +315,7 @@ def run(url: str, requests: int, batches: int, concurrency: int, kind: str) -> s
 
 def main(argv: list[str] | None = None) -> int:
     """The command line."""
-    parser = argparse.ArgumentParser(prog="python -m monoq.api.bench", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m monoq.api.httpbench", description=__doc__)
     parser.add_argument("--backend", metavar="URL", help="default: SQLite in a temp file")
     parser.add_argument("--requests", type=int, default=5000, help="single submits (5000)")
     parser.add_argument("--batches", type=int, default=30, help="batch requests (30)")
