@@ -4,7 +4,6 @@ that goes on after a master is killed and its replica takes over."""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -120,19 +119,19 @@ async def test_a_wait_across_masters_is_woken_by_an_enqueue_to_any_of_them(
     await producer.connect()
     try:
         for q in names:
-            waiting = asyncio.ensure_future(b.wait_for_jobs(names, timeout=10))
+            # The wait's own timeout is far beyond the test's patience: returning at all means
+            # the enqueue woke it (no wall-clock bound that a loaded machine could break).
+            waiting = asyncio.ensure_future(b.wait_for_jobs(names, timeout=600))
             await asyncio.sleep(0.2)
             assert not waiting.done()
-            started = time.monotonic()
             await producer.enqueue([new_job(q)], now=T0)
-            await asyncio.wait_for(waiting, timeout=2)
-            assert time.monotonic() - started < 1.0
+            await asyncio.wait_for(waiting, timeout=60)
             await b.claim([q], limit=1, lease_for=LEASE, worker_id="w", now=T0)
         # a scheduler's wait covers every queue's changes list and the global one
-        waiting = asyncio.ensure_future(b.wait_for_changes(timeout=10))
+        waiting = asyncio.ensure_future(b.wait_for_changes(timeout=600))
         await asyncio.sleep(0.2)
         await producer.enqueue([new_job("brand-new-queue")], now=T0)
-        await asyncio.wait_for(waiting, timeout=2)
+        await asyncio.wait_for(waiting, timeout=60)
     finally:
         await b.aclose()
         await producer.aclose()
