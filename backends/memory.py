@@ -42,6 +42,7 @@ from monoq.core.models import (
     Enqueued,
     Finish,
     Job,
+    JobQuery,
     JobState,
     Lease,
     LeaseStatus,
@@ -53,7 +54,6 @@ from monoq.core.models import (
     Schedule,
     ThroughputBucket,
     WorkerInfo,
-    error_type_of,
     to_ms,
     utcnow,
 )
@@ -546,44 +546,18 @@ class MemoryBackend:
         """Attempt records, oldest first."""
         return list(self._attempts.get(job_id, ()))
 
-    async def list_jobs(
-        self,
-        *,
-        queue: str | None = None,
-        states: Collection[JobState] | None = None,
-        handler: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-        schedule_id: str | None = None,
-        error_type: str | None = None,
-        finished_after: datetime | None = None,
-        finished_before: datetime | None = None,
-    ) -> Page:
+    async def list_jobs(self, query: JobQuery) -> Page:
         """Newest first with cursor (always full pages); see ``Backend.list_jobs``."""
-        wanted = None if states is None else set(states)
+        if query.empty:
+            return Page(jobs=[], next_cursor=None)
+        limit, cursor = query.limit, query.cursor
         matches: list[Job] = []
         for job_id in sorted(self._rows, reverse=True):
             if cursor is not None and job_id >= cursor:
                 continue
             job = self._rows[job_id].job
-            if queue is not None and job.queue != queue:
+            if not query.matches(job):
                 continue
-            if wanted is not None and job.state not in wanted:
-                continue
-            if handler is not None and job.handler != handler:
-                continue
-            if schedule_id is not None and job.schedule_id != schedule_id:
-                continue
-            if error_type is not None and error_type_of(job.error) != error_type:
-                continue
-            if finished_after is not None or finished_before is not None:
-                done = job.finished_at
-                if done is None:
-                    continue
-                if finished_after is not None and done < finished_after:
-                    continue
-                if finished_before is not None and done >= finished_before:
-                    continue
             matches.append(job)
             if len(matches) > limit:
                 break

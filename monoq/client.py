@@ -30,6 +30,7 @@ from monoq.core.models import (
     DepthLimits,
     Enqueued,
     Job,
+    JobQuery,
     JobState,
     MisfirePolicy,
     NewJob,
@@ -308,45 +309,16 @@ class Client:
         await self.get(job_id)
         return await self.backend.attempts(job_id)
 
-    async def list_jobs(
-        self,
-        *,
-        queue: str | None = None,
-        states: Iterable[JobState | str] | None = None,
-        handler: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-        error_type: str | None = None,
-        finished_after: datetime | None = None,
-        finished_before: datetime | None = None,
-    ) -> Page:
-        """Jobs newest first, filtered, one page at a time.
+    async def list_jobs(self, query: JobQuery) -> Page:
+        """Jobs newest first, filtered by ``query`` (``JobQuery``: its filters, page size and
+        cursor), one page at a time; ``query.limit`` is 1..1000.
 
-        ``error_type`` keeps the jobs whose last error has that type (the text before ": " in
-        ``job.error``); ``finished_after`` (inclusive) and ``finished_before`` (exclusive)
-        bound ``finished_at``, so they keep finished jobs only. A page may hold fewer than
-        ``limit`` jobs and still carry a ``next_cursor`` when the filters match rarely (see
-        ``Backend.list_jobs``): page on until ``next_cursor`` is None.
+        A page may hold fewer than ``limit`` jobs and still carry a ``next_cursor`` when the
+        filters match rarely (see ``Backend.list_jobs``): page on until ``next_cursor`` is None.
         """
-        wanted = None if states is None else {self._state(s) for s in states}
-        if not 1 <= limit <= 1000:
-            raise ValidationError("limit", f"{limit} is outside 1..1000")
-        if error_type is not None and (not isinstance(error_type, str) or not error_type):
-            raise ValidationError("error_type", f"{error_type!r} is not a non-empty string")
-        after = None if finished_after is None else _parse_time("finished_after", finished_after)
-        before = (
-            None if finished_before is None else _parse_time("finished_before", finished_before)
-        )
-        return await self.backend.list_jobs(
-            queue=queue,
-            states=wanted,
-            handler=handler,
-            limit=limit,
-            cursor=cursor,
-            error_type=error_type,
-            finished_after=after,
-            finished_before=before,
-        )
+        if not 1 <= query.limit <= JobQuery.MAX_LIMIT:
+            raise ValidationError("limit", f"{query.limit} is outside 1..{JobQuery.MAX_LIMIT}")
+        return await self.backend.list_jobs(query)
 
     async def count_jobs(
         self,
@@ -574,8 +546,8 @@ class Client:
                             cursor: str | None = None) -> Page:
         """The schedule's runs, newest first."""
         await self.get_schedule(schedule_id)
-        return await self.backend.list_jobs(schedule_id=schedule_id, limit=limit,
-                                            cursor=cursor)
+        return await self.backend.list_jobs(JobQuery(schedule_id=schedule_id, limit=limit,
+                                                     cursor=cursor))
 
     async def schedule_status(self, schedule: Schedule) -> dict[str, Any]:
         """The schedule's JSON form plus its next fire and its last success and failure."""
@@ -589,10 +561,11 @@ class Client:
         except ValueError:
             data["next_fire_at"] = None
         for key, state in (("last_success", JobState.COMPLETED), ("last_failure", JobState.DEAD)):
-            page = await self.backend.list_jobs(schedule_id=schedule.id, states={state}, limit=1)
+            page = await self.backend.list_jobs(
+                JobQuery(schedule_id=schedule.id, states={state}, limit=1))
             data[key] = run_to_dict(page.jobs[0]) if page.jobs else None
-        unfinished = await self.backend.list_jobs(
-            schedule_id=schedule.id, states=set(JobState) - TERMINAL_STATES, limit=1)
+        unfinished = await self.backend.list_jobs(JobQuery(
+            schedule_id=schedule.id, states=set(JobState) - TERMINAL_STATES, limit=1))
         data["running"] = bool(unfinished.jobs)
         return data
 
@@ -610,9 +583,9 @@ class Client:
         """Every dead job matching the filters, newest first."""
         cursor: str | None = None
         while True:
-            page = await self.backend.list_jobs(
+            page = await self.backend.list_jobs(JobQuery(
                 queue=queue, states={JobState.DEAD}, handler=handler, limit=500, cursor=cursor
-            )
+            ))
             for job in page.jobs:
                 yield job
             if page.next_cursor is None:

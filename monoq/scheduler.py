@@ -26,6 +26,7 @@ from monoq.core.models import (
     TERMINAL_STATES,
     ErrorInfo,
     Finish,
+    JobQuery,
     JobState,
     MisfirePolicy,
     Outcome,
@@ -276,8 +277,8 @@ class Scheduler:
         """Enqueue the run of ``due``: "enqueued", "duplicate" (already fired, by another
         scheduler) or "skipped" (``overlap = skip`` found a run unfinished)."""
         if schedule.overlap is OverlapPolicy.SKIP:
-            unfinished = await self.backend.list_jobs(
-                schedule_id=schedule.id, states=set(JobState) - TERMINAL_STATES, limit=1)
+            unfinished = await self.backend.list_jobs(JobQuery(
+                schedule_id=schedule.id, states=set(JobState) - TERMINAL_STATES, limit=1))
             if unfinished.jobs:
                 logger.info("schedule %s: skipping the fire of %s, run %s is unfinished",
                             schedule.id, rfc3339(due), unfinished.jobs[0].id)

@@ -52,6 +52,7 @@ from monoq.core.models import (
     Enqueued,
     Finish,
     Job,
+    JobQuery,
     JobState,
     Lease,
     LeaseStatus,
@@ -1583,19 +1584,7 @@ class RedisBackend:
             raw = await self._r().lrange(self._keys.att(q, job_id), 0, -1)
         return [_decode_attempt(job_id, _bytes(rec)) for rec in raw]
 
-    async def list_jobs(
-        self,
-        *,
-        queue: str | None = None,
-        states: Collection[JobState] | None = None,
-        handler: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-        schedule_id: str | None = None,
-        error_type: str | None = None,
-        finished_after: datetime | None = None,
-        finished_before: datetime | None = None,
-    ) -> Page:
+    async def list_jobs(self, query: JobQuery) -> Page:
         """Jobs matching every filter, newest first; pages end at a cursor (the last id).
 
         One read-only script per queue listed (the queue named, or every known queue), all in
@@ -1610,30 +1599,23 @@ class RedisBackend:
         cursor (the protocol allows short pages). With ``schedule_id``, the schedule's run
         index is walked instead (whatever queues the runs are in), under the same bound.
         """
-        if limit <= 0:
+        if query.empty:
             return Page(jobs=[], next_cursor=None)
-        wanted = None if states is None else list(dict.fromkeys(str(JobState(s)) for s in states))
-        if wanted is not None and not wanted:
-            return Page(jobs=[], next_cursor=None)
-        lo = None if finished_after is None else to_ms_ceil(finished_after)
-        hi = None if finished_before is None else to_ms_ceil(finished_before)
-        if lo is not None or hi is not None:
-            # Only terminal jobs have a finish time.
-            terminal = [str(s) for s in JobState if s in TERMINAL_STATES]
-            wanted = [s for s in (terminal if wanted is None else wanted) if s in terminal]
-            if not wanted:
-                return Page(jobs=[], next_cursor=None)
-        start = "+" if cursor is None else "(" + cursor
+        asked = query.listed_states()
+        wanted = None if asked is None else [str(s) for s in JobState if s in asked]
+        limit, queue = query.limit, query.queue
+        lo = None if query.finished_after is None else to_ms_ceil(query.finished_after)
+        hi = None if query.finished_before is None else to_ms_ceil(query.finished_before)
+        start = "+" if query.cursor is None else "(" + query.cursor
         filters: list[Any] = [
-            handler or "",
-            "" if error_type is None else "=" + error_type,
+            query.handler or "",
+            "" if query.error_type is None else "=" + query.error_type,
             "" if lo is None else lo,
             "" if hi is None else hi,
         ]
         k = self._keys
-        if schedule_id is not None:
-            return await self._list_runs(schedule_id, start, limit, queue, wanted, handler,
-                                         error_type, lo, hi)
+        if query.schedule_id is not None:
+            return await self._list_runs(query.schedule_id, query, start)
         queues = [queue] if queue is not None else await self._known_queues()
         if not queues:
             return Page(jobs=[], next_cursor=None)
@@ -1653,13 +1635,12 @@ class RedisBackend:
             limit,
         )
 
-    async def _list_runs(self, schedule_id: str, start: str, limit: int, queue: str | None,
-                         states: Sequence[str] | None, handler: str | None,
-                         error_type: str | None, lo: int | None, hi: int | None) -> Page:
+    async def _list_runs(self, schedule_id: str, query: JobQuery, start: str) -> Page:
         """list_jobs with ``schedule_id``: the schedule's run index newest first, in chunks
         (a chunk of ids, their queues from the id index, then their hashes: three round
         trips, each over one slot or a pipeline), walking at most ``_PAGE_SCAN`` ids. Runs
         whose job is gone are skipped."""
+        limit = query.limit
         k = self._keys
         out: list[Job] = []
         last_match: str | None = None
@@ -1676,7 +1657,7 @@ class RedisBackend:
                     return Page(jobs=out, next_cursor=frm[1:])
                 walked += 1
                 frm = "(" + job_id
-                if job is None or not _matches(job, queue, states, handler, error_type, lo, hi):
+                if job is None or not query.matches(job):
                     continue
                 if len(out) >= limit:
                     return Page(jobs=out, next_cursor=last_match)
@@ -2216,28 +2197,6 @@ def _group(items: Sequence[_T], queue_of: Callable[[_T], str]) -> dict[str, list
     for i, item in enumerate(items):
         groups.setdefault(queue_of(item), []).append(i)
     return groups
-
-
-def _matches(job: Job, queue: str | None, states: Sequence[str] | None, handler: str | None,
-             error_type: str | None, lo: int | None, hi: int | None) -> bool:
-    """Whether ``job`` passes list_jobs' filters (``lo``/``hi``: finished_at ms bounds)."""
-    if queue is not None and job.queue != queue:
-        return False
-    if states is not None and str(job.state) not in states:
-        return False
-    if handler and job.handler != handler:
-        return False
-    if error_type is not None and (job.error is None
-                                   or job.error.split(": ", 1)[0] != error_type
-                                   or ": " in error_type):
-        return False
-    if lo is not None or hi is not None:
-        if job.finished_at is None:
-            return False
-        fa = _ms(job.finished_at)
-        if (lo is not None and fa < lo) or (hi is not None and fa >= hi):
-            return False
-    return True
 
 
 def _merge_pages(pages: Sequence[tuple[list[Job], str | None]], limit: int) -> Page:

@@ -63,6 +63,7 @@ from monoq.core.models import (
     Enqueued,
     Finish,
     Job,
+    JobQuery,
     JobState,
     Lease,
     LeaseStatus,
@@ -140,8 +141,9 @@ _ERROR_TYPE_SQL: Final = (
 
 
 @attrs.frozen
-class _JobQuery:
-    """One list_jobs call's filters, and the reads that answer it (run on a reader thread).
+class _ListPlan:
+    """One list_jobs call's ``JobQuery`` as SQL, and the reads that answer it (run on a
+    reader thread).
 
     ``states`` are state values (already narrowed to the terminal ones when a finish window
     is given); the window bounds are whole milliseconds, ``after_ms`` inclusive and
@@ -1380,22 +1382,10 @@ class SqliteBackend:
 
         return await self._read(fn, "attempts")
 
-    async def list_jobs(
-        self,
-        *,
-        queue: str | None = None,
-        states: Collection[JobState] | None = None,
-        handler: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-        schedule_id: str | None = None,
-        error_type: str | None = None,
-        finished_after: datetime | None = None,
-        finished_before: datetime | None = None,
-    ) -> Page:
+    async def list_jobs(self, query: JobQuery) -> Page:
         """Matching jobs, newest first, keyset-paginated by id; see ``Backend.list_jobs``.
 
-        One read snapshot, by the cheapest of these (``_JobQuery.page``):
+        One read snapshot, by the cheapest of these (``_ListPlan.page``):
 
         - one schedule's runs: jobs_schedule, already in id order;
         - no filter, or only filters no index serves (handler, error type, finish window):
@@ -1408,27 +1398,22 @@ class SqliteBackend:
           state) pair that holds jobs, merged; with the other filters each range walks at most
           its share of ``_LIST_BUDGET`` entries, so a page that ran out ends early.
         """
-        if limit <= 0 or (states is not None and not states):
+        if query.empty:
             return Page(jobs=[], next_cursor=None)
-        wanted = None if states is None else sorted({JobState(s).value for s in states})
-        window = finished_after is not None or finished_before is not None
-        if window:
-            # Only terminal jobs have a finish time.
-            wanted = [s for s in (_TERMINAL if wanted is None else wanted) if s in _TERMINAL]
-            if not wanted:
-                return Page(jobs=[], next_cursor=None)
-        query = _JobQuery(
-            queue=queue,
-            states=wanted,
-            handler=handler,
-            schedule_id=schedule_id,
-            error_type=error_type,
-            after_ms=None if finished_after is None else to_ms_ceil(finished_after),
-            before_ms=None if finished_before is None else to_ms_ceil(finished_before),
-            cursor=cursor,
-            limit=limit,
+        listed = query.listed_states()
+        plan = _ListPlan(
+            queue=query.queue,
+            states=None if listed is None else sorted(s.value for s in listed),
+            handler=query.handler,
+            schedule_id=query.schedule_id,
+            error_type=query.error_type,
+            after_ms=None if query.finished_after is None else to_ms_ceil(query.finished_after),
+            before_ms=(None if query.finished_before is None
+                       else to_ms_ceil(query.finished_before)),
+            cursor=query.cursor,
+            limit=query.limit,
         )
-        jobs, next_cursor = await self._read(query.page, "list_jobs")
+        jobs, next_cursor = await self._read(plan.page, "list_jobs")
         return Page(jobs=jobs, next_cursor=next_cursor)
 
     async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:

@@ -11,7 +11,7 @@ import enum
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import attrs
 
@@ -445,6 +445,104 @@ class ThroughputBucket:
             "failed": self.failed,
             "dead": self.dead,
         }
+
+
+def _query_states(value: Iterable[JobState | str] | None) -> frozenset[JobState] | None:
+    """``JobQuery.states`` as a set of states (None: every state)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    states: set[JobState] = set()
+    for item in value:
+        try:
+            states.add(JobState(item))
+        except ValueError:
+            allowed = ", ".join(s.value for s in JobState)
+            raise ValidationError("state", f"{item!r} is not one of {allowed}") from None
+    return frozenset(states)
+
+
+@attrs.frozen
+class JobQuery:
+    """What one ``list_jobs`` page asks for: the filters, the page size and the cursor.
+
+    One value carries every filter from the API, the dashboard and the CLI through the client
+    to the backends, so that adding a filter touches this class and the backends that serve
+    it. Building one checks it (``ValidationError``, nothing is read): ``states`` are states
+    or their names, the names and texts are non-empty strings, the times are aware.
+
+    ``schedule_id`` selects the runs of one schedule; ``error_type`` the jobs whose last error
+    has that type (``error_type_of``); ``finished_after`` (inclusive) and ``finished_before``
+    (exclusive) bound ``finished_at``, so a job that has not finished matches neither.
+    ``cursor`` is the ``next_cursor`` of the previous page. A ``limit`` of zero or less asks
+    for nothing (the protocol's rule); the client and the API allow 1..``MAX_LIMIT``.
+    """
+
+    queue: str | None = None
+    states: frozenset[JobState] | None = attrs.field(default=None, converter=_query_states)
+    handler: str | None = None
+    limit: int = 50
+    cursor: str | None = None
+    schedule_id: str | None = None
+    error_type: str | None = None
+    finished_after: datetime | None = None
+    finished_before: datetime | None = None
+
+    MAX_LIMIT: ClassVar[int] = 1000
+
+    def __attrs_post_init__(self) -> None:
+        for field in ("queue", "handler", "cursor", "schedule_id", "error_type"):
+            value = getattr(self, field)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValidationError(field, f"{value!r} is not a non-empty string")
+        if isinstance(self.limit, bool) or not isinstance(self.limit, int):
+            raise ValidationError("limit", f"{self.limit!r} is not an integer")
+        for field in ("finished_after", "finished_before"):
+            value = getattr(self, field)
+            if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
+                raise ValidationError(field, f"{value!r} is not an aware datetime; use UTC")
+
+    @property
+    def windowed(self) -> bool:
+        """Whether a finish window (either bound) is given."""
+        return self.finished_after is not None or self.finished_before is not None
+
+    def listed_states(self) -> frozenset[JobState] | None:
+        """The states a match may be in: ``states`` (None: any), narrowed to the terminal ones
+        when a finish window is given (only they have a finish time)."""
+        if not self.windowed:
+            return self.states
+        return TERMINAL_STATES if self.states is None else self.states & TERMINAL_STATES
+
+    @property
+    def empty(self) -> bool:
+        """Whether the query cannot match anything (no page to read): a limit of zero or less,
+        no states, or a finish window with no terminal state asked for."""
+        listed = self.listed_states()
+        return self.limit <= 0 or (listed is not None and not listed)
+
+    def matches(self, job: Job) -> bool:
+        """Whether ``job`` passes every filter (the cursor and the limit aside)."""
+        if self.queue is not None and job.queue != self.queue:
+            return False
+        if self.states is not None and job.state not in self.states:
+            return False
+        if self.handler is not None and job.handler != self.handler:
+            return False
+        if self.schedule_id is not None and job.schedule_id != self.schedule_id:
+            return False
+        if self.error_type is not None and error_type_of(job.error) != self.error_type:
+            return False
+        if self.windowed:
+            done = job.finished_at
+            if done is None:
+                return False
+            if self.finished_after is not None and done < self.finished_after:
+                return False
+            if self.finished_before is not None and done >= self.finished_before:
+                return False
+        return True
 
 
 @attrs.frozen
