@@ -57,7 +57,9 @@ from monoq.core.models import (
     to_ms,
     utcnow,
 )
-from monoq.errors import ConfigError, QueueFull
+from monoq.core.options import known_options
+from monoq.core.rules import admitted, finish_outcome
+from monoq.errors import QueueFull
 
 
 class _Signal:
@@ -88,10 +90,7 @@ class MemoryBackend:
     capabilities = Capabilities(shared_across_processes=False, cross_process_wakeup=False)
 
     def __init__(self, url: str = "memory://", options: Mapping[str, Any] | None = None) -> None:
-        if options:
-            raise ConfigError(
-                f"backend.options.{next(iter(options))}: unknown option; memory:// takes none"
-            )
+        known_options("memory://", options, ())
         self.url = url
         self._rows: dict[str, _Row] = {}
         # ready heap per queue: (priority, run_at, id); stale entries are skipped lazily
@@ -141,23 +140,8 @@ class MemoryBackend:
                 if known is not None:
                     answers.append(Enqueued(self._rows[known].job, created=False))
                     continue
-            later = new.run_at is not None and new.run_at > now
-            job = Job(
-                id=new.id,
-                queue=new.queue,
-                handler=new.handler,
-                payload_json=new.payload_json,
-                priority=new.priority,
-                state=JobState.SCHEDULED if later else JobState.QUEUED,
-                attempt=0,
-                max_retries=new.max_retries,
-                timeout=new.timeout,
-                run_at=new.run_at if later and new.run_at is not None else now,
-                created_at=now,
-                idempotency_key=new.idempotency_key,
-                schedule_id=new.schedule_id,
-                trace_context=new.trace_context,
-            )
+            job = admitted(new, now)
+            later = job.state is JobState.SCHEDULED
             self._rows[job.id] = _Row(job)
             self._queues.add(job.queue)
             if new.idempotency_key is not None:
@@ -372,8 +356,7 @@ class MemoryBackend:
                 continue
             job = row.job
             outcome = item.outcome
-            if job.cancel_requested and outcome in (Outcome.RETRY, Outcome.DEAD, Outcome.RELEASED):
-                outcome = Outcome.CANCELLED
+            outcome = finish_outcome(outcome, job.cancel_requested)
             # A failed or cancelled run stores its error when it has one (else the last one
             # stays); a completed or released run leaves the job's error alone.
             error = job.error if item.error is None else str(item.error)

@@ -25,6 +25,8 @@ from monoq.core.ids import new_id
 from monoq.core.models import (
     DEFAULT_PRIORITY,
     DEFAULT_QUEUE,
+    MAX_EVERY,
+    MIN_EVERY,
     TERMINAL_STATES,
     Attempt,
     DepthLimits,
@@ -446,7 +448,7 @@ class Client:
                 except ValueError:
                     raise ValidationError("every", f"{every!r} is not a duration") from None
             if every is not None:
-                every = _number("every", every, low=0.001, high=366 * 86400)
+                every = _number("every", every, low=MIN_EVERY, high=MAX_EVERY)
                 if "cron" not in data:
                     values["cron"] = None
             values["every"] = every

@@ -35,7 +35,7 @@ from urllib.parse import quote
 import attrs
 
 from monoq.core.durations import parse_duration
-from monoq.core.models import DepthLimits, parse_priority, validate_name
+from monoq.core.models import MAX_EVERY, MIN_EVERY, DepthLimits, parse_priority, validate_name
 from monoq.core.retry import RetryPolicy
 from monoq.errors import ConfigError, ValidationError
 
@@ -729,7 +729,7 @@ def _every(value: object) -> float | None:
     if isinstance(value, bool):
         raise TypeError
     seconds = parse_duration(value) if isinstance(value, str) else float(value)  # type: ignore[arg-type]
-    if not 0.001 <= seconds <= 366 * 86400:
+    if not MIN_EVERY <= seconds <= MAX_EVERY:
         raise ValueError
     return seconds
 

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import importlib.resources
 import logging
-import math
 import secrets
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -70,6 +69,14 @@ from monoq.core.models import (
     to_ms_ceil,
     utcnow,
 )
+from monoq.core.options import (
+    choice_option,
+    float_option,
+    int_option,
+    known_options,
+    str_option,
+)
+from monoq.core.rules import admitted
 from monoq.errors import BackendError, BackendUnavailable, ConfigError, QueueFull
 
 logger = logging.getLogger(__name__)
@@ -326,29 +333,6 @@ def _decode_attempt(job_id: str, raw: bytes) -> Attempt:
     )
 
 
-def _float_option(key: str, value: object) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ConfigError(f"backend.options.{key}: expected a positive number, got {value!r}")
-    return float(value)
-
-
-def _int_option(key: str, value: object, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ConfigError(f"backend.options.{key}: expected an integer {lo}-{hi}, got {value!r}")
-    return value
-
-
-def _str_option(key: str, value: object) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"backend.options.{key}: expected a non-empty string, got {value!r}")
-    return value
-
-
 _TLS_OPTIONS: Final = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
 _SENTINEL_OPTIONS: Final = ("sentinel_username", "sentinel_password")
 _KNOWN_OPTIONS: Final = (
@@ -600,24 +584,18 @@ class RedisBackend:
         self.url = url
         self._sentinel = parse_sentinel_url(url) if scheme.endswith("+sentinel") else None
         self._target = parse_cluster_url(url) if scheme.endswith("+cluster") else None
-        opts = dict(options or {})
-        for key in opts:
-            if key not in _KNOWN_OPTIONS:
-                raise ConfigError(
-                    f"backend.options.{key}: unknown option for the redis backend "
-                    f"(known: {', '.join(_KNOWN_OPTIONS)})"
-                )
-        prefix = _str_option("key_prefix", opts.get("key_prefix", "monoq"))
+        opts = known_options("redis", options, _KNOWN_OPTIONS)
+        prefix = str_option("key_prefix", opts.get("key_prefix", "monoq"))
         if any(ch in prefix for ch in "{}"):
             raise ConfigError("backend.options.key_prefix: must not contain { or }")
         self._keys = Keys(prefix)
-        self._pool_size = _int_option("pool_size", opts.get("pool_size", 50), 1, 10_000)
-        self._pool_timeout = _float_option("pool_timeout", opts.get("pool_timeout", 5.0))
-        self._socket_timeout = _float_option("socket_timeout", opts.get("socket_timeout", 5.0))
-        self._connect_timeout = _float_option("connect_timeout", opts.get("connect_timeout", 2.0))
-        self.batch_size = _int_option("batch_size", opts.get("batch_size", 1000), 1, 10_000)
-        self.replicas_ack = _int_option("replicas_ack", opts.get("replicas_ack", 0), 0, 100)
-        self._replicas_ack_timeout = _float_option(
+        self._pool_size = int_option("pool_size", opts.get("pool_size", 50), 1, 10_000)
+        self._pool_timeout = float_option("pool_timeout", opts.get("pool_timeout", 5.0))
+        self._socket_timeout = float_option("socket_timeout", opts.get("socket_timeout", 5.0))
+        self._connect_timeout = float_option("connect_timeout", opts.get("connect_timeout", 2.0))
+        self.batch_size = int_option("batch_size", opts.get("batch_size", 1000), 1, 10_000)
+        self.replicas_ack = int_option("replicas_ack", opts.get("replicas_ack", 0), 0, 100)
+        self._replicas_ack_timeout = float_option(
             "replicas_ack_timeout", opts.get("replicas_ack_timeout", 1.0))
         self._sentinel_auth: dict[str, str] = {}
         for key in _SENTINEL_OPTIONS:
@@ -625,18 +603,15 @@ class RedisBackend:
                 if self._sentinel is None:
                     raise ConfigError(f"backend.options.{key}: only applies to "
                                       "redis+sentinel:// URLs")
-                self._sentinel_auth[key.removeprefix("sentinel_")] = _str_option(key, opts[key])
+                self._sentinel_auth[key.removeprefix("sentinel_")] = str_option(key, opts[key])
         self._tls: dict[str, Any] = {}
         for key in _TLS_OPTIONS:
             if key in opts:
                 if not scheme.startswith("rediss"):
                     raise ConfigError(f"backend.options.{key}: only applies to rediss://, "
                                       "rediss+sentinel:// and rediss+cluster:// URLs")
-                value = _str_option(key, opts[key])
-                if key == "ssl_cert_reqs" and value not in ("required", "optional", "none"):
-                    raise ConfigError(
-                        f"backend.options.{key}: expected required, optional or none, got {value!r}"
-                    )
+                value = (choice_option(key, opts[key], ("required", "optional", "none"))
+                         if key == "ssl_cert_reqs" else str_option(key, opts[key]))
                 self._tls[key] = value
         self._client: aioredis.Redis | None = None
         self._blocking: aioredis.Redis | None = None
@@ -1145,25 +1120,9 @@ class RedisBackend:
 
     @staticmethod
     def _stored(job: NewJob, now_ms: int) -> Job:
-        """The job as the enqueue script stored it."""
-        now = _dt(now_ms)
-        run_at = job.run_at if job.run_at is not None and _ms(job.run_at) > now_ms else now
-        return Job(
-            id=job.id,
-            queue=job.queue,
-            handler=job.handler,
-            payload_json=job.payload_json,
-            priority=job.priority,
-            state=JobState.SCHEDULED if run_at > now else JobState.QUEUED,
-            attempt=0,
-            max_retries=job.max_retries,
-            timeout=float(job.timeout),
-            run_at=_dt(_ms(run_at)),
-            created_at=now,
-            idempotency_key=job.idempotency_key,
-            schedule_id=job.schedule_id,
-            trace_context=job.trace_context,
-        )
+        """The job as the enqueue script stored it (``new_job_fields`` in _common.lua applies
+        the same rule as ``core.rules.admitted``)."""
+        return admitted(job, _dt(now_ms))
 
     # -- consumer -----------------------------------------------------------------------------
 

@@ -78,6 +78,8 @@ from monoq.core.models import (
     to_ms_ceil,
     utcnow,
 )
+from monoq.core.options import choice_option, int_option, known_options
+from monoq.core.rules import admitted, finish_outcome
 from monoq.errors import BackendError, BackendUnavailable, ConfigError, QueueFull
 
 logger = logging.getLogger(__name__)
@@ -616,29 +618,15 @@ class SqliteOptions:
     @classmethod
     def parse(cls, options: Mapping[str, Any] | None) -> SqliteOptions:
         """Validate ``options``; a bad or unknown key is a ``ConfigError`` naming it."""
-        options = dict(options or {})
-        known = {f.name for f in attrs.fields(cls)}
-        for key in options:
-            if key not in known:
-                raise ConfigError(
-                    f"backend.options.{key}: unknown option for the sqlite backend "
-                    f"(known: {', '.join(sorted(known))})"
-                )
+        options = known_options("sqlite", options, sorted(f.name for f in attrs.fields(cls)))
         values: dict[str, Any] = {}
         if "synchronous" in options:
-            sync = options["synchronous"]
-            if not isinstance(sync, str) or sync.upper() not in ("FULL", "NORMAL"):
-                raise ConfigError(f"backend.options.synchronous: {sync!r} is not FULL or NORMAL")
-            values["synchronous"] = sync.upper()
+            values["synchronous"] = choice_option("synchronous", options["synchronous"],
+                                                  ("FULL", "NORMAL"), any_case=True)
         minimums = {"busy_timeout_ms": 0, "poll_interval_ms": 1, "poll_max_ms": 1, "readers": 1}
         for key, minimum in minimums.items():
             if key in options:
-                value = options[key]
-                if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                    raise ConfigError(
-                        f"backend.options.{key}: {value!r} is not an integer >= {minimum}"
-                    )
-                values[key] = value
+                values[key] = int_option(key, options[key], minimum)
         parsed = cls(**values)
         if parsed.poll_max_ms < parsed.poll_interval_ms:
             raise ConfigError(
@@ -887,33 +875,15 @@ class SqliteBackend:
                 if key is not None and key in new_keys:  # the same key twice in this batch
                     out.append(Enqueued(new_keys[key], created=False))
                     continue
-                run_ms = now_ms if nj.run_at is None else _ms(nj.run_at)
-                if run_ms > now_ms:
-                    state = JobState.SCHEDULED
+                job = admitted(nj, created_at)
+                if job.state is JobState.SCHEDULED:
                     fx.changes = True
                 else:
-                    state, run_ms = JobState.QUEUED, now_ms
                     fx.ready.add(nj.queue)
-                fx.move(nj.queue, None, state.value)
+                fx.move(nj.queue, None, job.state.value)
                 rows.append((nj.id, nj.queue, nj.handler, nj.payload_json, nj.priority,
-                             state.value, nj.max_retries, nj.timeout, run_ms, now_ms,
-                             nj.idempotency_key, nj.schedule_id, nj.trace_context))
-                job = Job(
-                    id=nj.id,
-                    queue=nj.queue,
-                    handler=nj.handler,
-                    payload_json=nj.payload_json,
-                    priority=nj.priority,
-                    state=state,
-                    attempt=0,
-                    max_retries=nj.max_retries,
-                    timeout=nj.timeout,
-                    run_at=created_at if run_ms == now_ms else _dt(run_ms),
-                    created_at=created_at,
-                    idempotency_key=nj.idempotency_key,
-                    schedule_id=nj.schedule_id,
-                    trace_context=nj.trace_context,
-                )
+                             job.state.value, nj.max_retries, nj.timeout, _ms(job.run_at),
+                             now_ms, nj.idempotency_key, nj.schedule_id, nj.trace_context))
                 new_ids[nj.id] = job
                 if key is not None:
                     new_keys[key] = job
@@ -1167,8 +1137,7 @@ class SqliteBackend:
             if row is None:
                 return False
             queue, cancel_requested = row
-            if cancel_requested and outcome in (Outcome.RETRY, Outcome.DEAD, Outcome.RELEASED):
-                outcome = Outcome.CANCELLED
+            outcome = finish_outcome(outcome, bool(cancel_requested))
         if outcome is Outcome.RETRY:
             assert item.retry_at is not None  # Finish validates this  # noqa: S101
             conn.execute(

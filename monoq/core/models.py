@@ -98,10 +98,15 @@ def from_ms(ms: int) -> datetime:
     return EPOCH + timedelta(milliseconds=ms)
 
 
+def truncate_ms(dt: datetime) -> datetime:
+    """``dt`` truncated to whole milliseconds (towards the past): the precision of every time
+    a backend stores for jobs, leases, attempts and workers."""
+    return dt.replace(microsecond=dt.microsecond // 1000 * 1000)
+
+
 def utcnow() -> datetime:
     """The current time, aware UTC, truncated to milliseconds (what every backend stores)."""
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+    return truncate_ms(datetime.now(UTC))
 
 
 def rfc3339(dt: datetime | None) -> str | None:
@@ -600,6 +605,9 @@ class MisfirePolicy(enum.StrEnum):
 
 
 SCHEDULE_ORIGINS: Final = ("config", "api")
+# The bounds of a schedule's ``every``, in seconds: 1 ms to 366 days.
+MIN_EVERY: Final = 0.001
+MAX_EVERY: Final = 366 * 86400.0
 
 
 @attrs.frozen
