@@ -779,7 +779,7 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_schedules(args: argparse.Namespace, out: TextIO) -> int:
     """monoq schedules list|add|remove|enable|disable|trigger|runs."""
-    from monoq.client import run_to_dict
+    from monoq.core.schedules import run_to_dict
 
     async def main() -> int:
         async with _client(args) as client:

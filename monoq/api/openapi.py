@@ -53,10 +53,12 @@ from monoq.api.routes._common import (
     RFC3339_RE,
     STATES_RE,
 )
-from monoq.client import MAX_DELAY, MAX_RETRIES, MAX_TIMEOUT, SCHEDULE_FIELDS, SUBMIT_FIELDS
+from monoq.client import MAX_DELAY, SUBMIT_FIELDS
 from monoq.core.models import (
     KEY_RE,
     MAX_EVERY,
+    MAX_RETRIES,
+    MAX_TIMEOUT,
     MIN_EVERY,
     NAME_RE,
     AttemptOutcome,
@@ -64,6 +66,7 @@ from monoq.core.models import (
     MisfirePolicy,
     OverlapPolicy,
 )
+from monoq.core.schedules import SCHEDULE_FIELDS
 
 STRING: Final = OpenAPIType.STRING
 INTEGER: Final = OpenAPIType.INTEGER

@@ -37,6 +37,9 @@ WAITING_STATES: Final = frozenset({JobState.SCHEDULED, JobState.RETRYING})
 PRIORITY_NAMES: Final[Mapping[str, int]] = {"high": 0, "normal": 5, "low": 9}
 DEFAULT_PRIORITY: Final = 5
 DEFAULT_QUEUE: Final = "default"
+# The bounds of a job's ``max_retries`` and ``timeout`` (seconds), wherever one is given.
+MAX_RETRIES: Final = 1000
+MAX_TIMEOUT: Final = 7 * 86400.0
 
 NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 # Idempotency keys carry cron fire times and user ids, so they allow a wider alphabet than names.
@@ -63,6 +66,16 @@ def validate_key(field: str, value: object) -> str:
             " starting with a letter or digit",
         )
     return value
+
+
+def validate_number(field: str, value: object, *, low: float, high: float) -> float:
+    """``value`` as a float if it is a number (not a bool) from ``low`` to ``high``, else
+    raise ValidationError."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(field, f"{value!r} is not a number")
+    if not low <= value <= high:  # also refuses NaN, which compares false
+        raise ValidationError(field, f"{value!r} is outside {low:g}..{high:g}")
+    return float(value)
 
 
 def parse_priority(value: object) -> int:
