@@ -385,7 +385,9 @@ class Client:
         return job
 
     async def retry(self, job_id: str) -> Job:
-        """Put a dead or cancelled job back in its queue with a fresh retry budget."""
+        """The operator's retry: put a dead or cancelled job back in its queue with a fresh
+        retry budget (``Backend.requeue``). Not the retry policy, which runs a job again after
+        a failed attempt on its own."""
         moved = await self.backend.requeue([job_id], now=self.clock())
         job = await self.get(job_id)
         if not moved:

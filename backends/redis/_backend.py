@@ -17,7 +17,7 @@ import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions as rex
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
-from redis.asyncio.retry import Retry
+from redis.asyncio.retry import Retry as ConnectionRetry  # a driver's retries, not a job's
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
@@ -648,7 +648,7 @@ class RedisBackend:
             timeout=self._pool_timeout,
             socket_timeout=socket_timeout,
             socket_connect_timeout=self._connect_timeout,
-            retry=Retry(NoBackoff(), 0),
+            retry=ConnectionRetry(NoBackoff(), 0),
             **self._tls,
         )
         pool.connection_class = _packing_in_c(pool.connection_class)
@@ -674,7 +674,7 @@ class RedisBackend:
             timeout=self._pool_timeout,
             socket_timeout=socket_timeout,
             socket_connect_timeout=self._connect_timeout,
-            retry=Retry(NoBackoff(), 0),
+            retry=ConnectionRetry(NoBackoff(), 0),
             db=target.db,
             username=target.username,
             password=target.password,
@@ -697,7 +697,7 @@ class RedisBackend:
             max_connections=self._pool_size,
             socket_timeout=socket_timeout,
             socket_connect_timeout=self._connect_timeout,
-            retry=Retry(NoBackoff(), 0),
+            retry=ConnectionRetry(NoBackoff(), 0),
             username=target.username,
             password=target.password,
             **tls,
@@ -2059,7 +2059,7 @@ class RedisBackend:
                               password=self._target.password,
                               socket_timeout=self._socket_timeout,
                               socket_connect_timeout=self._connect_timeout,
-                              retry=Retry(NoBackoff(), 0), **tls)
+                              retry=ConnectionRetry(NoBackoff(), 0), **tls)
 
     async def _doctor_on(self, client: aioredis.Redis) -> list[tuple[str, str, str]]:
         """``doctor``'s checks of one server."""

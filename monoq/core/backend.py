@@ -473,7 +473,10 @@ class Backend(Protocol):
         ...
 
     async def requeue(self, job_ids: Sequence[str], *, now: datetime) -> list[str]:
-        """Move DEAD or CANCELLED jobs back to QUEUED with ``attempt = 0``, ``run_at = now``.
+        """Move DEAD or CANCELLED jobs back to QUEUED with ``attempt = 0``, ``run_at = now``:
+        the operator's retry (``POST /jobs/{id}/retry``, ``monoq job retry``,
+        ``monoq dlq requeue``), not a RETRY
+        outcome of ``finish``.
 
         Error, result, finished_at, cancel_requested and progress are cleared; attempt records
         stay. Jobs in other states are left alone. Answers the ids that moved, each once, in the

@@ -268,7 +268,9 @@ class Outcome(enum.StrEnum):
     """How a run ends; the worker (or the reaper) picks one, the backend applies it."""
 
     COMPLETED = "completed"  # -> completed, result stored
-    RETRY = "retry"  # -> retrying until retry_at (cancelled instead if a cancel was requested)
+    # -> retrying until retry_at, as the retry policy decided (cancelled instead if a cancel was
+    # requested); not the operator's retry of a dead job, which is Backend.requeue
+    RETRY = "retry"
     DEAD = "dead"  # -> dead (cancelled instead if a cancel was requested)
     CANCELLED = "cancelled"  # -> cancelled
     RELEASED = "released"  # -> queued, attempt refunded (graceful shutdown)

@@ -21,7 +21,8 @@ _ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _CURSOR_RE: Final = re.compile(r"^[A-Za-z0-9_.:=+/-]{1,256}$")
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 CANCELLABLE: Final = frozenset(set(JobState) - TERMINAL_STATES)
-RETRYABLE: Final = frozenset({JobState.DEAD, JobState.CANCELLED})
+# States an operator may retry by hand (a requeue), not the retry policy's RETRYING.
+REQUEUEABLE: Final = frozenset({JobState.DEAD, JobState.CANCELLED})
 
 
 async def gather_page(client: Client, query: JobQuery, limit: int = PAGE_SIZE
@@ -130,7 +131,7 @@ async def job_detail(request: Request[Any, Any, Any], job: FromPath[str]) -> Res
     return page(
         request, "job.html", nav="jobs", title=f"Job {found.id}", job=found,
         attempts=list(reversed(attempts)), can_cancel=found.state in CANCELLABLE,
-        can_retry=found.state in RETRYABLE, can_copy=found.state is JobState.COMPLETED,
+        can_requeue=found.state in REQUEUEABLE, can_copy=found.state is JobState.COMPLETED,
         live=not found.terminal,
     )
 
@@ -145,8 +146,9 @@ async def cancel(request: Request[Any, Any, Any], job: FromPath[str]) -> Respons
 
 
 @post("/jobs/{job:str}/retry", opt={"ui": "admin"}, status_code=303, name="ui-job-retry")
-async def retry(request: Request[Any, Any, Any], job: FromPath[str]) -> Response[Any]:
-    """Put a dead or cancelled job back in its queue with a fresh retry budget."""
+async def requeue_job(request: Request[Any, Any, Any], job: FromPath[str]) -> Response[Any]:
+    """The operator's retry: put a dead or cancelled job back in its queue with a fresh retry
+    budget (``Client.retry``, a requeue)."""
     ui = ui_state(request)
     done = await client_of(request).retry(job_id(job))
     return back(ui, f"/jobs/{done.id}", "retried")
@@ -164,4 +166,4 @@ async def copy(request: Request[Any, Any, Any], job: FromPath[str]) -> Response[
     return back(ui, f"/jobs/{new.id}", "copied")
 
 
-HANDLERS: Final = [jobs, job_detail, cancel, retry, copy]
+HANDLERS: Final = [jobs, job_detail, cancel, requeue_job, copy]
