@@ -199,7 +199,7 @@ class Client:
         )
 
     def build_from_dict(self, data: Mapping[str, Any], *, now: datetime | None = None) -> NewJob:
-        """Build from a submit body (DESIGN.md §3: ``handler`` or its alias ``name``, …)."""
+        """Build from a submit body (docs/DESIGN.md §3: ``handler`` or its alias ``name``, …)."""
         if not isinstance(data, Mapping):
             raise ValidationError("job", "each job must be a JSON object")
         if not SUBMIT_FIELDS.issuperset(data) and (unknown := set(data) - SUBMIT_FIELDS):

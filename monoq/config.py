@@ -88,7 +88,7 @@ DEFAULT_CONFIG_FILE: Final = "config.toml"  # read from the working directory wh
 ENV_PREFIX: Final = "MONOQ_"
 CONFIG_ENV: Final = "MONOQ_CONFIG"  # the config file's path; not a key
 
-# Environment names of the systems monoq replaces (DESIGN.md §1), so their deployment files keep
+# Environment names of the systems monoq replaces (docs/DESIGN.md §1), so their deployment files keep
 # working. They sit below MONOQ_* variables: the monoq name wins when both are set. An empty value
 # counts as unset, because compose files often declare these names with nothing after the '='.
 SOURCE_ENV_NAMES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(

@@ -1,4 +1,4 @@
-"""Imports point one way (DESIGN.md §2): checked on the source with ast."""
+"""Imports point one way (docs/DESIGN.md §2): checked on the source with ast."""
 
 from __future__ import annotations
 

@@ -228,7 +228,7 @@ class Job(Component):
                             "when the job ends, cleared by a retry. Null when never reported.",
             )),
         },
-        description="A job (DESIGN.md §3).",
+        description="A job (docs/DESIGN.md §3).",
     )
 
 

@@ -20,7 +20,7 @@ from monoq.errors import ValidationError
 
 
 class JobState(enum.StrEnum):
-    """Where a job is in its life (DESIGN.md §3)."""
+    """Where a job is in its life (docs/DESIGN.md §3)."""
 
     SCHEDULED = "scheduled"  # run_at is in the future (first run)
     QUEUED = "queued"  # ready to be claimed
@@ -205,7 +205,7 @@ class Job:
         return self.state in TERMINAL_STATES
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form of DESIGN.md §3 (API responses and ``--json`` output)."""
+        """The JSON form of docs/DESIGN.md §3 (API responses and ``--json`` output)."""
         return {
             "id": self.id,
             "queue": self.queue,

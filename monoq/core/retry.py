@@ -3,7 +3,8 @@ capped, with optional jitter), or None when its retries are used up. Pure; no I/
 
 This is the automatic retry ([retry] in the config, the RETRY outcome, the RETRYING state);
 the operator's retry of a dead or cancelled job is a requeue (``Backend.requeue``), and
-connection retries belong to the drivers (see docs/DESIGN.md, "Four meanings of retry").
+connection retries belong to the drivers (see docs/DESIGN.md §3,
+"Four meanings of retry").
 """
 
 from __future__ import annotations

@@ -165,7 +165,7 @@ async def submit_batch(request: Request[Any, Any, Any]) -> Response[Json]:
                  params={"job_id": JOB_ID}),
 )
 async def get_job(job_id: FromPath[str], client: ClientDep) -> Response[Json]:
-    """The job's JSON form (DESIGN.md §3); 404 if there is no such job."""
+    """The job's JSON form (docs/DESIGN.md §3); 404 if there is no such job."""
     return answer(job_answer(await client.get(job_id_or_404(job_id))))
 
 
