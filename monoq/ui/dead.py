@@ -15,7 +15,7 @@ import attrs
 from litestar import Request, Response, get, post
 
 from monoq.core.durations import parse_duration
-from monoq.core.models import JobQuery, JobState
+from monoq.core.models import JobQuery, JobState, error_type_of
 from monoq.errors import ValidationError
 from monoq.ui.core import back, client_of, page, ui_state
 from monoq.ui.jobs import filter_cursor, filter_name, gather_page, job_id
@@ -134,7 +134,7 @@ async def dead(request: Request[Any, Any, Any]) -> Response[Any]:
         filters=filters, windows=WINDOWS, purge_ages=PURGE_AGES,
         queues=[s.queue for s in stats],
         dead_by_queue=[(s.queue, s.counts.get(JobState.DEAD, 0)) for s in stats],
-        error_types=sorted({(j.error or "").partition(":")[0] for j in jobs if j.error}),
+        error_types=sorted({error_type_of(j.error) or "" for j in jobs if j.error}),
     )
 
 
