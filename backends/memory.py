@@ -42,6 +42,7 @@ from monoq.core.models import (
     Enqueued,
     Finish,
     Job,
+    JobQuery,
     JobState,
     Lease,
     LeaseStatus,
@@ -53,11 +54,12 @@ from monoq.core.models import (
     Schedule,
     ThroughputBucket,
     WorkerInfo,
-    error_type_of,
     to_ms,
     utcnow,
 )
-from monoq.errors import ConfigError, QueueFull
+from monoq.core.options import known_options
+from monoq.core.rules import admitted, finish_outcome
+from monoq.errors import QueueFull
 
 
 class _Signal:
@@ -88,10 +90,7 @@ class MemoryBackend:
     capabilities = Capabilities(shared_across_processes=False, cross_process_wakeup=False)
 
     def __init__(self, url: str = "memory://", options: Mapping[str, Any] | None = None) -> None:
-        if options:
-            raise ConfigError(
-                f"backend.options.{next(iter(options))}: unknown option; memory:// takes none"
-            )
+        known_options("memory://", options, ())
         self.url = url
         self._rows: dict[str, _Row] = {}
         # ready heap per queue: (priority, run_at, id); stale entries are skipped lazily
@@ -141,23 +140,8 @@ class MemoryBackend:
                 if known is not None:
                     answers.append(Enqueued(self._rows[known].job, created=False))
                     continue
-            later = new.run_at is not None and new.run_at > now
-            job = Job(
-                id=new.id,
-                queue=new.queue,
-                handler=new.handler,
-                payload_json=new.payload_json,
-                priority=new.priority,
-                state=JobState.SCHEDULED if later else JobState.QUEUED,
-                attempt=0,
-                max_retries=new.max_retries,
-                timeout=new.timeout,
-                run_at=new.run_at if later and new.run_at is not None else now,
-                created_at=now,
-                idempotency_key=new.idempotency_key,
-                schedule_id=new.schedule_id,
-                trace_context=new.trace_context,
-            )
+            job = admitted(new, now)
+            later = job.state is JobState.SCHEDULED
             self._rows[job.id] = _Row(job)
             self._queues.add(job.queue)
             if new.idempotency_key is not None:
@@ -372,8 +356,7 @@ class MemoryBackend:
                 continue
             job = row.job
             outcome = item.outcome
-            if job.cancel_requested and outcome in (Outcome.RETRY, Outcome.DEAD, Outcome.RELEASED):
-                outcome = Outcome.CANCELLED
+            outcome = finish_outcome(outcome, job.cancel_requested)
             # A failed or cancelled run stores its error when it has one (else the last one
             # stays); a completed or released run leaves the job's error alone.
             error = job.error if item.error is None else str(item.error)
@@ -546,44 +529,18 @@ class MemoryBackend:
         """Attempt records, oldest first."""
         return list(self._attempts.get(job_id, ()))
 
-    async def list_jobs(
-        self,
-        *,
-        queue: str | None = None,
-        states: Collection[JobState] | None = None,
-        handler: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-        schedule_id: str | None = None,
-        error_type: str | None = None,
-        finished_after: datetime | None = None,
-        finished_before: datetime | None = None,
-    ) -> Page:
+    async def list_jobs(self, query: JobQuery) -> Page:
         """Newest first with cursor (always full pages); see ``Backend.list_jobs``."""
-        wanted = None if states is None else set(states)
+        if query.empty:
+            return Page(jobs=[], next_cursor=None)
+        limit, cursor = query.limit, query.cursor
         matches: list[Job] = []
         for job_id in sorted(self._rows, reverse=True):
             if cursor is not None and job_id >= cursor:
                 continue
             job = self._rows[job_id].job
-            if queue is not None and job.queue != queue:
+            if not query.matches(job):
                 continue
-            if wanted is not None and job.state not in wanted:
-                continue
-            if handler is not None and job.handler != handler:
-                continue
-            if schedule_id is not None and job.schedule_id != schedule_id:
-                continue
-            if error_type is not None and error_type_of(job.error) != error_type:
-                continue
-            if finished_after is not None or finished_before is not None:
-                done = job.finished_at
-                if done is None:
-                    continue
-                if finished_after is not None and done < finished_after:
-                    continue
-                if finished_before is not None and done >= finished_before:
-                    continue
             matches.append(job)
             if len(matches) > limit:
                 break

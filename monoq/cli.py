@@ -28,7 +28,7 @@ from monoq.core.backend import Doctor
 from monoq.core.codec import json_decode
 from monoq.core.durations import parse_duration
 from monoq.core.loop import run as run_loop
-from monoq.core.models import Job, JobState, NewJob, rfc3339
+from monoq.core.models import Job, JobQuery, JobState, NewJob, rfc3339
 from monoq.errors import BackendNotShared, ConfigError, MonoqError, SerializationError
 from monoq.logs import setup_logging
 from monoq.registry import Registry
@@ -553,9 +553,9 @@ def cmd_jobs(args: argparse.Namespace, out: TextIO) -> int:
 
     async def main() -> int:
         async with _client(args) as client:
-            page = await client.list_jobs(queue=args.queue, states=args.state or None,
-                                          handler=args.handler, limit=args.limit,
-                                          cursor=args.cursor)
+            page = await client.list_jobs(JobQuery(
+                queue=args.queue, states=args.state or None, handler=args.handler,
+                limit=args.limit, cursor=args.cursor))
         if args.json:
             _dump({"jobs": [j.to_dict() for j in page.jobs], "next_cursor": page.next_cursor},
                   out)
@@ -607,8 +607,9 @@ def cmd_dlq(args: argparse.Namespace, out: TextIO) -> int:
     async def main() -> int:
         async with _client(args) as client:
             if args.action == "list":
-                page = await client.list_jobs(queue=args.queue, states=[JobState.DEAD],
-                                              handler=args.handler, limit=args.limit)
+                page = await client.list_jobs(JobQuery(
+                    queue=args.queue, states=[JobState.DEAD], handler=args.handler,
+                    limit=args.limit))
                 if args.json:
                     _dump({"jobs": [j.to_dict() for j in page.jobs],
                            "next_cursor": page.next_cursor}, out)
@@ -669,8 +670,8 @@ async def _requeue_dead(client: Client, ids: Sequence[str], queue: str | None,
     task = progress.add("requeueing dead jobs", total)
     cursor: str | None = None
     while True:
-        page = await backend.list_jobs(queue=queue, states={JobState.DEAD}, handler=handler,
-                                       limit=DLQ_STEP, cursor=cursor)
+        page = await backend.list_jobs(JobQuery(queue=queue, states={JobState.DEAD},
+                                                handler=handler, limit=DLQ_STEP, cursor=cursor))
         if page.jobs:
             moved += await backend.requeue([job.id for job in page.jobs], now=client.clock())
             progress.advance(task, len(page.jobs))
@@ -778,7 +779,7 @@ def cmd_bench(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_schedules(args: argparse.Namespace, out: TextIO) -> int:
     """monoq schedules list|add|remove|enable|disable|trigger|runs."""
-    from monoq.client import run_to_dict
+    from monoq.core.schedules import run_to_dict
 
     async def main() -> int:
         async with _client(args) as client:

@@ -25,26 +25,28 @@ from monoq.core.ids import new_id
 from monoq.core.models import (
     DEFAULT_PRIORITY,
     DEFAULT_QUEUE,
+    MAX_RETRIES,
+    MAX_TIMEOUT,
     TERMINAL_STATES,
     Attempt,
     DepthLimits,
     Enqueued,
     Job,
+    JobQuery,
     JobState,
-    MisfirePolicy,
     NewJob,
-    OverlapPolicy,
     Page,
     QueueStats,
     Schedule,
     ThroughputBucket,
     WorkerInfo,
     parse_priority,
-    rfc3339,
     utcnow,
     validate_key,
     validate_name,
+    validate_number,
 )
+from monoq.core.schedules import parse_schedule, schedule_status
 from monoq.errors import (
     Conflict,
     HandlerNotFound,
@@ -63,12 +65,6 @@ if TYPE_CHECKING:
     from monoq.tracing import Tracing
 
 MAX_DELAY: Final = timedelta(days=3650)
-MAX_TIMEOUT: Final = 7 * 86400.0
-MAX_RETRIES: Final = 1000
-SCHEDULE_FIELDS: Final = frozenset(
-    {"id", "handler", "cron", "every", "timezone", "payload", "queue", "priority", "max_retries",
-     "timeout", "enabled", "overlap", "misfire"}
-)
 SUBMIT_FIELDS: Final = frozenset(
     {"handler", "name", "payload", "queue", "priority", "delay", "run_at", "max_retries",
      "timeout", "idempotency_key"}
@@ -98,14 +94,6 @@ def _parse_time(field: str, value: object) -> datetime:
     if dt.tzinfo is None:
         raise ValidationError(field, f"{value!r} has no timezone; use UTC (…Z)")
     return dt.astimezone(UTC)
-
-
-def _number(field: str, value: object, *, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ValidationError(field, f"{value!r} is not a number")
-    if not low <= value <= high:  # also refuses NaN, which compares false
-        raise ValidationError(field, f"{value!r} is outside {low:g}..{high:g}")
-    return float(value)
 
 
 class Client:
@@ -180,7 +168,7 @@ class Client:
             raise ValidationError("max_retries", f"{retries} is outside 0..{MAX_RETRIES}")
         if timeout is None:
             timeout = spec.timeout if spec and spec.timeout is not None else self.defaults.timeout
-        seconds = _number("timeout", timeout, low=0.001, high=MAX_TIMEOUT)
+        seconds = validate_number("timeout", timeout, low=0.001, high=MAX_TIMEOUT)
         if idempotency_key is not None:
             validate_key("idempotency_key", idempotency_key)
         if delay is not None and run_at is not None:
@@ -189,7 +177,7 @@ class Client:
         if delay is not None:
             if isinstance(delay, timedelta):
                 delay = delay.total_seconds()
-            secs = _number("delay", delay, low=0, high=MAX_DELAY.total_seconds())
+            secs = validate_number("delay", delay, low=0, high=MAX_DELAY.total_seconds())
             when = (now or self.clock()) + timedelta(seconds=secs) if secs else None
         elif run_at is not None:
             when = _parse_time("run_at", run_at)
@@ -211,7 +199,7 @@ class Client:
         )
 
     def build_from_dict(self, data: Mapping[str, Any], *, now: datetime | None = None) -> NewJob:
-        """Build from a submit body (DESIGN.md §3: ``handler`` or its alias ``name``, …)."""
+        """Build from a submit body (docs/DESIGN.md §3: ``handler`` or its alias ``name``, …)."""
         if not isinstance(data, Mapping):
             raise ValidationError("job", "each job must be a JSON object")
         if not SUBMIT_FIELDS.issuperset(data) and (unknown := set(data) - SUBMIT_FIELDS):
@@ -308,45 +296,16 @@ class Client:
         await self.get(job_id)
         return await self.backend.attempts(job_id)
 
-    async def list_jobs(
-        self,
-        *,
-        queue: str | None = None,
-        states: Iterable[JobState | str] | None = None,
-        handler: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-        error_type: str | None = None,
-        finished_after: datetime | None = None,
-        finished_before: datetime | None = None,
-    ) -> Page:
-        """Jobs newest first, filtered, one page at a time.
+    async def list_jobs(self, query: JobQuery) -> Page:
+        """Jobs newest first, filtered by ``query`` (``JobQuery``: its filters, page size and
+        cursor), one page at a time; ``query.limit`` is 1..1000.
 
-        ``error_type`` keeps the jobs whose last error has that type (the text before ": " in
-        ``job.error``); ``finished_after`` (inclusive) and ``finished_before`` (exclusive)
-        bound ``finished_at``, so they keep finished jobs only. A page may hold fewer than
-        ``limit`` jobs and still carry a ``next_cursor`` when the filters match rarely (see
-        ``Backend.list_jobs``): page on until ``next_cursor`` is None.
+        A page may hold fewer than ``limit`` jobs and still carry a ``next_cursor`` when the
+        filters match rarely (see ``Backend.list_jobs``): page on until ``next_cursor`` is None.
         """
-        wanted = None if states is None else {self._state(s) for s in states}
-        if not 1 <= limit <= 1000:
-            raise ValidationError("limit", f"{limit} is outside 1..1000")
-        if error_type is not None and (not isinstance(error_type, str) or not error_type):
-            raise ValidationError("error_type", f"{error_type!r} is not a non-empty string")
-        after = None if finished_after is None else _parse_time("finished_after", finished_after)
-        before = (
-            None if finished_before is None else _parse_time("finished_before", finished_before)
-        )
-        return await self.backend.list_jobs(
-            queue=queue,
-            states=wanted,
-            handler=handler,
-            limit=limit,
-            cursor=cursor,
-            error_type=error_type,
-            finished_after=after,
-            finished_before=before,
-        )
+        if not 1 <= query.limit <= JobQuery.MAX_LIMIT:
+            raise ValidationError("limit", f"{query.limit} is outside 1..{JobQuery.MAX_LIMIT}")
+        return await self.backend.list_jobs(query)
 
     async def count_jobs(
         self,
@@ -426,7 +385,9 @@ class Client:
         return job
 
     async def retry(self, job_id: str) -> Job:
-        """Put a dead or cancelled job back in its queue with a fresh retry budget."""
+        """The operator's retry: put a dead or cancelled job back in its queue with a fresh
+        retry budget (``Backend.requeue``). Not the retry policy, which runs a job again after
+        a failed attempt on its own."""
         moved = await self.backend.requeue([job_id], now=self.clock())
         job = await self.get(job_id)
         if not moved:
@@ -437,89 +398,19 @@ class Client:
 
     def build_schedule(self, data: Mapping[str, Any], *, base: Schedule | None = None
                        ) -> Schedule:
-        """A validated Schedule from a JSON body; with ``base``, a partial update of it.
-
-        ``every`` takes seconds or a duration ("30s"); ``cron`` 5 fields or 6 with seconds
-        first. Raises ValidationError naming the schedule and the field; writes nothing.
+        """A validated Schedule from a JSON body; with ``base``, a partial update of it
+        (``core.schedules.parse_schedule``, with this client's default queue and priority; a
+        handler the registry does not know is ``HandlerNotFound`` with
+        ``known_handlers_only``). Raises ValidationError naming the schedule and the field;
+        writes nothing.
         """
-        from monoq.core.cron import validate_schedule
-        from monoq.core.durations import parse_duration
+        def check_handler(handler: str) -> None:
+            if self.known_handlers_only and self.registry is not None \
+                    and handler not in self.registry:
+                raise HandlerNotFound(f"handler: no handler named {handler!r}")
 
-        if not isinstance(data, Mapping):
-            raise ValidationError("schedule", "must be a JSON object")
-        unknown = set(data) - SCHEDULE_FIELDS
-        if unknown:
-            raise ValidationError(min(unknown),
-                                  f"unknown field; allowed: {', '.join(sorted(SCHEDULE_FIELDS))}")
-        if base is not None and "id" in data and data["id"] != base.id:
-            raise ValidationError("id", "a schedule's id cannot change")
-        sid = data.get("id", base.id if base else None)
-        if sid is None:
-            raise ValidationError("id", "is required")
-        validate_name("id", sid)
-        values: dict[str, Any] = {} if base is None else attrs.asdict(base, recurse=False)
-        values["id"] = sid
-        for name in ("handler", "cron", "timezone", "queue"):
-            if name in data:
-                if data[name] is not None and not isinstance(data[name], str):
-                    raise ValidationError(name, "must be a string")
-                values[name] = data[name]
-        if "cron" in data and data["cron"] is not None and "every" not in data:
-            values["every"] = None
-        if "every" in data:
-            every = data["every"]
-            if isinstance(every, str):
-                try:
-                    every = parse_duration(every)
-                except ValueError:
-                    raise ValidationError("every", f"{every!r} is not a duration") from None
-            if every is not None:
-                every = _number("every", every, low=0.001, high=366 * 86400)
-                if "cron" not in data:
-                    values["cron"] = None
-            values["every"] = every
-        if "payload" in data:
-            try:
-                values["payload_json"] = json_encode(data["payload"])
-            except SerializationError as exc:
-                raise ValidationError("payload", str(exc)) from exc
-        if "priority" in data:
-            values["priority"] = parse_priority(data["priority"])
-        if "max_retries" in data and data["max_retries"] is not None:
-            retries = data["max_retries"]
-            if isinstance(retries, bool) or not isinstance(retries, int) or not (
-                    0 <= retries <= MAX_RETRIES):
-                raise ValidationError("max_retries", f"{retries!r} is not 0..{MAX_RETRIES}")
-            values["max_retries"] = retries
-        elif "max_retries" in data:
-            values["max_retries"] = None
-        if "timeout" in data:
-            values["timeout"] = None if data["timeout"] is None else _number(
-                "timeout", data["timeout"], low=0.001, high=MAX_TIMEOUT)
-        if "enabled" in data:
-            if not isinstance(data["enabled"], bool):
-                raise ValidationError("enabled", "must be true or false")
-            values["enabled"] = data["enabled"]
-        for name, enum in (("overlap", OverlapPolicy), ("misfire", MisfirePolicy)):
-            if name in data:
-                try:
-                    values[name] = enum(data[name])
-                except ValueError:
-                    allowed = ", ".join(e.value for e in enum)
-                    raise ValidationError(name, f"{data[name]!r} is not one of {allowed}") \
-                        from None
-        if "handler" not in values:
-            raise ValidationError("handler", "is required")
-        values.setdefault("queue", self.defaults.queue)
-        values.setdefault("priority", self.defaults.priority)
-        if self.known_handlers_only and self.registry is not None \
-                and values["handler"] not in self.registry:
-            raise HandlerNotFound(f"handler: no handler named {values['handler']!r}")
-        try:
-            schedule = Schedule(**values)
-        except TypeError as exc:
-            raise ValidationError("schedule", str(exc)) from None
-        return validate_schedule(schedule)
+        return parse_schedule(data, base=base, queue=self.defaults.queue,
+                              priority=self.defaults.priority, check_handler=check_handler)
 
     async def put_schedule(self, schedule: Schedule) -> Schedule:
         """Store a schedule made over the API or CLI (origin ``api``); history is kept."""
@@ -574,27 +465,22 @@ class Client:
                             cursor: str | None = None) -> Page:
         """The schedule's runs, newest first."""
         await self.get_schedule(schedule_id)
-        return await self.backend.list_jobs(schedule_id=schedule_id, limit=limit,
-                                            cursor=cursor)
+        return await self.backend.list_jobs(JobQuery(schedule_id=schedule_id, limit=limit,
+                                                     cursor=cursor))
 
     async def schedule_status(self, schedule: Schedule) -> dict[str, Any]:
-        """The schedule's JSON form plus its next fire and its last success and failure."""
-        from monoq.core.cron import next_fire
-
-        data = schedule.to_dict()
+        """The schedule's JSON form plus its next fire and its last success and failure
+        (``core.schedules.schedule_status``)."""
         now = self.clock()
-        try:
-            data["next_fire_at"] = rfc3339(next_fire(schedule, now)) if schedule.enabled \
-                else None
-        except ValueError:
-            data["next_fire_at"] = None
-        for key, state in (("last_success", JobState.COMPLETED), ("last_failure", JobState.DEAD)):
-            page = await self.backend.list_jobs(schedule_id=schedule.id, states={state}, limit=1)
-            data[key] = run_to_dict(page.jobs[0]) if page.jobs else None
-        unfinished = await self.backend.list_jobs(
-            schedule_id=schedule.id, states=set(JobState) - TERMINAL_STATES, limit=1)
-        data["running"] = bool(unfinished.jobs)
-        return data
+        last: dict[JobState, Job | None] = {}
+        for state in (JobState.COMPLETED, JobState.DEAD):
+            page = await self.backend.list_jobs(
+                JobQuery(schedule_id=schedule.id, states={state}, limit=1))
+            last[state] = page.jobs[0] if page.jobs else None
+        unfinished = await self.backend.list_jobs(JobQuery(
+            schedule_id=schedule.id, states=set(JobState) - TERMINAL_STATES, limit=1))
+        return schedule_status(schedule, now, last_success=last[JobState.COMPLETED],
+                               last_failure=last[JobState.DEAD], running=bool(unfinished.jobs))
 
     async def pause(self, queue: str) -> None:
         """Stop workers claiming from ``queue`` (enqueue still works)."""
@@ -610,9 +496,9 @@ class Client:
         """Every dead job matching the filters, newest first."""
         cursor: str | None = None
         while True:
-            page = await self.backend.list_jobs(
+            page = await self.backend.list_jobs(JobQuery(
                 queue=queue, states={JobState.DEAD}, handler=handler, limit=500, cursor=cursor
-            )
+            ))
             for job in page.jobs:
                 yield job
             if page.next_cursor is None:
@@ -647,20 +533,6 @@ class Client:
             total += n
             if n < 1000:
                 return total
-
-
-def run_to_dict(job: Job) -> dict[str, Any]:
-    """One schedule run for the API and CLI: job id, fire time, state, duration, and the run's
-    result or error (an http run's result holds the status it got)."""
-    from monoq.core.cron import fire_time_text  # croniter loads only where schedules are used
-
-    duration = None
-    if job.finished_at is not None and job.started_at is not None:
-        duration = (job.finished_at - job.started_at).total_seconds()
-    return {"job_id": job.id, "fire_time": fire_time_text(job.schedule_id, job.idempotency_key), "state": str(job.state),
-            "attempt": job.attempt, "created_at": rfc3339(job.created_at),
-            "finished_at": rfc3339(job.finished_at), "duration": duration,
-            "result": job.result, "error": job.error}
 
 
 def client_from_config(config: Config, *, backend: Backend | None = None,

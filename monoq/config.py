@@ -4,6 +4,8 @@ Every section is an ``@attrs.frozen`` class and every key one attrs field whose 
 its documentation and its checks (bounds, allowed values, a name check). The loader is driven by
 those fields alone: TOML type checks, parsing of environment strings, unknown-key detection and
 error messages all come from the field's type and metadata, so adding a key is adding a field.
+This module holds the sections and ``load_config``; the engine that reads the fields (specs,
+coercion, building, layers) is ``monoq.configspec``.
 
 Layers, lowest first: built-in defaults, the config file, the source systems' environment
 names (``SOURCE_ENV_NAMES``), ``MONOQ_<SECTION>_<KEY>`` variables, then ``overrides`` (the CLI).
@@ -18,24 +20,39 @@ not to the config file.
 
 from __future__ import annotations
 
-import difflib
 import json
-import math
 import os
 import re
-import tomllib
-import typing
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Final, TypeVar
+from typing import Any, Final
 from urllib.parse import quote
 
 import attrs
 
+from monoq.configspec import META as _META
+from monoq.configspec import (
+    Layer,
+    Value,
+    build,
+    build_sections,
+    env_layer,
+    fail,
+    file_layer,
+    merge_layers,
+    name_prefixes,
+    override_layer,
+    read_toml,
+    spec_of,
+)
+from monoq.configspec import Spec as _Spec
+from monoq.configspec import key_field as _key
+from monoq.configspec import one_of as _one_of
+from monoq.configspec import validate_field as _validate_field
 from monoq.core.durations import parse_duration
-from monoq.core.models import DepthLimits, parse_priority, validate_name
+from monoq.core.models import MAX_EVERY, MIN_EVERY, DepthLimits, parse_priority, validate_name
 from monoq.core.retry import RetryPolicy
 from monoq.errors import ConfigError, ValidationError
 
@@ -71,7 +88,7 @@ DEFAULT_CONFIG_FILE: Final = "config.toml"  # read from the working directory wh
 ENV_PREFIX: Final = "MONOQ_"
 CONFIG_ENV: Final = "MONOQ_CONFIG"  # the config file's path; not a key
 
-# Environment names of the systems monoq replaces (DESIGN.md §1), so their deployment files keep
+# Environment names of the systems monoq replaces (docs/DESIGN.md §1), so their deployment files keep
 # working. They sit below MONOQ_* variables: the monoq name wins when both are set. An empty value
 # counts as unset, because compose files often declare these names with nothing after the '='.
 SOURCE_ENV_NAMES: Final[Mapping[str, tuple[str, ...]]] = MappingProxyType(
@@ -100,81 +117,6 @@ LOG_FORMATS: Final = ("text", "json")
 TOKEN_SCOPES: Final = ("enqueue", "read", "admin")
 SHOW_PAYLOADS: Final = ("admin", "read", "never")
 SECRET_KEY_NAMES: Final = ("password", "secret", "token", "authorization", "api_key")
-
-_T = TypeVar("_T")
-_META: Final = "monoq"  # attrs metadata key holding a field's _Spec
-
-
-# --------------------------------------------------------------------------------------------
-# Durations
-
-
-
-
-# --------------------------------------------------------------------------------------------
-# Field specs: documentation and checks, stored in attrs metadata
-
-
-@attrs.frozen
-class _Spec:
-    """How one key is documented and checked (beyond what its type says)."""
-
-    doc: str
-    min: float | None = None
-    max: float | None = None
-    exclusive_min: bool = False  # min < value instead of min <= value
-    # For strings and string-list items: returns the normalised value or raises ValueError whose
-    # text completes "must ...".
-    check: Callable[[str], str] | None = None
-    # Replaces the type's own conversion (e.g. priority names); raises ValueError/ValidationError.
-    convert: Callable[[object], object] | None = None
-    problem: str = ""  # the "must ..." text for ``convert`` failures
-    nonempty: bool = False  # lists: at least one item
-    unique: bool = False  # lists: no repeated item
-    duration: bool = False  # environment text may be a duration ("30s", "5m")
-
-
-def _spec_of(field: attrs.Attribute[Any]) -> _Spec:
-    spec = field.metadata.get(_META)
-    if not isinstance(spec, _Spec):  # pragma: no cover - every key is declared with _key
-        raise TypeError(f"config field {field.name} has no spec")
-    return spec
-
-
-def _validate_field(instance: object, attribute: attrs.Attribute[Any], value: object) -> None:
-    """attrs validator: direct construction and ``attrs.evolve`` get the loader's checks."""
-    prefix = _PREFIXES.get(type(instance), type(instance).__name__)
-    _coerce(attribute, value, key=f"{prefix}.{attribute.name}", where="", text=False)
-
-
-def _key(default: _T, doc: str, *, hashed: bool = True, secret: bool = False, **spec: Any
-         ) -> _T:
-    """A documented, checked key with a default (attrs field).
-
-    ``hashed=False`` leaves an unhashable value (a table) out of the class's hash;
-    ``secret=True`` leaves the value out of the class's repr.
-    """
-    field: _T = attrs.field(
-        default=default,
-        validator=_validate_field,
-        hash=None if hashed else False,
-        repr=not secret,
-        metadata={_META: _Spec(doc, **spec)},
-    )
-    return field
-
-
-def _one_of(*choices: str, fold: bool = False) -> Callable[[str], str]:
-    """A string check accepting exactly ``choices`` (case-insensitively if ``fold``)."""
-
-    def check(value: str) -> str:
-        for choice in choices:
-            if value == choice or (fold and value.casefold() == choice.casefold()):
-                return choice
-        raise ValueError("must be one of " + ", ".join(choices))
-
-    return check
-
 
 def _name(value: str) -> str:
     """A queue or handler name, as ``monoq.core.models.validate_name`` defines it."""
@@ -729,7 +671,7 @@ def _every(value: object) -> float | None:
     if isinstance(value, bool):
         raise TypeError
     seconds = parse_duration(value) if isinstance(value, str) else float(value)  # type: ignore[arg-type]
-    if not 0.001 <= seconds <= 366 * 86400:
+    if not MIN_EVERY <= seconds <= MAX_EVERY:
         raise ValueError
     return seconds
 
@@ -877,247 +819,26 @@ _SECTIONS: Final[Mapping[str, Any]] = {
     f.name: f.type for f in attrs.fields(Config) if f.type is not None and attrs.has(f.type)
 }
 # Class -> dotted prefix of its keys, for the messages of the attrs validators.
-_PREFIXES: Final[Mapping[type, str]] = {
+name_prefixes({
     **{cls: name for name, cls in _SECTIONS.items()},
     ApiToken: "api.tokens",
     ScheduleConfig: "schedules",
-}
+})
 
 
 # --------------------------------------------------------------------------------------------
-# Conversion and checks, driven by a field's type and spec
+# monoq's own layers and file (the generic ones are in monoq.configspec)
 
 
-def _got(value: object) -> str:
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _fail(key: str, problem: str, value: object, where: str) -> ConfigError:
-    return ConfigError(f"{key}: {problem}, got {_got(value)}{where}")
-
-
-def _fmt(number: float) -> str:
-    return str(int(number)) if float(number).is_integer() else str(number)
-
-
-def _range_problem(kind: str, spec: _Spec) -> str:
-    lo, hi = spec.min, spec.max
-    if lo is not None and hi is not None and not spec.exclusive_min:
-        return f"must be {kind} between {_fmt(lo)} and {_fmt(hi)}"
-    parts = []
-    if lo is not None:
-        parts.append(f"{'>' if spec.exclusive_min else '>='} {_fmt(lo)}")
-    if hi is not None:
-        parts.append(f"<= {_fmt(hi)}")
-    return f"must be {kind}" + (" " + " and ".join(parts) if parts else "")
-
-
-def _in_range(value: float, spec: _Spec) -> bool:
-    if spec.min is not None and (value <= spec.min if spec.exclusive_min else value < spec.min):
-        return False
-    return spec.max is None or value <= spec.max
-
-
-_TRUE: Final = frozenset({"1", "true", "yes"})
-_FALSE: Final = frozenset({"0", "false", "no"})
-
-
-def _coerce(field: attrs.Attribute[Any], value: object, *, key: str, where: str, text: bool) -> Any:
-    """``value`` checked and normalised for ``field``, or a ConfigError naming ``key``.
-
-    ``text`` marks a string from the environment (or a string override for a non-string key),
-    which is parsed according to the field's type first: numbers, booleans (1/0/true/false/
-    yes/no), comma-separated lists, JSON for tables and lists of tables. ``where`` ends the
-    message, saying where the value came from.
-    """
-    spec = _spec_of(field)
-    tp = field.type
-    raw = value
-    if text and isinstance(value, str):
-        value = value.strip()
-
-    if spec.convert is not None:
-        try:
-            return spec.convert(value)
-        except (TypeError, ValueError, ValidationError):
-            raise _fail(key, spec.problem, raw, where) from None
-
-    if tp is bool:
-        if text and isinstance(value, str) and value.lower() in _TRUE | _FALSE:
-            return value.lower() in _TRUE
-        if isinstance(value, bool):
-            return value
-        allowed = "true or false" + (" (or 1, 0, yes, no)" if text else "")
-        raise _fail(key, f"must be {allowed}", raw, where)
-
-    if tp is int or tp is float:
-        kind = "an integer" if tp is int else "a number"
-        problem = _range_problem(kind, spec)
-        if text and spec.duration:
-            problem += " (seconds, or a duration such as 30s, 5m, 1h)"
-        number: object = value
-        if text and isinstance(value, str):
-            try:
-                number = (
-                    int(value)
-                    if tp is int
-                    else (parse_duration(value) if spec.duration else float(value))
-                )
-            except ValueError:
-                raise _fail(key, problem, raw, where) from None
-        if isinstance(number, bool) or not isinstance(number, int | float):
-            raise _fail(key, problem, raw, where)
-        if tp is int and not isinstance(number, int):
-            raise _fail(key, problem, raw, where)
-        if not math.isfinite(number) or not _in_range(number, spec):
-            raise _fail(key, problem, raw, where)
-        return int(number) if tp is int else float(number)
-
-    if tp is str:
-        if not isinstance(value, str):
-            raise _fail(key, "must be a string", raw, where)
-        return _check_str(spec, value, key=key, where=where)
-
-    origin = typing.get_origin(tp)
-    if origin is tuple:
-        (item_type, *_rest) = typing.get_args(tp)
-        return _coerce_list(spec, item_type, value, key=key, where=where, text=text)
-
-    if origin is Mapping:
-        if text and isinstance(value, str):
-            value = _json(value, key=key, where=where, what="a JSON object")
-        if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
-            raise _fail(key, "must be a table", raw, where)
-        return MappingProxyType(dict(value))
-
-    raise TypeError(f"{key}: unsupported config type {tp!r}")  # pragma: no cover
-
-
-def _check_str(spec: _Spec, value: str, *, key: str, where: str) -> str:
-    if spec.check is None:
-        return value
-    try:
-        return spec.check(value)
-    except ValueError as exc:
-        raise _fail(key, str(exc), value, where) from None
-
-
-def _json(value: str, *, key: str, where: str, what: str) -> Any:
-    try:
-        return json.loads(value)
-    except ValueError:
-        raise _fail(key, f"must be {what}", value, where) from None
-
-
-def _coerce_list(
-    spec: _Spec, item_type: Any, value: object, *, key: str, where: str, text: bool
-) -> tuple[Any, ...]:
-    table = attrs.has(item_type)
-    raw = value
-    if text and isinstance(value, str):
-        if table:
-            value = _json(value, key=key, where=where, what="a JSON array of tables")
-        else:  # "worker, scheduler" -> ["worker", "scheduler"]; "" -> []
-            value = [part.strip() for part in value.split(",") if part.strip()]
-    if not isinstance(value, list | tuple):
-        raise _fail(key, "must be a list of tables" if table else "must be a list", raw, where)
-    items: list[Any] = []
-    for index, item in enumerate(value):
-        item_key = f"{key}[{index}]"
-        if table:
-            items.append(
-                item if isinstance(item, item_type) else _build(item_type, item, item_key, where)
-            )
-        elif not isinstance(item, str):
-            raise _fail(item_key, "must be a string", item, where)
-        else:
-            items.append(_check_str(spec, item, key=item_key, where=where))
-    if spec.nonempty and not items:
-        raise _fail(key, "must not be empty", raw, where)
-    if spec.unique:
-        for index, item in enumerate(items):
-            if item in items[:index]:
-                raise _fail(key, f"must not repeat {item!r}", raw, where)
-    return tuple(items)
-
-
-def _unknown(key: str, name: str, allowed: Iterable[str], what: str = "key") -> str:
-    names = sorted(allowed)
-    close = difflib.get_close_matches(name, names, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
-    return f"{key}: unknown {what}{hint}; allowed: {', '.join(names)}"
-
-
-def _build(cls: Any, table: object, prefix: str, where: str) -> Any:
-    """An instance of the attrs class ``cls`` from a TOML-shaped table (all keys required
-    unless they have a default)."""
-    if not isinstance(table, Mapping):
-        raise _fail(prefix, "must be a table", table, where)
-    fields = {f.name: f for f in attrs.fields(cls)}
-    kwargs: dict[str, Any] = {}
-    for name, item in table.items():
-        if name not in fields:
-            raise ConfigError(_unknown(f"{prefix}.{name}", name, list(fields)) + where)
-        kwargs[name] = _coerce(fields[name], item, key=f"{prefix}.{name}", where=where, text=False)
-    for name, field in fields.items():
-        if name not in kwargs and field.default is attrs.NOTHING:
-            raise ConfigError(f"{prefix}.{name}: missing required key{where}")
-    return cls(**kwargs)
-
-
-# --------------------------------------------------------------------------------------------
-# Layers
-
-
-@attrs.frozen
-class _Value:
-    """One key's value in one layer, and where it came from (for error messages)."""
-
-    value: object
-    where: str  # " (in config.toml)", " (from environment variable MONOQ_WORKER_ID)", ...
-    text: bool  # a string to parse by the field's type
-
-
-_Layer = dict[str, dict[str, _Value]]  # section -> key -> value
-
-
-def _section_fields(section: str) -> dict[str, attrs.Attribute[Any]]:
-    return {f.name: f for f in attrs.fields(_SECTIONS[section])}
-
-
-def _file_layer(data: Mapping[str, Any], where: str) -> _Layer:
-    layer: _Layer = {}
-    for section, table in data.items():
-        if section not in _SECTIONS:
-            raise ConfigError(_unknown(section, section, list(_SECTIONS), "section") + where)
-        if not isinstance(table, Mapping):
-            raise _fail(section, "must be a table ([section])", table, where)
-        fields = _section_fields(section)
-        for name, value in table.items():
-            if name not in fields:
-                raise ConfigError(_unknown(f"{section}.{name}", name, list(fields)) + where)
-            layer.setdefault(section, {})[name] = _Value(value, where, text=False)
-    return layer
-
-
-def _dotted(key: str) -> tuple[str, str] | None:
-    """(section, key) of a known dotted key, else None."""
-    section, _, name = key.partition(".")
-    if section in _SECTIONS and name in _section_fields(section):
-        return section, name
-    return None
-
-
-def _source_env_layer(env: Mapping[str, str]) -> _Layer:
-    layer: _Layer = {}
+def _source_env_layer(env: Mapping[str, str]) -> Layer:
+    layer: Layer = {}
     for var, keys in SOURCE_ENV_NAMES.items():
         text = env.get(var, "")
         if text.strip():
             where = f" (from environment variable {var})"
             for key in keys:
                 section, name = key.split(".", 1)
-                layer.setdefault(section, {})[name] = _Value(text, where, text=True)
+                layer.setdefault(section, {})[name] = Value(text, where, text=True)
     addr = env.get("REDIS_ADDR", "").strip()
     if addr and not env.get("REDIS_URL", "").strip():
         password = env.get("REDIS_PASSWORD", "")
@@ -1127,7 +848,7 @@ def _source_env_layer(env: Mapping[str, str]) -> _Layer:
         if not db.isdigit():
             raise ConfigError(f"backend.url: REDIS_DB must be a database number, got {db!r}"
                               + where)
-        layer.setdefault("backend", {})["url"] = _Value(f"redis://{auth}{addr}/{db}", where,
+        layer.setdefault("backend", {})["url"] = Value(f"redis://{auth}{addr}/{db}", where,
                                                         text=True)
     http_addr = env.get("HTTP_ADDR", "").strip()
     if http_addr:
@@ -1137,47 +858,8 @@ def _source_env_layer(env: Mapping[str, str]) -> _Layer:
             raise ConfigError(f"api.port: HTTP_ADDR must be host:port or :port, got "
                               f"{http_addr!r}{where}")
         if host:
-            layer.setdefault("api", {})["host"] = _Value(host.strip("[]"), where, text=True)
-        layer.setdefault("api", {})["port"] = _Value(port, where, text=True)
-    return layer
-
-
-def _monoq_env_layer(env: Mapping[str, str]) -> _Layer:
-    layer: _Layer = {}
-    for var in sorted(env):
-        if not var.startswith(ENV_PREFIX) or var == CONFIG_ENV:
-            continue
-        section, _, name = var[len(ENV_PREFIX) :].lower().partition("_")
-        if section == PLUGINS_SECTION:
-            continue  # read by _plugin_options
-        if section not in _SECTIONS:
-            continue  # MONOQ_DEBUG and the like are not ours to judge
-        where = f" (from environment variable {var})"
-        fields = _section_fields(section)
-        if name not in fields:
-            raise ConfigError(_unknown(f"{section}.{name}", name, list(fields)) + where)
-        layer.setdefault(section, {})[name] = _Value(env[var], where, text=True)
-    return layer
-
-
-def _override_layer(overrides: Mapping[str, Any]) -> _Layer:
-    layer: _Layer = {}
-    for key, value in overrides.items():
-        if value is None:
-            continue  # a CLI flag that was not given
-        if key.startswith(PLUGINS_SECTION + "."):
-            continue  # read by _plugin_options
-        found = _dotted(key)
-        if found is None:
-            section = key.partition(".")[0]
-            if section in _SECTIONS:
-                allowed = [f"{section}.{name}" for name in _section_fields(section)]
-            else:
-                allowed = [f"{s}.*" for s in _SECTIONS]
-            raise ConfigError(_unknown(key, key, allowed) + " (from override)")
-        section, name = found
-        is_text = isinstance(value, str) and _section_fields(section)[name].type is not str
-        layer.setdefault(section, {})[name] = _Value(value, " (from override)", text=is_text)
+            layer.setdefault("api", {})["host"] = Value(host.strip("[]"), where, text=True)
+        layer.setdefault("api", {})["port"] = Value(port, where, text=True)
     return layer
 
 
@@ -1192,20 +874,6 @@ def _locate(path: str | os.PathLike[str] | None, env: Mapping[str, str]) -> tupl
     if default.is_file():
         return default, ""
     return None
-
-
-def _read_toml(path: Path, named_by: str) -> dict[str, Any]:
-    try:
-        with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found{named_by}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: invalid TOML: not UTF-8 text") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read config file: {exc.strerror}{named_by}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -1229,37 +897,24 @@ def load_config(
     path) and says where the value came from.
     """
     env = os.environ if env is None else env
-    layers: list[_Layer] = []
+    layers: list[Layer] = []
     source: str | None = None
     schedules: tuple[ScheduleConfig, ...] = ()
     plugin_tables: dict[str, dict[str, Any]] = {}
     located = _locate(path, env)
     if located is not None:
         file_path, named_by = located
-        data = _read_toml(file_path, named_by)
+        data = read_toml(file_path, named_by)
         source = os.fspath(file_path)
         schedules = _schedules(data.pop("schedules", []), f" (in {file_path})")
         plugin_tables = _plugin_tables(data.pop(PLUGINS_SECTION, {}), f" (in {file_path})")
-        layers.append(_file_layer(data, f" (in {file_path})"))
+        layers.append(file_layer(_SECTIONS, data, f" (in {file_path})"))
     layers.append(_source_env_layer(env))
-    layers.append(_monoq_env_layer(env))
-    layers.append(_override_layer(overrides or {}))
-
-    merged: _Layer = {}
-    for layer in layers:
-        for section, values in layer.items():
-            merged.setdefault(section, {}).update(values)
-
-    sections: dict[str, Any] = {}
-    for section, cls in _SECTIONS.items():
-        fields = _section_fields(section)
-        kwargs = {
-            name: _coerce(
-                fields[name], v.value, key=f"{section}.{name}", where=v.where, text=v.text
-            )
-            for name, v in merged.get(section, {}).items()
-        }
-        sections[section] = cls(**kwargs)
+    # [plugins.*] keys are read by _plugin_options, MONOQ_CONFIG names the file
+    layers.append(env_layer(_SECTIONS, env, ENV_PREFIX, skip=(CONFIG_ENV,)))
+    layers.append(override_layer(_SECTIONS, overrides or {}, skip_sections=(PLUGINS_SECTION,)))
+    merged = merge_layers(layers)
+    sections = build_sections(_SECTIONS, merged)
     plugins = _plugin_options(plugin_tables, merged.get(PLUGINS_SECTION, {}), env,
                               overrides or {})
     return Config(**sections, schedules=schedules, plugins=plugins, source=source)
@@ -1267,18 +922,18 @@ def load_config(
 
 def _plugin_tables(value: object, where: str) -> dict[str, dict[str, Any]]:
     if not isinstance(value, Mapping):
-        raise _fail(PLUGINS_SECTION, "must be a table of [plugins.<name>] tables", value, where)
+        raise fail(PLUGINS_SECTION, "must be a table of [plugins.<name>] tables", value, where)
     tables: dict[str, dict[str, Any]] = {}
     for name, table in value.items():
         if not isinstance(table, Mapping):
-            raise _fail(f"{PLUGINS_SECTION}.{name}", "must be a table", table, where)
+            raise fail(f"{PLUGINS_SECTION}.{name}", "must be a table", table, where)
         tables[name] = dict(table)
     return tables
 
 
 def _plugin_options(
     tables: Mapping[str, Mapping[str, Any]],
-    source_env: Mapping[str, _Value],
+    source_env: Mapping[str, Value],
     env: Mapping[str, str],
     overrides: Mapping[str, Any],
 ) -> dict[str, dict[str, Any]]:
@@ -1315,8 +970,8 @@ def _schedule_key(index: int, item: object) -> str:
 def _schedules(value: object, where: str) -> tuple[ScheduleConfig, ...]:
     """``[[schedules]]`` tables; ids must be unique."""
     if not isinstance(value, list):
-        raise _fail("schedules", "must be an array of tables ([[schedules]])", value, where)
-    items = tuple(_build(ScheduleConfig, item, _schedule_key(i, item), where)
+        raise fail("schedules", "must be an array of tables ([[schedules]])", value, where)
+    items = tuple(build(ScheduleConfig, item, _schedule_key(i, item), where)
                   for i, item in enumerate(value))
     seen: set[str] = set()
     for item in items:
@@ -1378,7 +1033,7 @@ def config_keys() -> list[ConfigKey]:
                     key=dotted,
                     env=f"{ENV_PREFIX}{section.upper()}_{field.name.upper()}",
                     default=_plain(field.default),
-                    doc=_spec_of(field).doc,
+                    doc=spec_of(field).doc,
                     source_env=tuple(v for v, k in SOURCE_ENV_NAMES.items() if dotted in k),
                 )
             )

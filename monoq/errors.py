@@ -33,7 +33,8 @@ class BackendError(MonoqError):
 
 
 class BackendUnavailable(BackendError):
-    """Transient failure (connection refused, locked, timeout): retry with backoff."""
+    """Transient failure (connection refused, locked, timeout): the call changed nothing; call
+    again later (a caller's retry of the call, not a job's retry)."""
 
 
 class BackendNotShared(MonoqError):
@@ -96,7 +97,8 @@ class JobControl(Exception):  # a signal from a handler, not an error
 class Retry(JobControl):
     """Retry this job after ``after`` (default: the retry policy's backoff).
 
-    The attempt still counts towards ``max_retries``.
+    The handler's request for the RETRY outcome: the attempt fails and still counts towards
+    ``max_retries``; when none are left the job goes dead as with any failure.
     """
 
     def __init__(self, after: timedelta | float | None = None, reason: str = "") -> None:

@@ -26,6 +26,7 @@ from monoq.core.models import (
     TERMINAL_STATES,
     ErrorInfo,
     Finish,
+    JobQuery,
     JobState,
     MisfirePolicy,
     Outcome,
@@ -56,7 +57,8 @@ def _default_retention() -> dict[JobState, timedelta]:
 class SchedulerSettings:
     """How the scheduler runs; built from ``[scheduler]``, ``[retention]`` and ``[retry]``."""
 
-    retry: RetryPolicy = attrs.Factory(RetryPolicy)
+    # The retry policy: the backoff after a failed attempt ([retry]).
+    retry_policy: RetryPolicy = attrs.Factory(RetryPolicy)
     reap_margin: timedelta = timedelta(seconds=1)  # tolerate clock skew between hosts
     max_sleep: timedelta = timedelta(seconds=60)
     batch_size: int = 1000
@@ -276,8 +278,8 @@ class Scheduler:
         """Enqueue the run of ``due``: "enqueued", "duplicate" (already fired, by another
         scheduler) or "skipped" (``overlap = skip`` found a run unfinished)."""
         if schedule.overlap is OverlapPolicy.SKIP:
-            unfinished = await self.backend.list_jobs(
-                schedule_id=schedule.id, states=set(JobState) - TERMINAL_STATES, limit=1)
+            unfinished = await self.backend.list_jobs(JobQuery(
+                schedule_id=schedule.id, states=set(JobState) - TERMINAL_STATES, limit=1))
             if unfinished.jobs:
                 logger.info("schedule %s: skipping the fire of %s, run %s is unfinished",
                             schedule.id, rfc3339(due), unfinished.jobs[0].id)
@@ -348,7 +350,7 @@ class Scheduler:
                     f"worker {lease.job.worker_id} stopped renewing its lease, which expired at "
                     f"{rfc3339(lease.expires_at)}",
                 )
-                retry_at = settings.retry.next_retry_at(lease.job, now)
+                retry_at = settings.retry_policy.next_retry_at(lease.job, now)
                 if retry_at is None:
                     items.append(Finish(lease, Outcome.DEAD, error=error))
                 else:

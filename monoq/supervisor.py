@@ -58,7 +58,7 @@ def worker_settings(
         heartbeat=timedelta(seconds=w.heartbeat_seconds),
         grace=timedelta(seconds=w.grace_seconds),
         worker_id=worker_id or w.id or default_worker_id(),
-        retry=config.retry_policy(),
+        retry_policy=config.retry_policy(),
         roles=roles,
         plugin_options=config.plugins,
         max_jobs=w.max_jobs,
@@ -70,7 +70,7 @@ def scheduler_settings(config: Config) -> SchedulerSettings:
     """``[scheduler]``, ``[retention]`` and ``[retry]`` as SchedulerSettings."""
     s, r = config.scheduler, config.retention
     return SchedulerSettings(
-        retry=config.retry_policy(),
+        retry_policy=config.retry_policy(),
         reap_margin=timedelta(seconds=s.reap_margin_seconds),
         max_sleep=timedelta(seconds=s.max_sleep_seconds),
         batch_size=s.batch_size,

@@ -85,7 +85,8 @@ class WorkerSettings:
     heartbeat: timedelta = timedelta(seconds=10)
     grace: timedelta = timedelta(seconds=25)
     worker_id: str = attrs.field(factory=default_worker_id)
-    retry: RetryPolicy = attrs.Factory(RetryPolicy)
+    # The retry policy: the backoff after a failed attempt ([retry]).
+    retry_policy: RetryPolicy = attrs.Factory(RetryPolicy)
     idle_wait: float = 5.0  # longest idle wait before claiming again (backends wake us earlier)
     roles: tuple[str, ...] = ("worker",)
     loop_lag_warning: float = 0.5  # seconds the loop may stall before a warning
@@ -420,7 +421,7 @@ class Worker:
 
     def _failed(self, lease: Lease, error: ErrorInfo, *, after: timedelta | None = None
                 ) -> Finish:
-        retry_at = self.settings.retry.next_retry_at(lease.job, self.clock(), after=after)
+        retry_at = self.settings.retry_policy.next_retry_at(lease.job, self.clock(), after=after)
         if retry_at is None:
             logger.warning("job %s dead after %d attempts: %s", lease.job.id, lease.job.attempt,
                            error)

@@ -1,4 +1,4 @@
-"""The repository layout installs as one ``monoq`` package (DESIGN.md §2)."""
+"""The repository layout installs as one ``monoq`` package (docs/DESIGN.md §2)."""
 
 from __future__ import annotations
 

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import importlib.resources
 import logging
-import math
 import secrets
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
@@ -18,7 +17,7 @@ import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions as rex
 from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
-from redis.asyncio.retry import Retry
+from redis.asyncio.retry import Retry as ConnectionRetry  # a driver's retries, not a job's
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
@@ -52,6 +51,7 @@ from monoq.core.models import (
     Enqueued,
     Finish,
     Job,
+    JobQuery,
     JobState,
     Lease,
     LeaseStatus,
@@ -69,6 +69,14 @@ from monoq.core.models import (
     to_ms_ceil,
     utcnow,
 )
+from monoq.core.options import (
+    choice_option,
+    float_option,
+    int_option,
+    known_options,
+    str_option,
+)
+from monoq.core.rules import admitted
 from monoq.errors import BackendError, BackendUnavailable, ConfigError, QueueFull
 
 logger = logging.getLogger(__name__)
@@ -325,29 +333,6 @@ def _decode_attempt(job_id: str, raw: bytes) -> Attempt:
     )
 
 
-def _float_option(key: str, value: object) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ConfigError(f"backend.options.{key}: expected a positive number, got {value!r}")
-    return float(value)
-
-
-def _int_option(key: str, value: object, lo: int, hi: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ConfigError(f"backend.options.{key}: expected an integer {lo}-{hi}, got {value!r}")
-    return value
-
-
-def _str_option(key: str, value: object) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"backend.options.{key}: expected a non-empty string, got {value!r}")
-    return value
-
-
 _TLS_OPTIONS: Final = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
 _SENTINEL_OPTIONS: Final = ("sentinel_username", "sentinel_password")
 _KNOWN_OPTIONS: Final = (
@@ -599,24 +584,18 @@ class RedisBackend:
         self.url = url
         self._sentinel = parse_sentinel_url(url) if scheme.endswith("+sentinel") else None
         self._target = parse_cluster_url(url) if scheme.endswith("+cluster") else None
-        opts = dict(options or {})
-        for key in opts:
-            if key not in _KNOWN_OPTIONS:
-                raise ConfigError(
-                    f"backend.options.{key}: unknown option for the redis backend "
-                    f"(known: {', '.join(_KNOWN_OPTIONS)})"
-                )
-        prefix = _str_option("key_prefix", opts.get("key_prefix", "monoq"))
+        opts = known_options("redis", options, _KNOWN_OPTIONS)
+        prefix = str_option("key_prefix", opts.get("key_prefix", "monoq"))
         if any(ch in prefix for ch in "{}"):
             raise ConfigError("backend.options.key_prefix: must not contain { or }")
         self._keys = Keys(prefix)
-        self._pool_size = _int_option("pool_size", opts.get("pool_size", 50), 1, 10_000)
-        self._pool_timeout = _float_option("pool_timeout", opts.get("pool_timeout", 5.0))
-        self._socket_timeout = _float_option("socket_timeout", opts.get("socket_timeout", 5.0))
-        self._connect_timeout = _float_option("connect_timeout", opts.get("connect_timeout", 2.0))
-        self.batch_size = _int_option("batch_size", opts.get("batch_size", 1000), 1, 10_000)
-        self.replicas_ack = _int_option("replicas_ack", opts.get("replicas_ack", 0), 0, 100)
-        self._replicas_ack_timeout = _float_option(
+        self._pool_size = int_option("pool_size", opts.get("pool_size", 50), 1, 10_000)
+        self._pool_timeout = float_option("pool_timeout", opts.get("pool_timeout", 5.0))
+        self._socket_timeout = float_option("socket_timeout", opts.get("socket_timeout", 5.0))
+        self._connect_timeout = float_option("connect_timeout", opts.get("connect_timeout", 2.0))
+        self.batch_size = int_option("batch_size", opts.get("batch_size", 1000), 1, 10_000)
+        self.replicas_ack = int_option("replicas_ack", opts.get("replicas_ack", 0), 0, 100)
+        self._replicas_ack_timeout = float_option(
             "replicas_ack_timeout", opts.get("replicas_ack_timeout", 1.0))
         self._sentinel_auth: dict[str, str] = {}
         for key in _SENTINEL_OPTIONS:
@@ -624,18 +603,15 @@ class RedisBackend:
                 if self._sentinel is None:
                     raise ConfigError(f"backend.options.{key}: only applies to "
                                       "redis+sentinel:// URLs")
-                self._sentinel_auth[key.removeprefix("sentinel_")] = _str_option(key, opts[key])
+                self._sentinel_auth[key.removeprefix("sentinel_")] = str_option(key, opts[key])
         self._tls: dict[str, Any] = {}
         for key in _TLS_OPTIONS:
             if key in opts:
                 if not scheme.startswith("rediss"):
                     raise ConfigError(f"backend.options.{key}: only applies to rediss://, "
                                       "rediss+sentinel:// and rediss+cluster:// URLs")
-                value = _str_option(key, opts[key])
-                if key == "ssl_cert_reqs" and value not in ("required", "optional", "none"):
-                    raise ConfigError(
-                        f"backend.options.{key}: expected required, optional or none, got {value!r}"
-                    )
+                value = (choice_option(key, opts[key], ("required", "optional", "none"))
+                         if key == "ssl_cert_reqs" else str_option(key, opts[key]))
                 self._tls[key] = value
         self._client: aioredis.Redis | None = None
         self._blocking: aioredis.Redis | None = None
@@ -672,7 +648,7 @@ class RedisBackend:
             timeout=self._pool_timeout,
             socket_timeout=socket_timeout,
             socket_connect_timeout=self._connect_timeout,
-            retry=Retry(NoBackoff(), 0),
+            retry=ConnectionRetry(NoBackoff(), 0),
             **self._tls,
         )
         pool.connection_class = _packing_in_c(pool.connection_class)
@@ -698,7 +674,7 @@ class RedisBackend:
             timeout=self._pool_timeout,
             socket_timeout=socket_timeout,
             socket_connect_timeout=self._connect_timeout,
-            retry=Retry(NoBackoff(), 0),
+            retry=ConnectionRetry(NoBackoff(), 0),
             db=target.db,
             username=target.username,
             password=target.password,
@@ -721,7 +697,7 @@ class RedisBackend:
             max_connections=self._pool_size,
             socket_timeout=socket_timeout,
             socket_connect_timeout=self._connect_timeout,
-            retry=Retry(NoBackoff(), 0),
+            retry=ConnectionRetry(NoBackoff(), 0),
             username=target.username,
             password=target.password,
             **tls,
@@ -1144,25 +1120,9 @@ class RedisBackend:
 
     @staticmethod
     def _stored(job: NewJob, now_ms: int) -> Job:
-        """The job as the enqueue script stored it."""
-        now = _dt(now_ms)
-        run_at = job.run_at if job.run_at is not None and _ms(job.run_at) > now_ms else now
-        return Job(
-            id=job.id,
-            queue=job.queue,
-            handler=job.handler,
-            payload_json=job.payload_json,
-            priority=job.priority,
-            state=JobState.SCHEDULED if run_at > now else JobState.QUEUED,
-            attempt=0,
-            max_retries=job.max_retries,
-            timeout=float(job.timeout),
-            run_at=_dt(_ms(run_at)),
-            created_at=now,
-            idempotency_key=job.idempotency_key,
-            schedule_id=job.schedule_id,
-            trace_context=job.trace_context,
-        )
+        """The job as the enqueue script stored it (``new_job_fields`` in _common.lua applies
+        the same rule as ``core.rules.admitted``)."""
+        return admitted(job, _dt(now_ms))
 
     # -- consumer -----------------------------------------------------------------------------
 
@@ -1583,19 +1543,7 @@ class RedisBackend:
             raw = await self._r().lrange(self._keys.att(q, job_id), 0, -1)
         return [_decode_attempt(job_id, _bytes(rec)) for rec in raw]
 
-    async def list_jobs(
-        self,
-        *,
-        queue: str | None = None,
-        states: Collection[JobState] | None = None,
-        handler: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-        schedule_id: str | None = None,
-        error_type: str | None = None,
-        finished_after: datetime | None = None,
-        finished_before: datetime | None = None,
-    ) -> Page:
+    async def list_jobs(self, query: JobQuery) -> Page:
         """Jobs matching every filter, newest first; pages end at a cursor (the last id).
 
         One read-only script per queue listed (the queue named, or every known queue), all in
@@ -1610,30 +1558,23 @@ class RedisBackend:
         cursor (the protocol allows short pages). With ``schedule_id``, the schedule's run
         index is walked instead (whatever queues the runs are in), under the same bound.
         """
-        if limit <= 0:
+        if query.empty:
             return Page(jobs=[], next_cursor=None)
-        wanted = None if states is None else list(dict.fromkeys(str(JobState(s)) for s in states))
-        if wanted is not None and not wanted:
-            return Page(jobs=[], next_cursor=None)
-        lo = None if finished_after is None else to_ms_ceil(finished_after)
-        hi = None if finished_before is None else to_ms_ceil(finished_before)
-        if lo is not None or hi is not None:
-            # Only terminal jobs have a finish time.
-            terminal = [str(s) for s in JobState if s in TERMINAL_STATES]
-            wanted = [s for s in (terminal if wanted is None else wanted) if s in terminal]
-            if not wanted:
-                return Page(jobs=[], next_cursor=None)
-        start = "+" if cursor is None else "(" + cursor
+        asked = query.listed_states()
+        wanted = None if asked is None else [str(s) for s in JobState if s in asked]
+        limit, queue = query.limit, query.queue
+        lo = None if query.finished_after is None else to_ms_ceil(query.finished_after)
+        hi = None if query.finished_before is None else to_ms_ceil(query.finished_before)
+        start = "+" if query.cursor is None else "(" + query.cursor
         filters: list[Any] = [
-            handler or "",
-            "" if error_type is None else "=" + error_type,
+            query.handler or "",
+            "" if query.error_type is None else "=" + query.error_type,
             "" if lo is None else lo,
             "" if hi is None else hi,
         ]
         k = self._keys
-        if schedule_id is not None:
-            return await self._list_runs(schedule_id, start, limit, queue, wanted, handler,
-                                         error_type, lo, hi)
+        if query.schedule_id is not None:
+            return await self._list_runs(query.schedule_id, query, start)
         queues = [queue] if queue is not None else await self._known_queues()
         if not queues:
             return Page(jobs=[], next_cursor=None)
@@ -1653,13 +1594,12 @@ class RedisBackend:
             limit,
         )
 
-    async def _list_runs(self, schedule_id: str, start: str, limit: int, queue: str | None,
-                         states: Sequence[str] | None, handler: str | None,
-                         error_type: str | None, lo: int | None, hi: int | None) -> Page:
+    async def _list_runs(self, schedule_id: str, query: JobQuery, start: str) -> Page:
         """list_jobs with ``schedule_id``: the schedule's run index newest first, in chunks
         (a chunk of ids, their queues from the id index, then their hashes: three round
         trips, each over one slot or a pipeline), walking at most ``_PAGE_SCAN`` ids. Runs
         whose job is gone are skipped."""
+        limit = query.limit
         k = self._keys
         out: list[Job] = []
         last_match: str | None = None
@@ -1676,7 +1616,7 @@ class RedisBackend:
                     return Page(jobs=out, next_cursor=frm[1:])
                 walked += 1
                 frm = "(" + job_id
-                if job is None or not _matches(job, queue, states, handler, error_type, lo, hi):
+                if job is None or not query.matches(job):
                     continue
                 if len(out) >= limit:
                     return Page(jobs=out, next_cursor=last_match)
@@ -2119,7 +2059,7 @@ class RedisBackend:
                               password=self._target.password,
                               socket_timeout=self._socket_timeout,
                               socket_connect_timeout=self._connect_timeout,
-                              retry=Retry(NoBackoff(), 0), **tls)
+                              retry=ConnectionRetry(NoBackoff(), 0), **tls)
 
     async def _doctor_on(self, client: aioredis.Redis) -> list[tuple[str, str, str]]:
         """``doctor``'s checks of one server."""
@@ -2216,28 +2156,6 @@ def _group(items: Sequence[_T], queue_of: Callable[[_T], str]) -> dict[str, list
     for i, item in enumerate(items):
         groups.setdefault(queue_of(item), []).append(i)
     return groups
-
-
-def _matches(job: Job, queue: str | None, states: Sequence[str] | None, handler: str | None,
-             error_type: str | None, lo: int | None, hi: int | None) -> bool:
-    """Whether ``job`` passes list_jobs' filters (``lo``/``hi``: finished_at ms bounds)."""
-    if queue is not None and job.queue != queue:
-        return False
-    if states is not None and str(job.state) not in states:
-        return False
-    if handler and job.handler != handler:
-        return False
-    if error_type is not None and (job.error is None
-                                   or job.error.split(": ", 1)[0] != error_type
-                                   or ": " in error_type):
-        return False
-    if lo is not None or hi is not None:
-        if job.finished_at is None:
-            return False
-        fa = _ms(job.finished_at)
-        if (lo is not None and fa < lo) or (hi is not None and fa >= hi):
-            return False
-    return True
 
 
 def _merge_pages(pages: Sequence[tuple[list[Job], str | None]], limit: int) -> Page:

@@ -71,6 +71,8 @@ end
 
 -- A new job's hash fields from its packed enqueue fields (F[a + 1 .. a + 11], see
 -- enqueue.lua): answers the HSET arguments, its state ('queued' or 'scheduled') and run_at.
+-- The state rule is monoq.core.rules.admitted, copied here because a script cannot call
+-- Python; the conformance suite's enqueue tests pin both to the same answers.
 local function new_job_fields(F, a, queue, now)
   local run_at = F[a + 6]
   local state = 'scheduled'

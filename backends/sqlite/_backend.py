@@ -63,6 +63,7 @@ from monoq.core.models import (
     Enqueued,
     Finish,
     Job,
+    JobQuery,
     JobState,
     Lease,
     LeaseStatus,
@@ -77,6 +78,8 @@ from monoq.core.models import (
     to_ms_ceil,
     utcnow,
 )
+from monoq.core.options import choice_option, int_option, known_options
+from monoq.core.rules import admitted, finish_outcome
 from monoq.errors import BackendError, BackendUnavailable, ConfigError, QueueFull
 
 logger = logging.getLogger(__name__)
@@ -140,8 +143,9 @@ _ERROR_TYPE_SQL: Final = (
 
 
 @attrs.frozen
-class _JobQuery:
-    """One list_jobs call's filters, and the reads that answer it (run on a reader thread).
+class _ListPlan:
+    """One list_jobs call's ``JobQuery`` as SQL, and the reads that answer it (run on a
+    reader thread).
 
     ``states`` are state values (already narrowed to the terminal ones when a finish window
     is given); the window bounds are whole milliseconds, ``after_ms`` inclusive and
@@ -614,29 +618,15 @@ class SqliteOptions:
     @classmethod
     def parse(cls, options: Mapping[str, Any] | None) -> SqliteOptions:
         """Validate ``options``; a bad or unknown key is a ``ConfigError`` naming it."""
-        options = dict(options or {})
-        known = {f.name for f in attrs.fields(cls)}
-        for key in options:
-            if key not in known:
-                raise ConfigError(
-                    f"backend.options.{key}: unknown option for the sqlite backend "
-                    f"(known: {', '.join(sorted(known))})"
-                )
+        options = known_options("sqlite", options, sorted(f.name for f in attrs.fields(cls)))
         values: dict[str, Any] = {}
         if "synchronous" in options:
-            sync = options["synchronous"]
-            if not isinstance(sync, str) or sync.upper() not in ("FULL", "NORMAL"):
-                raise ConfigError(f"backend.options.synchronous: {sync!r} is not FULL or NORMAL")
-            values["synchronous"] = sync.upper()
+            values["synchronous"] = choice_option("synchronous", options["synchronous"],
+                                                  ("FULL", "NORMAL"), any_case=True)
         minimums = {"busy_timeout_ms": 0, "poll_interval_ms": 1, "poll_max_ms": 1, "readers": 1}
         for key, minimum in minimums.items():
             if key in options:
-                value = options[key]
-                if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-                    raise ConfigError(
-                        f"backend.options.{key}: {value!r} is not an integer >= {minimum}"
-                    )
-                values[key] = value
+                values[key] = int_option(key, options[key], minimum)
         parsed = cls(**values)
         if parsed.poll_max_ms < parsed.poll_interval_ms:
             raise ConfigError(
@@ -885,33 +875,15 @@ class SqliteBackend:
                 if key is not None and key in new_keys:  # the same key twice in this batch
                     out.append(Enqueued(new_keys[key], created=False))
                     continue
-                run_ms = now_ms if nj.run_at is None else _ms(nj.run_at)
-                if run_ms > now_ms:
-                    state = JobState.SCHEDULED
+                job = admitted(nj, created_at)
+                if job.state is JobState.SCHEDULED:
                     fx.changes = True
                 else:
-                    state, run_ms = JobState.QUEUED, now_ms
                     fx.ready.add(nj.queue)
-                fx.move(nj.queue, None, state.value)
+                fx.move(nj.queue, None, job.state.value)
                 rows.append((nj.id, nj.queue, nj.handler, nj.payload_json, nj.priority,
-                             state.value, nj.max_retries, nj.timeout, run_ms, now_ms,
-                             nj.idempotency_key, nj.schedule_id, nj.trace_context))
-                job = Job(
-                    id=nj.id,
-                    queue=nj.queue,
-                    handler=nj.handler,
-                    payload_json=nj.payload_json,
-                    priority=nj.priority,
-                    state=state,
-                    attempt=0,
-                    max_retries=nj.max_retries,
-                    timeout=nj.timeout,
-                    run_at=created_at if run_ms == now_ms else _dt(run_ms),
-                    created_at=created_at,
-                    idempotency_key=nj.idempotency_key,
-                    schedule_id=nj.schedule_id,
-                    trace_context=nj.trace_context,
-                )
+                             job.state.value, nj.max_retries, nj.timeout, _ms(job.run_at),
+                             now_ms, nj.idempotency_key, nj.schedule_id, nj.trace_context))
                 new_ids[nj.id] = job
                 if key is not None:
                     new_keys[key] = job
@@ -1165,8 +1137,7 @@ class SqliteBackend:
             if row is None:
                 return False
             queue, cancel_requested = row
-            if cancel_requested and outcome in (Outcome.RETRY, Outcome.DEAD, Outcome.RELEASED):
-                outcome = Outcome.CANCELLED
+            outcome = finish_outcome(outcome, bool(cancel_requested))
         if outcome is Outcome.RETRY:
             assert item.retry_at is not None  # Finish validates this  # noqa: S101
             conn.execute(
@@ -1380,22 +1351,10 @@ class SqliteBackend:
 
         return await self._read(fn, "attempts")
 
-    async def list_jobs(
-        self,
-        *,
-        queue: str | None = None,
-        states: Collection[JobState] | None = None,
-        handler: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-        schedule_id: str | None = None,
-        error_type: str | None = None,
-        finished_after: datetime | None = None,
-        finished_before: datetime | None = None,
-    ) -> Page:
+    async def list_jobs(self, query: JobQuery) -> Page:
         """Matching jobs, newest first, keyset-paginated by id; see ``Backend.list_jobs``.
 
-        One read snapshot, by the cheapest of these (``_JobQuery.page``):
+        One read snapshot, by the cheapest of these (``_ListPlan.page``):
 
         - one schedule's runs: jobs_schedule, already in id order;
         - no filter, or only filters no index serves (handler, error type, finish window):
@@ -1408,27 +1367,22 @@ class SqliteBackend:
           state) pair that holds jobs, merged; with the other filters each range walks at most
           its share of ``_LIST_BUDGET`` entries, so a page that ran out ends early.
         """
-        if limit <= 0 or (states is not None and not states):
+        if query.empty:
             return Page(jobs=[], next_cursor=None)
-        wanted = None if states is None else sorted({JobState(s).value for s in states})
-        window = finished_after is not None or finished_before is not None
-        if window:
-            # Only terminal jobs have a finish time.
-            wanted = [s for s in (_TERMINAL if wanted is None else wanted) if s in _TERMINAL]
-            if not wanted:
-                return Page(jobs=[], next_cursor=None)
-        query = _JobQuery(
-            queue=queue,
-            states=wanted,
-            handler=handler,
-            schedule_id=schedule_id,
-            error_type=error_type,
-            after_ms=None if finished_after is None else to_ms_ceil(finished_after),
-            before_ms=None if finished_before is None else to_ms_ceil(finished_before),
-            cursor=cursor,
-            limit=limit,
+        listed = query.listed_states()
+        plan = _ListPlan(
+            queue=query.queue,
+            states=None if listed is None else sorted(s.value for s in listed),
+            handler=query.handler,
+            schedule_id=query.schedule_id,
+            error_type=query.error_type,
+            after_ms=None if query.finished_after is None else to_ms_ceil(query.finished_after),
+            before_ms=(None if query.finished_before is None
+                       else to_ms_ceil(query.finished_before)),
+            cursor=query.cursor,
+            limit=query.limit,
         )
-        jobs, next_cursor = await self._read(query.page, "list_jobs")
+        jobs, next_cursor = await self._read(plan.page, "list_jobs")
         return Page(jobs=jobs, next_cursor=next_cursor)
 
     async def stats(self, queues: Sequence[str] | None = None) -> list[QueueStats]:

@@ -4,7 +4,7 @@
 them again. Here they are embedded as they are stored (``msgspec.Raw``): backends keep the
 bytes ``monoq.core.codec.json_encode`` made, and msgspec re-encodes a decoded value to the
 same bytes, so the output is byte-for-byte what ``encode(job.to_dict())`` gives, at a fraction
-of the cost. The field order and names are those of ``Job.to_dict`` (DESIGN.md §3).
+of the cost. The field order and names are those of ``Job.to_dict`` (docs/DESIGN.md §3).
 """
 
 from collections.abc import Iterable, Mapping

@@ -47,22 +47,26 @@ from monoq.api.routes._common import (
     CURSOR_RE,
     ID_RE,
     MAX_BATCH,
-    MAX_EVERY,
     MAX_LIMIT,
     MAX_REQUEUE_IDS,
     PRIORITY_TEXT_RE,
     RFC3339_RE,
     STATES_RE,
 )
-from monoq.client import MAX_DELAY, MAX_RETRIES, MAX_TIMEOUT, SCHEDULE_FIELDS, SUBMIT_FIELDS
+from monoq.client import MAX_DELAY, SUBMIT_FIELDS
 from monoq.core.models import (
     KEY_RE,
+    MAX_EVERY,
+    MAX_RETRIES,
+    MAX_TIMEOUT,
+    MIN_EVERY,
     NAME_RE,
     AttemptOutcome,
     JobState,
     MisfirePolicy,
     OverlapPolicy,
 )
+from monoq.core.schedules import SCHEDULE_FIELDS
 
 STRING: Final = OpenAPIType.STRING
 INTEGER: Final = OpenAPIType.INTEGER
@@ -224,7 +228,7 @@ class Job(Component):
                             "when the job ends, cleared by a retry. Null when never reported.",
             )),
         },
-        description="A job (DESIGN.md §3).",
+        description="A job (docs/DESIGN.md §3).",
     )
 
 
@@ -307,7 +311,7 @@ class Schedule(Component):
             "id": name(),
             "handler": name(),
             "cron": nullable(text(format=_format("cron"))),
-            "every": nullable(Schema(type=NUMBER, minimum=0.001, maximum=MAX_EVERY,
+            "every": nullable(Schema(type=NUMBER, minimum=MIN_EVERY, maximum=MAX_EVERY,
                                      description="Seconds.")),
             "timezone": text(format=_format("timezone")),
             "payload": Schema(),
@@ -502,7 +506,7 @@ def _submit_schema(known: Sequence[str] | None) -> Schema:
 def _schedule_schema(known: Sequence[str] | None, *, create: bool) -> Schema:
     cron = text(format=_format("cron"), description="5 fields, or 6 with seconds first (as "
                 "croniter accepts them); or give `every`.")
-    every = Schema(any_of=[Schema(type=NUMBER, minimum=0.001, maximum=MAX_EVERY), DURATION_TEXT],
+    every = Schema(any_of=[Schema(type=NUMBER, minimum=MIN_EVERY, maximum=MAX_EVERY), DURATION_TEXT],
                    description="A fixed interval from 1 ms to 366 days: seconds, or a duration "
                    'text: "300", "30s", "5m", "1h", "1d", "500ms", "1m30s" (case and '
                    "surrounding blanks ignored).")

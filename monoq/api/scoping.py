@@ -28,6 +28,7 @@ from monoq.client import Client
 from monoq.core.models import (
     Enqueued,
     Job,
+    JobQuery,
     JobState,
     NewJob,
     Page,
@@ -119,18 +120,7 @@ class ScopedClient(Client):
         self.check(job.queue, "job")
         return job
 
-    async def list_jobs(
-        self,
-        *,
-        queue: str | None = None,
-        states: Iterable[JobState | str] | None = None,
-        handler: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-        error_type: str | None = None,
-        finished_after: datetime | None = None,
-        finished_before: datetime | None = None,
-    ) -> Page:
+    async def list_jobs(self, query: JobQuery) -> Page:
         """One queue's page, or the token's queues merged newest first.
 
         Cursors are job ids (the next page holds the ids below it), so one cursor serves every
@@ -138,20 +128,15 @@ class ScopedClient(Client):
         the merged page: only jobs at or above its cursor are answered, and the page may then
         end early too, which the protocol allows.
         """
-        states = None if states is None else list(states)
-        options: dict[str, Any] = {
-            "states": states, "handler": handler, "limit": limit, "cursor": cursor,
-            "error_type": error_type, "finished_after": finished_after,
-            "finished_before": finished_before,
-        }
-        targets = self._targets(queue)
+        targets = self._targets(query.queue)
         if len(targets) == 1:
-            return await super().list_jobs(queue=targets[0], **options)
-        pages = [await Client.list_jobs(self, queue=q, **options) for q in targets]
+            return await super().list_jobs(attrs.evolve(query, queue=targets[0]))
+        pages = [await Client.list_jobs(self, attrs.evolve(query, queue=q)) for q in targets]
         bounds = [p.next_cursor for p in pages if p.next_cursor is not None]
         bound = max(bounds) if bounds else None
         merged = heapq.merge(*(p.jobs for p in pages), key=lambda j: j.id, reverse=True)
         jobs = [j for j in merged if bound is None or j.id >= bound]
+        limit = query.limit
         if len(jobs) > limit:
             return Page(jobs=jobs[:limit], next_cursor=jobs[limit - 1].id)
         return Page(jobs=jobs, next_cursor=bound)

@@ -35,6 +35,7 @@ from monoq.core.models import (
     Enqueued,
     Finish,
     Job,
+    JobQuery,
     JobState,
     Lease,
     LeaseStatus,
@@ -357,30 +358,14 @@ class Backend(Protocol):
         """The job's attempt records, oldest first (empty for an unknown job)."""
         ...
 
-    async def list_jobs(
-        self,
-        *,
-        queue: str | None = None,
-        states: Collection[JobState] | None = None,
-        handler: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-        schedule_id: str | None = None,
-        error_type: str | None = None,
-        finished_after: datetime | None = None,
-        finished_before: datetime | None = None,
-    ) -> Page:
-        """Jobs matching every given filter, newest first (descending id).
+    async def list_jobs(self, query: JobQuery) -> Page:
+        """Jobs matching every filter of ``query`` (see ``JobQuery``), newest first (descending
+        id), at most ``query.limit``.
 
-        ``schedule_id`` selects the runs of one schedule. ``error_type`` selects the jobs whose
-        last error's type is that text (``core.models.error_type_of(job.error)``: the text
-        before the first ": "). ``finished_after`` (inclusive) and ``finished_before``
-        (exclusive) bound ``finished_at``; a job that has not finished matches neither.
-
-        ``cursor`` is the ``next_cursor`` of the previous page; the next page holds the jobs
-        with ids below it. ``next_cursor`` is None on the last page. A backend may end a page
-        early, holding fewer than ``limit`` jobs (even none) with a ``next_cursor``, when the
-        filters match rarely: a page costs a bounded amount of work, never a scan of every
+        ``query.cursor`` is the ``next_cursor`` of the previous page; the next page holds the
+        jobs with ids below it. ``next_cursor`` is None on the last page. A backend may end a
+        page early, holding fewer than ``limit`` jobs (even none) with a ``next_cursor``, when
+        the filters match rarely: a page costs a bounded amount of work, never a scan of every
         job, and paging on until ``next_cursor`` is None visits every matching job once.
         """
         ...
@@ -408,6 +393,11 @@ class Backend(Protocol):
         With ``finished_before``, only jobs whose ``finished_at`` is before it count (so only
         terminal ones). Read from indexes (a sorted-set ZCOUNT, an indexed COUNT), never by
         visiting every job. An empty ``states`` counts nothing.
+
+        Not folded into ``stats`` (per-queue counts of every state, no time bound) nor
+        ``count_finished`` (per terminal state, a lower bound on ``finished_at``): this one
+        answers one total over chosen states and an upper bound, which is what purging a
+        horizon needs to know before it deletes.
         """
         ...
 
@@ -468,7 +458,8 @@ class Backend(Protocol):
         only jobs still stored count: purged ones do not, and neither do jobs that left their
         terminal state again (a requeued DEAD job counts when it finishes anew). Non-terminal
         jobs never count. Reads only; cost grows with the jobs finished since ``since``, not
-        with all jobs stored.
+        with all jobs stored. (``count_jobs`` bounds ``finished_at`` from above and sums the
+        states; this one bounds it from below and answers each state apart.)
         """
         ...
 
@@ -482,7 +473,10 @@ class Backend(Protocol):
         ...
 
     async def requeue(self, job_ids: Sequence[str], *, now: datetime) -> list[str]:
-        """Move DEAD or CANCELLED jobs back to QUEUED with ``attempt = 0``, ``run_at = now``.
+        """Move DEAD or CANCELLED jobs back to QUEUED with ``attempt = 0``, ``run_at = now``:
+        the operator's retry (``POST /jobs/{id}/retry``, ``monoq job retry``,
+        ``monoq dlq requeue``), not a RETRY
+        outcome of ``finish``.
 
         Error, result, finished_at, cancel_requested and progress are cleared; attempt records
         stay. Jobs in other states are left alone. Answers the ids that moved, each once, in the

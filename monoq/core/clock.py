@@ -11,7 +11,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-from monoq.core.models import utcnow
+from monoq.core.models import truncate_ms, utcnow
 
 
 class ServerClock:
@@ -22,8 +22,7 @@ class ServerClock:
         self.synced = False
 
     def __call__(self) -> datetime:
-        now = datetime.now(UTC) + self.offset
-        return now.replace(microsecond=now.microsecond // 1000 * 1000)
+        return truncate_ms(datetime.now(UTC) + self.offset)
 
     async def sync(self, server_now: Callable[[], Awaitable[datetime]]) -> timedelta:
         """Measure the offset: the server's time minus the local time at the call's midpoint."""

@@ -13,14 +13,13 @@ scheduler process computes the same fire times without talking to the others.
 
 from __future__ import annotations
 
-import math
 from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import croniter
 
-from monoq.core.models import Schedule, validate_name
+from monoq.core.models import MAX_EVERY, MIN_EVERY, Schedule, from_ms, to_ms, validate_name
 from monoq.errors import ValidationError
 
 _MAX_STEPS = 10_000  # bound on candidate wall times examined per lookup
@@ -65,7 +64,7 @@ def validate_schedule(schedule: Schedule) -> Schedule:
             check_cron(schedule.cron)
         except ValueError as exc:
             raise ValidationError(f"{where}: cron", str(exc)) from None
-    if schedule.every is not None and not 0.001 <= schedule.every <= 366 * 86400:
+    if schedule.every is not None and not MIN_EVERY <= schedule.every <= MAX_EVERY:
         raise ValidationError(f"{where}: every", f"{schedule.every!r} s is outside 1 ms..366 d")
     try:
         zone(schedule.timezone)
@@ -103,8 +102,7 @@ def next_fire(schedule: Schedule, after: datetime) -> datetime:
     """The first fire time strictly after ``after`` (aware), in UTC."""
     if schedule.every is not None:
         step = round(schedule.every * 1000)
-        ms = math.floor(after.timestamp() * 1000)
-        return datetime.fromtimestamp((ms // step + 1) * step / 1000, tz=UTC)
+        return from_ms((to_ms(after) // step + 1) * step)
     assert schedule.cron is not None  # noqa: S101 - validate_schedule guarantees it
     tz = zone(schedule.timezone)
     # Start an hour early in wall time so a fall-back hour is not skipped over.
@@ -121,8 +119,7 @@ def latest_fire(schedule: Schedule, now: datetime) -> datetime | None:
     """The latest fire time at or before ``now``, in UTC (None if there is none in a year)."""
     if schedule.every is not None:
         step = round(schedule.every * 1000)
-        ms = math.floor(now.timestamp() * 1000)
-        return datetime.fromtimestamp(ms // step * step / 1000, tz=UTC)
+        return from_ms(to_ms(now) // step * step)
     assert schedule.cron is not None  # noqa: S101 - validate_schedule guarantees it
     tz = zone(schedule.timezone)
     # Walk back from an hour after now in wall time (covers a fall-back hour), keep the first

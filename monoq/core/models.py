@@ -11,7 +11,7 @@ import enum
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, Final
+from typing import Any, ClassVar, Final
 
 import attrs
 
@@ -20,7 +20,7 @@ from monoq.errors import ValidationError
 
 
 class JobState(enum.StrEnum):
-    """Where a job is in its life (DESIGN.md §3)."""
+    """Where a job is in its life (docs/DESIGN.md §3)."""
 
     SCHEDULED = "scheduled"  # run_at is in the future (first run)
     QUEUED = "queued"  # ready to be claimed
@@ -37,6 +37,9 @@ WAITING_STATES: Final = frozenset({JobState.SCHEDULED, JobState.RETRYING})
 PRIORITY_NAMES: Final[Mapping[str, int]] = {"high": 0, "normal": 5, "low": 9}
 DEFAULT_PRIORITY: Final = 5
 DEFAULT_QUEUE: Final = "default"
+# The bounds of a job's ``max_retries`` and ``timeout`` (seconds), wherever one is given.
+MAX_RETRIES: Final = 1000
+MAX_TIMEOUT: Final = 7 * 86400.0
 
 NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 # Idempotency keys carry cron fire times and user ids, so they allow a wider alphabet than names.
@@ -63,6 +66,16 @@ def validate_key(field: str, value: object) -> str:
             " starting with a letter or digit",
         )
     return value
+
+
+def validate_number(field: str, value: object, *, low: float, high: float) -> float:
+    """``value`` as a float if it is a number (not a bool) from ``low`` to ``high``, else
+    raise ValidationError."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValidationError(field, f"{value!r} is not a number")
+    if not low <= value <= high:  # also refuses NaN, which compares false
+        raise ValidationError(field, f"{value!r} is outside {low:g}..{high:g}")
+    return float(value)
 
 
 def parse_priority(value: object) -> int:
@@ -98,10 +111,15 @@ def from_ms(ms: int) -> datetime:
     return EPOCH + timedelta(milliseconds=ms)
 
 
+def truncate_ms(dt: datetime) -> datetime:
+    """``dt`` truncated to whole milliseconds (towards the past): the precision of every time
+    a backend stores for jobs, leases, attempts and workers."""
+    return dt.replace(microsecond=dt.microsecond // 1000 * 1000)
+
+
 def utcnow() -> datetime:
     """The current time, aware UTC, truncated to milliseconds (what every backend stores)."""
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+    return truncate_ms(datetime.now(UTC))
 
 
 def rfc3339(dt: datetime | None) -> str | None:
@@ -187,7 +205,7 @@ class Job:
         return self.state in TERMINAL_STATES
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form of DESIGN.md §3 (API responses and ``--json`` output)."""
+        """The JSON form of docs/DESIGN.md §3 (API responses and ``--json`` output)."""
         return {
             "id": self.id,
             "queue": self.queue,
@@ -250,7 +268,9 @@ class Outcome(enum.StrEnum):
     """How a run ends; the worker (or the reaper) picks one, the backend applies it."""
 
     COMPLETED = "completed"  # -> completed, result stored
-    RETRY = "retry"  # -> retrying until retry_at (cancelled instead if a cancel was requested)
+    # -> retrying until retry_at, as the retry policy decided (cancelled instead if a cancel was
+    # requested); not the operator's retry of a dead job, which is Backend.requeue
+    RETRY = "retry"
     DEAD = "dead"  # -> dead (cancelled instead if a cancel was requested)
     CANCELLED = "cancelled"  # -> cancelled
     RELEASED = "released"  # -> queued, attempt refunded (graceful shutdown)
@@ -447,6 +467,104 @@ class ThroughputBucket:
         }
 
 
+def _query_states(value: Iterable[JobState | str] | None) -> frozenset[JobState] | None:
+    """``JobQuery.states`` as a set of states (None: every state)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = [value]
+    states: set[JobState] = set()
+    for item in value:
+        try:
+            states.add(JobState(item))
+        except ValueError:
+            allowed = ", ".join(s.value for s in JobState)
+            raise ValidationError("state", f"{item!r} is not one of {allowed}") from None
+    return frozenset(states)
+
+
+@attrs.frozen
+class JobQuery:
+    """What one ``list_jobs`` page asks for: the filters, the page size and the cursor.
+
+    One value carries every filter from the API, the dashboard and the CLI through the client
+    to the backends, so that adding a filter touches this class and the backends that serve
+    it. Building one checks it (``ValidationError``, nothing is read): ``states`` are states
+    or their names, the names and texts are non-empty strings, the times are aware.
+
+    ``schedule_id`` selects the runs of one schedule; ``error_type`` the jobs whose last error
+    has that type (``error_type_of``); ``finished_after`` (inclusive) and ``finished_before``
+    (exclusive) bound ``finished_at``, so a job that has not finished matches neither.
+    ``cursor`` is the ``next_cursor`` of the previous page. A ``limit`` of zero or less asks
+    for nothing (the protocol's rule); the client and the API allow 1..``MAX_LIMIT``.
+    """
+
+    queue: str | None = None
+    states: frozenset[JobState] | None = attrs.field(default=None, converter=_query_states)
+    handler: str | None = None
+    limit: int = 50
+    cursor: str | None = None
+    schedule_id: str | None = None
+    error_type: str | None = None
+    finished_after: datetime | None = None
+    finished_before: datetime | None = None
+
+    MAX_LIMIT: ClassVar[int] = 1000
+
+    def __attrs_post_init__(self) -> None:
+        for field in ("queue", "handler", "cursor", "schedule_id", "error_type"):
+            value = getattr(self, field)
+            if value is not None and (not isinstance(value, str) or not value):
+                raise ValidationError(field, f"{value!r} is not a non-empty string")
+        if isinstance(self.limit, bool) or not isinstance(self.limit, int):
+            raise ValidationError("limit", f"{self.limit!r} is not an integer")
+        for field in ("finished_after", "finished_before"):
+            value = getattr(self, field)
+            if value is not None and (not isinstance(value, datetime) or value.tzinfo is None):
+                raise ValidationError(field, f"{value!r} is not an aware datetime; use UTC")
+
+    @property
+    def windowed(self) -> bool:
+        """Whether a finish window (either bound) is given."""
+        return self.finished_after is not None or self.finished_before is not None
+
+    def listed_states(self) -> frozenset[JobState] | None:
+        """The states a match may be in: ``states`` (None: any), narrowed to the terminal ones
+        when a finish window is given (only they have a finish time)."""
+        if not self.windowed:
+            return self.states
+        return TERMINAL_STATES if self.states is None else self.states & TERMINAL_STATES
+
+    @property
+    def empty(self) -> bool:
+        """Whether the query cannot match anything (no page to read): a limit of zero or less,
+        no states, or a finish window with no terminal state asked for."""
+        listed = self.listed_states()
+        return self.limit <= 0 or (listed is not None and not listed)
+
+    def matches(self, job: Job) -> bool:
+        """Whether ``job`` passes every filter (the cursor and the limit aside)."""
+        if self.queue is not None and job.queue != self.queue:
+            return False
+        if self.states is not None and job.state not in self.states:
+            return False
+        if self.handler is not None and job.handler != self.handler:
+            return False
+        if self.schedule_id is not None and job.schedule_id != self.schedule_id:
+            return False
+        if self.error_type is not None and error_type_of(job.error) != self.error_type:
+            return False
+        if self.windowed:
+            done = job.finished_at
+            if done is None:
+                return False
+            if self.finished_after is not None and done < self.finished_after:
+                return False
+            if self.finished_before is not None and done >= self.finished_before:
+                return False
+        return True
+
+
 @attrs.frozen
 class Page:
     """One page of ``list_jobs``: newest first; pass ``next_cursor`` for the next page."""
@@ -502,6 +620,9 @@ class MisfirePolicy(enum.StrEnum):
 
 
 SCHEDULE_ORIGINS: Final = ("config", "api")
+# The bounds of a schedule's ``every``, in seconds: 1 ms to 366 days.
+MIN_EVERY: Final = 0.001
+MAX_EVERY: Final = 366 * 86400.0
 
 
 @attrs.frozen

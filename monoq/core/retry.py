@@ -1,4 +1,11 @@
-"""Retry policy: exponential backoff, capped, with optional jitter. Pure; no I/O."""
+"""The retry policy: when a job runs again after a failed attempt (exponential backoff,
+capped, with optional jitter), or None when its retries are used up. Pure; no I/O.
+
+This is the automatic retry ([retry] in the config, the RETRY outcome, the RETRYING state);
+the operator's retry of a dead or cancelled job is a requeue (``Backend.requeue``), and
+connection retries belong to the drivers (see docs/DESIGN.md §3,
+"Four meanings of retry").
+"""
 
 from __future__ import annotations
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
+import attrs
 from litestar import Request, Response, get, post
 
 from monoq.core.durations import parse_duration
-from monoq.core.models import JobState
+from monoq.core.models import JobQuery, JobState, error_type_of
 from monoq.errors import ValidationError
 from monoq.ui.core import back, client_of, page, ui_state
 from monoq.ui.jobs import filter_cursor, filter_name, gather_page, job_id
@@ -104,11 +105,11 @@ class DeadFilter:
         """True when at least one filter is set."""
         return bool(self.query())
 
-    def list_args(self) -> dict[str, Any]:
-        """Keyword arguments of ``Client.list_jobs`` for these filters."""
-        return {"queue": self.queue, "states": {JobState.DEAD}, "handler": self.handler,
-                "error_type": self.error_type, "finished_after": self.after,
-                "finished_before": self.before}
+    def job_query(self, cursor: str | None = None) -> JobQuery:
+        """The ``JobQuery`` of these filters, from ``cursor``."""
+        return JobQuery(queue=self.queue, states={JobState.DEAD}, handler=self.handler,
+                        error_type=self.error_type, finished_after=self.after,
+                        finished_before=self.before, cursor=cursor)
 
 
 @get("/dead", opt={"ui": "read"}, name="ui-dead")
@@ -125,7 +126,7 @@ async def dead(request: Request[Any, Any, Any]) -> Response[Any]:
     jobs: list[Any] = []
     next_cursor = None
     if not filters.errors:
-        jobs, next_cursor = await gather_page(client, filters.list_args(), cursor)
+        jobs, next_cursor = await gather_page(client, filters.job_query(cursor))
     stats = await client.queues()
     return page(
         request, "dead.html", status=422 if filters.errors else 200, nav="dead",
@@ -133,7 +134,7 @@ async def dead(request: Request[Any, Any, Any]) -> Response[Any]:
         filters=filters, windows=WINDOWS, purge_ages=PURGE_AGES,
         queues=[s.queue for s in stats],
         dead_by_queue=[(s.queue, s.counts.get(JobState.DEAD, 0)) for s in stats],
-        error_types=sorted({(j.error or "").partition(":")[0] for j in jobs if j.error}),
+        error_types=sorted({error_type_of(j.error) or "" for j in jobs if j.error}),
     )
 
 
@@ -152,8 +153,8 @@ async def requeue(request: Request[Any, Any, Any]) -> Response[Any]:
         moved = 0
         cursor: str | None = None
         while True:
-            result = await client.list_jobs(**filters.list_args(), limit=REQUEUE_PAGE,
-                                            cursor=cursor)
+            result = await client.list_jobs(
+                attrs.evolve(filters.job_query(cursor), limit=REQUEUE_PAGE))
             if result.jobs:
                 moved += len(await client.requeue_dead([j.id for j in result.jobs]))
             if result.next_cursor is None:

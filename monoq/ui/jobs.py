@@ -5,12 +5,13 @@ from __future__ import annotations
 import re
 from typing import Any, Final
 
+import attrs
 from litestar import Request, Response, get, post
 from litestar.params import FromPath
 from litestar.response import Redirect
 
 from monoq.client import Client
-from monoq.core.models import TERMINAL_STATES, Job, JobState
+from monoq.core.models import TERMINAL_STATES, Job, JobQuery, JobState
 from monoq.errors import JobNotFound, ValidationError
 from monoq.ui.core import back, client_of, page, ui_state
 
@@ -20,12 +21,14 @@ _ID_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 _CURSOR_RE: Final = re.compile(r"^[A-Za-z0-9_.:=+/-]{1,256}$")
 _NAME_RE: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 CANCELLABLE: Final = frozenset(set(JobState) - TERMINAL_STATES)
-RETRYABLE: Final = frozenset({JobState.DEAD, JobState.CANCELLED})
+# States an operator may retry by hand (a requeue), not the retry policy's RETRYING.
+REQUEUEABLE: Final = frozenset({JobState.DEAD, JobState.CANCELLED})
 
 
-async def gather_page(client: Client, args: dict[str, Any], cursor: str | None,
-                      limit: int = PAGE_SIZE) -> tuple[list[Job], str | None]:
-    """Up to ``limit`` jobs newest first, and the cursor after them.
+async def gather_page(client: Client, query: JobQuery, limit: int = PAGE_SIZE
+                      ) -> tuple[list[Job], str | None]:
+    """Up to ``limit`` jobs of ``query`` (its filters, from its cursor) newest first, and the
+    cursor after them.
 
     A backend may end a page early when the filters match rarely (each page costs bounded
     work); a few such pages are joined here so a page of the dashboard is rarely empty while
@@ -33,8 +36,10 @@ async def gather_page(client: Client, args: dict[str, Any], cursor: str | None,
     costs more than that bounded work: the "Older" link carries on from there.
     """
     found: list[Job] = []
+    cursor = query.cursor
     for _ in range(MAX_CALLS):
-        page = await client.list_jobs(**args, limit=limit - len(found), cursor=cursor)
+        page = await client.list_jobs(
+            attrs.evolve(query, limit=limit - len(found), cursor=cursor))
         found += page.jobs
         cursor = page.next_cursor
         if cursor is None or len(found) >= limit:
@@ -107,8 +112,8 @@ async def jobs(request: Request[Any, Any, Any]) -> Response[Any]:
     next_cursor = None
     if found is None:
         found, next_cursor = await gather_page(
-            client, {"queue": queue_name, "states": states, "handler": handler_name},
-            page_cursor)
+            client, JobQuery(queue=queue_name, states=states, handler=handler_name,
+                             cursor=page_cursor))
     known = [s.queue for s in await client.queues()]
     handlers = sorted(spec.name for spec in client.registry) if client.registry else []
     return page(request, "jobs.html", status=422 if errors else 200, nav="jobs", title="Jobs",
@@ -126,7 +131,7 @@ async def job_detail(request: Request[Any, Any, Any], job: FromPath[str]) -> Res
     return page(
         request, "job.html", nav="jobs", title=f"Job {found.id}", job=found,
         attempts=list(reversed(attempts)), can_cancel=found.state in CANCELLABLE,
-        can_retry=found.state in RETRYABLE, can_copy=found.state is JobState.COMPLETED,
+        can_requeue=found.state in REQUEUEABLE, can_copy=found.state is JobState.COMPLETED,
         live=not found.terminal,
     )
 
@@ -141,8 +146,9 @@ async def cancel(request: Request[Any, Any, Any], job: FromPath[str]) -> Respons
 
 
 @post("/jobs/{job:str}/retry", opt={"ui": "admin"}, status_code=303, name="ui-job-retry")
-async def retry(request: Request[Any, Any, Any], job: FromPath[str]) -> Response[Any]:
-    """Put a dead or cancelled job back in its queue with a fresh retry budget."""
+async def requeue_job(request: Request[Any, Any, Any], job: FromPath[str]) -> Response[Any]:
+    """The operator's retry: put a dead or cancelled job back in its queue with a fresh retry
+    budget (``Client.retry``, a requeue)."""
     ui = ui_state(request)
     done = await client_of(request).retry(job_id(job))
     return back(ui, f"/jobs/{done.id}", "retried")
@@ -160,4 +166,4 @@ async def copy(request: Request[Any, Any, Any], job: FromPath[str]) -> Response[
     return back(ui, f"/jobs/{new.id}", "copied")
 
 
-HANDLERS: Final = [jobs, job_detail, cancel, retry, copy]
+HANDLERS: Final = [jobs, job_detail, cancel, requeue_job, copy]

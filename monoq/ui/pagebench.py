@@ -94,6 +94,7 @@ from monoq.core.ids import new_id
 from monoq.core.models import (
     ErrorInfo,
     Finish,
+    JobQuery,
     JobState,
     Lease,
     NewJob,
@@ -561,7 +562,7 @@ async def pick_samples(client: Client, *, runs: Counter[str] | None = None,
         if state is JobState.RUNNING and running is not None:
             samples.jobs[label] = running
             continue
-        page = await client.list_jobs(queue=queue, states={state}, limit=1)
+        page = await client.list_jobs(JobQuery(queue=queue, states={state}, limit=1))
         if page.jobs:
             job = page.jobs[0]
             more = f", {job.attempt} attempts" if job.attempt > 1 else ""

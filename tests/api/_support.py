@@ -8,7 +8,7 @@ from litestar import Litestar
 from monoq.api.tokens import create_token
 from monoq.client import Client
 from monoq.config import ApiToken
-from monoq.core.models import ErrorInfo, Finish, Job, Outcome
+from monoq.core.models import ErrorInfo, Finish, Job, JobQuery, Outcome
 
 TOKENS: dict[str, str] = {}  # scope -> token
 API_TOKENS: list[ApiToken] = []
@@ -46,4 +46,4 @@ async def finish_job(client: Client, job_id: str, outcome: Outcome) -> Job:
 
 async def count_jobs(client: Client) -> int:
     """How many jobs the backend holds."""
-    return len((await client.list_jobs(limit=1000)).jobs)
+    return len((await client.list_jobs(JobQuery(limit=1000))).jobs)

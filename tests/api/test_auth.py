@@ -26,7 +26,7 @@ from monoq.api.tokens import (
 from monoq.backends.memory import MemoryBackend
 from monoq.client import Client
 from monoq.config import ApiConfig
-from monoq.core.models import Outcome
+from monoq.core.models import JobQuery, Outcome
 from monoq.errors import ConfigError
 from tests.api._support import API_TOKENS, TOKENS, AppFactory, auth, finish_job
 
@@ -126,7 +126,7 @@ async def test_route_credential_matrix(
         headers["Authorization"] = "Bearer mq_not-a-real-token"
     elif credential != "none":
         headers.update(auth(credential))
-    before = await client.list_jobs(limit=1000)
+    before = await client.list_jobs(JobQuery(limit=1000))
     async with AsyncTestClient(app=make_app(tokens=True)) as tc:
         response = await tc.request(method, url, headers=headers, **recipe)
     if credential in ("none", "bogus"):
@@ -138,7 +138,7 @@ async def test_route_credential_matrix(
     else:
         assert response.status_code == 403
     assert response.headers["content-type"] == "application/problem+json"
-    assert (await client.list_jobs(limit=1000)).jobs == before.jobs  # nothing changed
+    assert (await client.list_jobs(JobQuery(limit=1000))).jobs == before.jobs  # nothing changed
 
 
 @pytest.mark.parametrize("path", ["/healthz", "/readyz", "/schema/openapi.json"])
@@ -263,7 +263,7 @@ async def test_rate_limit_without_tokens_is_per_client(
     async with AsyncTestClient(app=make_app(rate_limit_per_minute=1)) as tc:
         assert (await tc.post("/enqueue", content=b"a")).status_code == 201
         assert (await tc.post("/enqueue", content=b"b")).status_code == 429
-    assert len((await client.list_jobs()).jobs) == 1
+    assert len((await client.list_jobs(JobQuery())).jobs) == 1
 
 
 def test_public_bind_is_refused_without_tokens(client: Client) -> None:
@@ -309,7 +309,7 @@ async def test_logs_hold_no_tokens_or_payloads(
             json={"handler": "bad name", "payload": secret_payload},
             headers=auth("admin"),
         )
-        job = (await client.list_jobs()).jobs[0]
+        job = (await client.list_jobs(JobQuery())).jobs[0]
         await finish_job(client, job.id, Outcome.DEAD)
         await tc.post(f"/api/v1/jobs/{job.id}/cancel", headers=auth("admin"))
     text = caplog.text

@@ -8,6 +8,7 @@ from litestar import Litestar
 from litestar.testing import AsyncTestClient
 
 from monoq.client import Client
+from monoq.core.models import JobQuery
 from tests.api._support import AppFactory, auth
 
 JSON = {"Content-Type": "application/json"}
@@ -294,7 +295,7 @@ async def test_bad_input_is_refused_and_changes_nothing(
     kwargs: dict[str, Any],
     status: int,
 ) -> None:
-    before = await client.list_jobs(limit=1000)
+    before = await client.list_jobs(JobQuery(limit=1000))
     queues_before = await client.queues()
     kwargs = dict(kwargs)
     headers = {**auth("admin"), **kwargs.pop("headers", {})}
@@ -306,7 +307,7 @@ async def test_bad_input_is_refused_and_changes_nothing(
     assert problem["status"] == status
     assert {"type", "title", "detail"} <= set(problem)
     assert "Traceback" not in response.text
-    after = await client.list_jobs(limit=1000)
+    after = await client.list_jobs(JobQuery(limit=1000))
     assert after.jobs == before.jobs
     assert await client.queues() == queues_before
 
@@ -317,7 +318,7 @@ async def test_lying_content_length_is_refused(
     headers = {**auth("admin"), **JSON, "Content-Length": str(LIMIT * 10)}
     response = await bad_http.post("/api/v1/jobs", content=b'{"handler": "echo"}', headers=headers)
     assert response.status_code in (400, 413)
-    assert len((await client.list_jobs()).jobs) == 1
+    assert len((await client.list_jobs(JobQuery())).jobs) == 1
 
 
 async def test_auth_is_checked_before_the_body(bad_http: AsyncTestClient[Litestar]) -> None:

@@ -20,7 +20,7 @@ from litestar.testing import AsyncTestClient
 from monoq.api.jsonout import job_bytes, jobs_bytes
 from monoq.backends.memory import MemoryBackend
 from monoq.client import Client
-from monoq.core.models import DepthLimits, Enqueued, Job, JobState, NewJob, rfc3339
+from monoq.core.models import DepthLimits, Enqueued, Job, JobQuery, JobState, NewJob, rfc3339
 from monoq.errors import BackendError, BackendUnavailable
 
 Http = AsyncTestClient[Litestar]
@@ -37,7 +37,7 @@ async def test_concurrent_submits_one_key_create_one_job(http: Http, client: Cli
     assert all(r.json() == created.json() for r in answers)
     job_id = ids.pop()
     assert all(r.headers["location"] == f"/api/v1/jobs/{job_id}" for r in answers)
-    page = await client.list_jobs()
+    page = await client.list_jobs(JobQuery())
     assert len(page.jobs) == 1
 
 
@@ -47,7 +47,7 @@ async def test_a_bad_request_does_not_fail_its_neighbours(http: Http, client: Cl
     answers = await asyncio.gather(*(http.post("/api/v1/jobs", json=b) for b in bodies))
     assert [r.status_code for r in answers] == [201, 201, 201, 422, 201, 201]
     assert answers[3].json()["field"] == "handler"
-    assert len((await client.list_jobs()).jobs) == 5
+    assert len((await client.list_jobs(JobQuery())).jobs) == 5
     assert [r.json()["payload"] for i, r in enumerate(answers) if i != 3] == [0, 1, 2, 4, 5]
 
 

@@ -20,7 +20,7 @@ from monoq.api.tokens import create_token, load_tokens, parse_tokens_file, token
 from monoq.backends.memory import MemoryBackend
 from monoq.client import Client
 from monoq.config import ApiConfig, ApiToken, load_config
-from monoq.core.models import Outcome, WorkerInfo
+from monoq.core.models import JobQuery, Outcome, WorkerInfo
 from monoq.errors import ConfigError
 from tests.api._support import finish_job
 from tests.api.test_auth import PROTECTED, RECIPES
@@ -67,7 +67,7 @@ async def tc(app: Litestar) -> Any:
 
 
 async def _snapshot(client: Client) -> Any:
-    jobs = (await client.list_jobs(limit=1000)).jobs
+    jobs = (await client.list_jobs(JobQuery(limit=1000))).jobs
     return (jobs, [(s.queue, s.paused) for s in await client.queues()],
             [s.to_dict() for s in await client.list_schedules()])
 
@@ -208,7 +208,7 @@ async def test_submits_outside_the_token_queues_are_refused_whole(
     refused = await tc.post("/api/v1/jobs/batch", json=batch, headers=bearer(MAIL_ENQUEUE))
     assert refused.status_code == 403
     assert "jobs[2]" in refused.json()["detail"]
-    assert len((await client.list_jobs()).jobs) == 1  # nothing of the batch was written
+    assert len((await client.list_jobs(JobQuery())).jobs) == 1  # nothing of the batch was written
     batch["jobs"].pop()
     assert (await tc.post("/api/v1/jobs/batch", json=batch,
                           headers=bearer(MAIL_ENQUEUE))).status_code == 201

@@ -10,6 +10,7 @@ from monoq.api import ApiRole
 from monoq.api.role import bind_socket
 from monoq.client import Client
 from monoq.config import ApiConfig
+from monoq.core.models import JobQuery
 from tests.ports import free_port
 
 
@@ -40,7 +41,7 @@ async def test_serves_until_stopped(client: Client) -> None:
                 assert chunked.headers["content-type"] == "application/problem+json"
             role.stop()
     assert (await client.get(job_id)).payload == 7
-    assert len((await client.list_jobs()).jobs) == 1
+    assert len((await client.list_jobs(JobQuery())).jobs) == 1
     assert role.port is not None  # the address stays known after the run
 
 

@@ -17,7 +17,7 @@ import monoq
 from monoq.backends.redis._backend import ClusterTarget, RedisBackend, parse_cluster_url
 from monoq.client import Client, connect
 from monoq.context import Context
-from monoq.core.models import JobState, NewJob
+from monoq.core.models import JobQuery, JobState, NewJob
 from monoq.errors import BackendUnavailable, ConfigError
 from monoq.registry import Registry, open_backend
 from monoq.testing.support import T0, new_job
@@ -103,7 +103,7 @@ async def test_queues_spread_over_the_masters_work_as_one(cluster: Cluster) -> N
         # a job is found by its id alone, whichever master holds it
         assert [j.queue if j else None for j in await b.get_many([e.job.id for e in stored])
                 ] == [e.job.queue for e in stored]
-        page = await b.list_jobs(limit=4)
+        page = await b.list_jobs(JobQuery(limit=4))
         assert [j.id for j in page.jobs] == sorted((e.job.id for e in stored), reverse=True)[:4]
         assert [s.queue for s in await b.stats()] == sorted(names)
     finally:

@@ -46,6 +46,7 @@ from monoq.core.backend import Backend
 from monoq.core.models import (
     ErrorInfo,
     Finish,
+    JobQuery,
     JobState,
     Lease,
     MisfirePolicy,
@@ -278,7 +279,7 @@ class DifferentialMachine(RuleBasedStateMachine):
                 bucket=timedelta(hours=1))
             cursor: str | None = None
             for _ in range(len(self.ids) + 1):
-                cursor = ask("list_jobs", limit=3, cursor=cursor).next_cursor
+                cursor = ask("list_jobs", JobQuery(limit=3, cursor=cursor)).next_cursor
                 if cursor is None:
                     break
         finally:
@@ -592,10 +593,10 @@ class DifferentialMachine(RuleBasedStateMachine):
         before = None if before_ms is None else self.now - before_ms * MS
 
         def page(start: str | None) -> Callable[[str, Any], Any]:
-            return lambda _n, t: t.list_jobs(
+            return lambda _n, t: t.list_jobs(JobQuery(
                 queue=queue, states=states, handler=handler, limit=limit, cursor=start,
                 schedule_id=schedule_id, error_type=error_type, finished_after=after,
-                finished_before=before)
+                finished_before=before))
 
         for _ in range(len(self.ids) + 2 if walk and limit > 0 else 1):
             start = self.call("list_jobs", page(start))["model"].next_cursor

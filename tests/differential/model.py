@@ -34,6 +34,7 @@ from monoq.core.models import (
     Enqueued,
     Finish,
     Job,
+    JobQuery,
     JobState,
     Lease,
     LeaseStatus,
@@ -311,21 +312,13 @@ class Model:
     def attempts(self, job_id: str) -> list[Attempt]:
         return list(self.attempt_records.get(job_id, []))
 
-    def list_jobs(
-        self,
-        *,
-        queue: str | None = None,
-        states: Collection[JobState] | None = None,
-        handler: str | None = None,
-        limit: int = 50,
-        cursor: str | None = None,
-        schedule_id: str | None = None,
-        error_type: str | None = None,
-        finished_after: datetime | None = None,
-        finished_before: datetime | None = None,
-    ) -> Page:
+    def list_jobs(self, query: JobQuery) -> Page:
         """Newest first (descending id), below the cursor; full pages (the protocol allows a
         backend short ones, which the test accepts only as the model's prefix)."""
+        queue, states, handler, limit, cursor = (
+            query.queue, query.states, query.handler, query.limit, query.cursor)
+        schedule_id, error_type = query.schedule_id, query.error_type
+        finished_after, finished_before = query.finished_after, query.finished_before
         window = finished_after is not None or finished_before is not None
         found = sorted(
             (

@@ -16,6 +16,7 @@ from monoq.core.codec import json_encode
 from monoq.core.models import (
     ErrorInfo,
     Finish,
+    JobQuery,
     JobState,
     MisfirePolicy,
     Outcome,
@@ -59,7 +60,7 @@ def scheduler(client: Client, **settings: object) -> Scheduler:
 
 
 async def runs(client: Client, sid: str = "tick") -> list[str]:
-    page = await client.backend.list_jobs(schedule_id=sid, limit=1000)
+    page = await client.backend.list_jobs(JobQuery(schedule_id=sid, limit=1000))
     return sorted(j.idempotency_key or "" for j in page.jobs)
 
 
@@ -77,7 +78,7 @@ async def test_fires_once_per_fire_time_however_often_it_ticks(client: Client,
     assert await runs(client) == ["cron:tick:2030-01-01T00:00:00Z",
                                   "cron:tick:2030-01-01T00:01:00Z"]
     assert report.next_at == T0 + timedelta(seconds=120)
-    [job] = (await client.backend.list_jobs(schedule_id="tick", limit=1)).jobs
+    [job] = (await client.backend.list_jobs(JobQuery(schedule_id="tick", limit=1))).jobs
     assert job.payload == {"n": 1}
     assert job.handler == "echo"
     stored = await client.backend.get_schedule("tick")
@@ -125,7 +126,7 @@ async def test_fire_times_missed_within_the_grace_each_fire_once_in_order(
     await scheduler(client, misfire_grace=timedelta(seconds=5)).tick(clock.now)  # a second one
     assert report.fired == 3
     assert await runs(client) == [f"cron:tick:2030-01-01T00:00:0{n}Z" for n in (1, 2, 3)]
-    page = await client.backend.list_jobs(schedule_id="tick", limit=10)
+    page = await client.backend.list_jobs(JobQuery(schedule_id="tick", limit=10))
     assert [j.idempotency_key for j in sorted(page.jobs, key=lambda j: j.id)] == \
         [f"cron:tick:2030-01-01T00:00:0{n}Z" for n in (1, 2, 3)]  # enqueued oldest first
 

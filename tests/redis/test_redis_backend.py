@@ -17,7 +17,7 @@ from redis.crc import key_slot
 from monoq.backends.redis import RedisBackend
 from monoq.core.backend import Backend, Doctor, ServerTime
 from monoq.core.ids import new_id
-from monoq.core.models import ErrorInfo, Finish, JobState, NewJob, Outcome
+from monoq.core.models import ErrorInfo, Finish, JobQuery, JobState, NewJob, Outcome
 from monoq.errors import BackendError, BackendUnavailable, ConfigError
 
 pytestmark = pytest.mark.redis
@@ -166,7 +166,7 @@ async def test_key_prefix_isolates_deployments(
         [enq] = await a.enqueue([job()], now=T0)
         assert await b.get(enq.job.id) is None
         assert await b.stats() == []
-        assert (await b.list_jobs()).jobs == []
+        assert (await b.list_jobs(JobQuery())).jobs == []
         assert await b.claim(["default"], limit=1, lease_for=LEASE, worker_id="w", now=T0) == []
         assert await a.get(enq.job.id) == enq.job
         assert all(k.startswith("one:") for k in await _all_keys(redis_client))
@@ -344,10 +344,10 @@ async def test_list_jobs_continues_past_the_scan_budget(redis_backend: RedisBack
     b = redis_backend
     [rare] = await b.enqueue([job(handler="rare")], now=T0)
     await b.enqueue([job(handler="common") for _ in range(4500)], now=T0)
-    first = await b.list_jobs(handler="rare", limit=10)
+    first = await b.list_jobs(JobQuery(handler="rare", limit=10))
     assert first.jobs == []
     assert first.next_cursor is not None
-    page = await b.list_jobs(handler="rare", limit=10, cursor=first.next_cursor)
+    page = await b.list_jobs(JobQuery(handler="rare", limit=10, cursor=first.next_cursor))
     assert [j.id for j in page.jobs] == [rare.job.id]
     assert page.next_cursor is None
 
@@ -363,13 +363,13 @@ async def test_list_jobs_by_state_pages_through_big_and_small_indexes(
     items.append(Finish(leases[-1], Outcome.DEAD, error=err))
     assert all(await b.finish(items, now=T0))
     # small index (1 dead job): read through the state index
-    page = await b.list_jobs(queue="default", states=[JobState.DEAD])
+    page = await b.list_jobs(JobQuery(queue="default", states=[JobState.DEAD]))
     assert [j.id for j in page.jobs] == [leases[-1].job.id]
     # big index (2500 completed jobs): the id scan, page by page
     seen: list[str] = []
     cursor: str | None = None
     while True:
-        page = await b.list_jobs(states=[JobState.COMPLETED], limit=700, cursor=cursor)
+        page = await b.list_jobs(JobQuery(states=[JobState.COMPLETED], limit=700, cursor=cursor))
         seen += [j.id for j in page.jobs]
         if page.next_cursor is None:
             break

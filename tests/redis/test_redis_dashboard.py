@@ -16,7 +16,7 @@ from monoq.backends.redis import RedisBackend
 from monoq.backends.redis import _backend as redis_backend_module
 from monoq.core.counters import COUNTER_RETENTION_MINUTES, minute_of
 from monoq.core.ids import new_id
-from monoq.core.models import ErrorInfo, Finish, Job, JobState, NewJob, Outcome
+from monoq.core.models import ErrorInfo, Finish, Job, JobQuery, JobState, NewJob, Outcome
 
 pytestmark = pytest.mark.redis
 
@@ -64,7 +64,7 @@ async def test_rare_matches_over_several_queues_come_in_short_pages(
     pages = 0
     cursor: str | None = None
     while True:
-        page = await b.list_jobs(error_type="Boom", limit=2, cursor=cursor)
+        page = await b.list_jobs(JobQuery(error_type="Boom", limit=2, cursor=cursor))
         pages += 1
         seen += [job.id for job in page.jobs]
         cursor = page.next_cursor
@@ -85,15 +85,15 @@ async def test_a_finish_window_reads_the_terminal_set_by_score(
                              now=T0 + timedelta(hours=1))
     await finish_all(b, [new_job() for _ in range(30)], Outcome.COMPLETED, now=T0)
     monkeypatch.setattr(redis_backend_module, "_PAGE_SCAN", 2)  # an id walk would stop short
-    page = await b.list_jobs(
+    page = await b.list_jobs(JobQuery(
         states={JobState.COMPLETED},
         finished_after=T0 + timedelta(minutes=30),
         finished_before=T0 + timedelta(hours=2),
-    )
+    ))
     assert [job.id for job in page.jobs] == [job.id for job in reversed(early)]
     assert page.next_cursor is None
     # the same without the states: a window implies the terminal states
-    page = await b.list_jobs(finished_after=T0 + timedelta(minutes=30))
+    page = await b.list_jobs(JobQuery(finished_after=T0 + timedelta(minutes=30)))
     assert [job.id for job in page.jobs] == [job.id for job in reversed(early)]
 
 

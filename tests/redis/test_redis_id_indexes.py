@@ -25,7 +25,7 @@ from redis.typing import EncodableT, FieldT
 from monoq.backends.redis import RedisBackend
 from monoq.backends.redis import _backend as redis_backend_module
 from monoq.core.ids import new_id
-from monoq.core.models import ErrorInfo, Finish, JobState, NewJob, Outcome
+from monoq.core.models import ErrorInfo, Finish, JobQuery, JobState, NewJob, Outcome
 from tests.conftest import RedisFactory, RedisServer
 
 pytestmark = pytest.mark.redis
@@ -250,12 +250,12 @@ async def test_a_store_of_the_old_layout_is_moved_on_connect(
         assert "old: moved 4 ids" in moved[1]
         assert "1 of jobs that no longer exist dropped" in moved[1]
 
-        page = await b.list_jobs(states={JobState.DEAD})
+        page = await b.list_jobs(JobQuery(states={JobState.DEAD}))
         assert [j.id for j in page.jobs] == [many[-1]["id"], dead["id"]]
-        page = await b.list_jobs(queue="old")
+        page = await b.list_jobs(JobQuery(queue="old"))
         expected = sorted((f["id"] for f in (queued, completed, dead, scheduled)), reverse=True)
         assert [j.id for j in page.jobs] == expected
-        assert (await b.list_jobs(error_type="ValueError", queue="old")).jobs[0].id == dead["id"]
+        assert (await b.list_jobs(JobQuery(error_type="ValueError", queue="old"))).jobs[0].id == dead["id"]
         [stats] = await b.stats(["old"])
         assert stats.counts[JobState.QUEUED] == 1
         assert stats.counts[JobState.COMPLETED] == 1
@@ -264,7 +264,7 @@ async def test_a_store_of_the_old_layout_is_moved_on_connect(
         assert lease.job.id == queued["id"]
         assert await b.finish([Finish(lease, Outcome.COMPLETED)], now=T0) == [True]
         assert await check_indexes(r) == {"completed": 9, "dead": 2, "scheduled": 1}
-        page = await b.list_jobs(queue="old", states={JobState.COMPLETED})
+        page = await b.list_jobs(JobQuery(queue="old", states={JobState.COMPLETED}))
         assert [j.id for j in page.jobs] == sorted([queued["id"], completed["id"]], reverse=True)
         assert await b.requeue([dead["id"]], now=T0) == [dead["id"]]
         assert await check_indexes(r) == {"queued": 1, "completed": 9, "dead": 1,
@@ -303,7 +303,7 @@ async def test_ids_written_by_the_old_layout_after_the_move_are_moved_again(
         await write_old_layout(r, "mixed", [stray])
         await b.connect()
         assert await check_indexes(r) == {"queued": 1, "dead": 1}
-        page = await b.list_jobs(queue="mixed")
+        page = await b.list_jobs(JobQuery(queue="mixed"))
         assert [j.id for j in page.jobs] == [stray["id"], new.id]
     finally:
         await b.aclose()
@@ -360,14 +360,14 @@ async def test_listing_merges_in_byte_order_whatever_the_server_locale(
             await b.finish([Finish(lease, Outcome.DEAD, error=BOOM) for lease in leases],
                            now=T0 + timedelta(seconds=1))
         newest_first = sorted(ODD_IDS, key=lambda i: i.encode(), reverse=True)
-        dead = {j.id for j in (await b.list_jobs(states={JobState.DEAD}, limit=100)).jobs}
+        dead = {j.id for j in (await b.list_jobs(JobQuery(states={JobState.DEAD}, limit=100))).jobs}
         assert len(dead) == 8
 
         async def every_page(**filters: Any) -> list[str]:
             seen: list[str] = []
             cursor: str | None = None
             for _ in range(50):
-                page = await b.list_jobs(limit=3, cursor=cursor, **filters)
+                page = await b.list_jobs(JobQuery(limit=3, cursor=cursor, **filters))
                 seen += [j.id for j in page.jobs]
                 cursor = page.next_cursor
                 if cursor is None:

@@ -12,7 +12,7 @@ import redis.asyncio as aioredis
 from monoq.backends.redis import RedisBackend
 from monoq.backends.redis import _backend as redis_backend_module
 from monoq.core.ids import new_id
-from monoq.core.models import Finish, JobState, NewJob, Outcome, Schedule
+from monoq.core.models import Finish, JobQuery, JobState, NewJob, Outcome, Schedule
 
 pytestmark = pytest.mark.redis
 
@@ -64,7 +64,7 @@ async def test_purged_runs_leave_no_key_and_no_index_entry(
         assert not await redis_client.exists(key)
     assert not [k for k in left if ":ids" in k], left  # no id index holds them either
     assert await redis_client.zcard("monoq:{reports}:completed") == 0
-    assert (await b.list_jobs(schedule_id="s")).jobs == []
+    assert (await b.list_jobs(JobQuery(schedule_id="s"))).jobs == []
 
 
 async def test_runs_across_queues_are_one_history(redis_backend: RedisBackend) -> None:
@@ -73,14 +73,14 @@ async def test_runs_across_queues_are_one_history(redis_backend: RedisBackend) -
     old = await b.enqueue([run("s", n, queue="a") for n in range(3)], now=T0)
     new = await b.enqueue([run("s", n, queue="b") for n in range(3, 5)], now=T0)
     await complete_all(b, ["a", "b"], T0)
-    everything = await b.list_jobs(schedule_id="s", limit=2)
+    everything = await b.list_jobs(JobQuery(schedule_id="s", limit=2))
     assert [j.id for j in everything.jobs] == [new[1].job.id, new[0].job.id]
-    rest = await b.list_jobs(schedule_id="s", cursor=everything.next_cursor)
+    rest = await b.list_jobs(JobQuery(schedule_id="s", cursor=everything.next_cursor))
     assert [j.id for j in rest.jobs] == [e.job.id for e in reversed(old)]
-    only_a = await b.list_jobs(schedule_id="s", queue="a", handler="echo")
+    only_a = await b.list_jobs(JobQuery(schedule_id="s", queue="a", handler="echo"))
     assert len(only_a.jobs) == 3
     assert await b.purge_schedule_runs("s", keep=3) == 2  # the two oldest, in queue a
-    remaining = await b.list_jobs(schedule_id="s")
+    remaining = await b.list_jobs(JobQuery(schedule_id="s"))
     assert [j.id for j in remaining.jobs] == [
         new[1].job.id, new[0].job.id, old[2].job.id
     ]
@@ -94,7 +94,7 @@ async def test_orphan_index_entries_are_skipped_and_dropped(
     await complete_all(b, ["reports"], T0)
     ghost = new_id()  # newer than every run: an entry whose job is gone
     await redis_client.zadd("monoq:schedruns:s", {ghost: 0})
-    page = await b.list_jobs(schedule_id="s")
+    page = await b.list_jobs(JobQuery(schedule_id="s"))
     assert [j.id for j in page.jobs] == [e.job.id for e in reversed(jobs)]
     # the ghost does not count as one of the kept runs, and is cleaned up
     assert await b.purge_schedule_runs("s", keep=1) == 2
@@ -113,7 +113,7 @@ async def test_purge_runs_carries_on_past_the_scan_budget(
     assert await b.purge_schedule_runs("s", keep=2, limit=3) == 3
     assert await b.purge_schedule_runs("s", keep=2) == 1
     assert await b.get(done[0].job.id) is None
-    assert len((await b.list_jobs(schedule_id="s", limit=100)).jobs) == 8
+    assert len((await b.list_jobs(JobQuery(schedule_id="s", limit=100))).jobs) == 8
 
 
 async def test_schedule_runs_come_in_bounded_pages(
@@ -128,21 +128,21 @@ async def test_schedule_runs_come_in_bounded_pages(
     await b.enqueue([run("s", n) for n in range(1, 8)], now=T0)
     await complete_all(b, ["reports"], T0)
     monkeypatch.setattr(redis_backend_module, "_PAGE_SCAN", 3)
-    first = await b.list_jobs(schedule_id="s", states={JobState.DEAD}, limit=1)
+    first = await b.list_jobs(JobQuery(schedule_id="s", states={JobState.DEAD}, limit=1))
     assert first.jobs == []
     assert first.next_cursor is not None
     seen: list[str] = []
     cursor: str | None = first.next_cursor
     calls = 1
     while cursor is not None:
-        page = await b.list_jobs(schedule_id="s", states={JobState.DEAD}, limit=1,
-                                 cursor=cursor)
+        page = await b.list_jobs(JobQuery(schedule_id="s", states={JobState.DEAD}, limit=1,
+                                 cursor=cursor))
         seen += [job.id for job in page.jobs]
         cursor = page.next_cursor
         calls += 1
         assert calls < 10
     assert seen == [failed.job.id]
     # a full page within the walk: the cursor is its last job
-    newest = await b.list_jobs(schedule_id="s", states={JobState.COMPLETED}, limit=2)
+    newest = await b.list_jobs(JobQuery(schedule_id="s", states={JobState.COMPLETED}, limit=2))
     assert len(newest.jobs) == 2
     assert newest.next_cursor == newest.jobs[-1].id

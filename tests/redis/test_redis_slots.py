@@ -32,6 +32,7 @@ from monoq.core.ids import new_id
 from monoq.core.models import (
     ErrorInfo,
     Finish,
+    JobQuery,
     JobState,
     NewJob,
     Outcome,
@@ -190,9 +191,9 @@ async def _workload(b: RedisBackend) -> None:
                    {"finished_after": at(0), "finished_before": at(30)},
                    {"schedule_id": "nightly", "limit": 2},
                    {"schedule_id": "nightly", "queue": "beta", "states": [JobState.COMPLETED]}):
-        page = await b.list_jobs(**kwargs)
+        page = await b.list_jobs(JobQuery(**kwargs))
         if page.next_cursor:
-            await b.list_jobs(cursor=page.next_cursor, **kwargs)
+            await b.list_jobs(JobQuery(cursor=page.next_cursor, **kwargs))
     await b.get_many([j.job.id for j in stored] + [new_id()])
     await b.attempts(stored[0].job.id)
     await b.stats()

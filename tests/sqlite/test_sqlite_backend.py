@@ -25,7 +25,7 @@ from monoq.backends.sqlite import _backend as sqlite_backend_module
 from monoq.backends.sqlite import _schema as sqlite_schema_module
 from monoq.core.backend import Backend
 from monoq.core.ids import new_id
-from monoq.core.models import JobState, NewJob, Schedule
+from monoq.core.models import JobQuery, JobState, NewJob, Schedule
 from monoq.errors import BackendError, BackendUnavailable, ConfigError
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -323,7 +323,7 @@ async def test_version_1_file_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> 
         paused = {s.queue: s.paused for s in await backend.stats()}
         assert paused == {"default": False, "reports": True}
         # the new parts work on the migrated file
-        assert [j.id for j in (await backend.list_jobs(schedule_id="nightly")).jobs] == ["01A"]
+        assert [j.id for j in (await backend.list_jobs(JobQuery(schedule_id="nightly"))).jobs] == ["01A"]
         await backend.put_schedule(Schedule(id="nightly", handler="echo", cron="0 3 * * *"))
         assert await backend.advance_schedule("nightly", T0)
         stored = await backend.get_schedule("nightly")
@@ -544,7 +544,7 @@ async def test_idempotency_is_atomic_across_instances(db_path: Path) -> None:
             tg.start_soon(one, first)
             tg.start_soon(one, second)
         assert results.count(True) == 1
-        page = await first.list_jobs()
+        page = await first.list_jobs(JobQuery())
         assert len(page.jobs) == 1
     finally:
         await first.aclose()

@@ -17,7 +17,7 @@ import pytest
 from monoq.backends.sqlite import SqliteBackend
 from monoq.backends.sqlite import _backend as sqlite_backend_module
 from monoq.core.ids import new_id
-from monoq.core.models import ErrorInfo, Finish, Job, JobState, NewJob, Outcome
+from monoq.core.models import ErrorInfo, Finish, Job, JobQuery, JobState, NewJob, Outcome
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
@@ -113,7 +113,7 @@ async def page_through(backend: SqliteBackend, **filters: Any) -> tuple[list[str
     sizes: list[int] = []
     cursor: str | None = None
     for _ in range(20):
-        page = await backend.list_jobs(limit=3, cursor=cursor, **filters)
+        page = await backend.list_jobs(JobQuery(limit=3, cursor=cursor, **filters))
         seen += [job.id for job in page.jobs]
         sizes.append(len(page.jobs))
         cursor = page.next_cursor
@@ -161,8 +161,8 @@ async def test_a_state_filter_walks_only_the_ranges_of_its_states(
     assert len(sizes) == 3
     # Two queues' dead ranges share the budget; the pages still list each dead job once,
     # newest first.
-    every_dead = [job.id for job in (await backend.list_jobs(states={JobState.DEAD},
-                                                             limit=100)).jobs]
+    every_dead = [job.id for job in (await backend.list_jobs(JobQuery(states={JobState.DEAD},
+                                                             limit=100))).jobs]
     assert len(every_dead) == 12
     seen, sizes = await page_through(backend, states={JobState.DEAD}, error_type="Boom")
     assert seen == every_dead
@@ -176,15 +176,15 @@ async def test_few_jobs_in_the_states_asked_for_fill_whole_pages(
     jobs = await finished_jobs(backend, outcomes)
     dead = [job.id for job in reversed(jobs) if job.state is JobState.DEAD]
     monkeypatch.setattr(sqlite_backend_module, "_LIST_BUDGET", 4)  # the walk is not used
-    page = await backend.list_jobs(states={JobState.DEAD}, error_type="Boom", limit=3)
+    page = await backend.list_jobs(JobQuery(states={JobState.DEAD}, error_type="Boom", limit=3))
     assert [job.id for job in page.jobs] == dead[:3]
     assert page.next_cursor == dead[2]
-    rest = await backend.list_jobs(states={JobState.DEAD}, error_type="Boom",
-                                   cursor=page.next_cursor)
+    rest = await backend.list_jobs(JobQuery(states={JobState.DEAD}, error_type="Boom",
+                                   cursor=page.next_cursor))
     assert [job.id for job in rest.jobs] == dead[3:]
     assert rest.next_cursor is None
     # a finish window narrows the candidates to those finished in it
-    window = await backend.list_jobs(finished_after=T0, finished_before=T0 + LEASE, limit=100)
+    window = await backend.list_jobs(JobQuery(finished_after=T0, finished_before=T0 + LEASE, limit=100))
     assert [job.id for job in window.jobs] == [job.id for job in reversed(jobs)]
     assert window.next_cursor is None
 
@@ -394,7 +394,7 @@ async def test_a_version_3_file_gains_the_list_index_and_processed_counts(
             names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
             columns = {r[1] for r in conn.execute("PRAGMA table_info(workers)")}
         assert "jobs_queue_state_id" in names and "processed" in columns
-        page = await backend.list_jobs(queue="a", states=[JobState.QUEUED])
+        page = await backend.list_jobs(JobQuery(queue="a", states=[JobState.QUEUED]))
         assert len(page.jobs) == 1
         assert {s.queue: s.counts[JobState.QUEUED] for s in await backend.stats()} == {
             "a": 1, "b": 1}
@@ -419,7 +419,7 @@ async def test_list_pages_by_queue_and_state_are_index_ranges_in_id_order(
 ) -> None:
     q_jobs = await finished_jobs(backend, [Outcome.COMPLETED, Outcome.DEAD], queue="q")
     r_jobs = await finished_jobs(backend, [Outcome.DEAD, Outcome.COMPLETED], queue="r")
-    query = sqlite_backend_module._JobQuery(
+    query = sqlite_backend_module._ListPlan(
         queue=queue, states=states, handler=None, schedule_id=None, error_type=None,
         after_ms=None, before_ms=None, cursor="zzz", limit=50,
     )
@@ -464,11 +464,11 @@ async def test_a_schedules_runs_by_state_are_a_bounded_walk_of_its_runs(
     seen, sizes = await page_through(backend, schedule_id="hourly", states={JobState.DEAD})
     assert seen == [runs[6].id, runs[1].id]
     assert sizes == [1, 0, 1]  # runs 9..6, 5..2, then 1..0
-    [page] = [await backend.list_jobs(schedule_id="hourly", limit=100)]
+    [page] = [await backend.list_jobs(JobQuery(schedule_id="hourly", limit=100))]
     assert [job.id for job in page.jobs] == [job.id for job in reversed(runs)]
 
     statements: list[str] = []
-    query = sqlite_backend_module._JobQuery(
+    query = sqlite_backend_module._ListPlan(
         queue=None, states=["dead"], handler=None, schedule_id="hourly", error_type=None,
         after_ms=None, before_ms=None, cursor=None, limit=1,
     )

@@ -12,7 +12,7 @@ from opentelemetry.trace import SpanKind
 from monoq.backends.memory import MemoryBackend
 from monoq.client import Client
 from monoq.core.codec import json_encode
-from monoq.core.models import OverlapPolicy, Schedule
+from monoq.core.models import JobQuery, OverlapPolicy, Schedule
 from monoq.registry import Registry
 from monoq.scheduler import Scheduler, SchedulerSettings
 from monoq.tracing import Tracing
@@ -71,7 +71,7 @@ async def test_a_fire_is_a_trace_root_with_the_runs_producer_span_under_it(
     assert send.parent.span_id == fire.context.span_id
     assert send.context.trace_id == fire.context.trace_id
     assert attrs_of(send)["monoq.schedule.id"] == "nightly"
-    [run] = (await client.backend.list_jobs(schedule_id="nightly", limit=5)).jobs
+    [run] = (await client.backend.list_jobs(JobQuery(schedule_id="nightly", limit=5))).jobs
     ctx = send.context
     assert run.trace_context == f"00-{ctx.trace_id:032x}-{ctx.span_id:016x}-{ctx.trace_flags:02x}"
 
@@ -134,6 +134,6 @@ async def test_untraced_fires_make_no_spans(spans: Spans) -> None:
     await client.backend.put_schedule(schedule())
     clock.now = T0 + timedelta(seconds=60)
     await Scheduler(client, SchedulerSettings()).tick(clock.now)
-    [run] = (await client.backend.list_jobs(schedule_id="nightly", limit=5)).jobs
+    [run] = (await client.backend.list_jobs(JobQuery(schedule_id="nightly", limit=5))).jobs
     assert run.trace_context is None
     assert spans.all() == []

@@ -26,7 +26,7 @@ from monoq.api import create_app
 from monoq.client import Client, client_from_config
 from monoq.config import ApiConfig, Config, load_config
 from monoq.core.codec import json_encode
-from monoq.core.models import JobState, Schedule
+from monoq.core.models import JobQuery, JobState, Schedule
 from monoq.registry import Registry
 from monoq.scheduler import Scheduler, SchedulerSettings
 from monoq.supervisor import Supervisor
@@ -242,7 +242,7 @@ async def test_a_cron_runs_attempts_are_in_the_fires_trace(spans: Spans) -> None
             created_at=t0, updated_at=t0))
         scheduler = Scheduler(client, SchedulerSettings())
         await scheduler.tick(t0 + timedelta(seconds=60))
-        [run] = (await client.backend.list_jobs(schedule_id="nightly", limit=5)).jobs
+        [run] = (await client.backend.list_jobs(JobQuery(schedule_id="nightly", limit=5))).jobs
         with anyio.fail_after(10):
             await client.wait(run.id)
     [fire] = spans.named("fire")

@@ -11,7 +11,7 @@ from litestar.testing import AsyncTestClient
 
 from monoq.backends.memory import MemoryBackend
 from monoq.client import Client
-from monoq.core.models import ErrorInfo, Finish, JobState, Outcome, Progress
+from monoq.core.models import ErrorInfo, Finish, JobQuery, JobState, Outcome, Progress
 from monoq.ui.session import CSRF_COOKIE, SESSION_COOKIE
 from tests.api._support import finish_job
 from tests.ui._support import SECRET, TOKENS, csrf_of, form_token, login, post_form
@@ -267,12 +267,12 @@ async def test_a_read_post_is_403_and_changes_nothing(
         "/ui/schedules/nightly/delete": {},
         "/ui/schedules/_new": {"id": "x", "handler": "echo", "kind": "every", "every": "1m"},
     }
-    before = await client.list_jobs(limit=1000)
+    before = await client.list_jobs(JobQuery(limit=1000))
     for action, fields in attempts.items():
         answer = await post_form(secured, "/ui/", action, **fields)
         assert answer.status_code == 403, action
         assert "may look at the dashboard but not act" in answer.text
-    assert (await client.list_jobs(limit=1000)).jobs == before.jobs
+    assert (await client.list_jobs(JobQuery(limit=1000))).jobs == before.jobs
     assert not (await client.queues())[0].paused
     assert [s.id for s in await client.list_schedules()] == ["nightly"]
 

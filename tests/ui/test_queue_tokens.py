@@ -12,7 +12,7 @@ from monoq.api import create_app
 from monoq.api.tokens import TokenTable, create_token, parse_tokens_file
 from monoq.client import Client
 from monoq.config import ApiConfig, ApiToken, UiConfig
-from monoq.core.models import Outcome
+from monoq.core.models import JobQuery, Outcome
 from monoq.ui.session import Sessions
 from tests.api._support import finish_job
 from tests.ui._support import form_token, post_form
@@ -93,7 +93,7 @@ async def test_a_queue_limited_login_sees_and_acts_on_its_queues_only(client: Cl
     assert (await client.get(mail[0].id)).state == "queued"  # requeued by "all"
     assert (await client.get(mail[1].id)).state == "cancelled"
     assert not any(s.paused for s in await client.queues())
-    assert len((await client.list_jobs(limit=100)).jobs) == 4  # the trigger made no run
+    assert len((await client.list_jobs(JobQuery(limit=100))).jobs) == 4  # the trigger made no run
 
 
 async def test_an_expired_token_cannot_log_in(client: Client) -> None:

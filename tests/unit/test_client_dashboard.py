@@ -8,7 +8,7 @@ import pytest
 
 from monoq.backends.memory import MemoryBackend
 from monoq.client import Client
-from monoq.core.models import JobState, ThroughputBucket
+from monoq.core.models import JobQuery, JobState, ThroughputBucket
 from monoq.errors import ValidationError
 
 pytestmark = pytest.mark.anyio
@@ -44,8 +44,8 @@ async def test_dashboard_reads_through_the_client() -> None:
     assert await client.throughput(since=T0, until=T0 + MINUTE, bucket=MINUTE) == [
         ThroughputBucket(T0)
     ]
-    page = await client.list_jobs(error_type="Boom", finished_after=T0,
-                                  finished_before=T0 + MINUTE)
+    page = await client.list_jobs(JobQuery(error_type="Boom", finished_after=T0,
+                                  finished_before=T0 + MINUTE))
     assert page.jobs == []
     await client.backend.beat("scheduler:x", now=T0)
     assert await client.beats() == {"scheduler:x": T0}
@@ -68,9 +68,9 @@ async def test_bad_dashboard_arguments_are_refused() -> None:
     with pytest.raises(ValidationError, match="queue"):
         await client.recent_waits("", limit=1)
     with pytest.raises(ValidationError, match="error_type"):
-        await client.list_jobs(error_type="")
+        await client.list_jobs(JobQuery(error_type=""))
     with pytest.raises(ValidationError, match="finished_after"):
-        await client.list_jobs(finished_after=T0.replace(tzinfo=None))
+        await client.list_jobs(JobQuery(finished_after=T0.replace(tzinfo=None)))
     with pytest.raises(ValidationError, match="finished_before"):
         await client.count_jobs(states=["dead"], finished_before=T0.replace(tzinfo=None))
     with pytest.raises(ValidationError, match="state"):

@@ -11,17 +11,25 @@ from litestar.di import NamedDependency
 from monoq.api.problems import Problem
 from monoq.api.state import ApiState, EnqueueCounter
 from monoq.client import Client
-from monoq.core.models import KEY_RE, NAME_RE, Enqueued, Job, JobState, Page, validate_name
+from monoq.core.models import (
+    KEY_RE,
+    NAME_RE,
+    Enqueued,
+    Job,
+    JobQuery,
+    JobState,
+    Page,
+    validate_name,
+)
 from monoq.errors import ValidationError
 
 JSON: Final = "application/json"
-MAX_LIMIT: Final = 1000
+MAX_LIMIT: Final = JobQuery.MAX_LIMIT  # a page of jobs
 DEFAULT_LIMIT: Final = 50
 MAX_BATCH: Final = 1000  # jobs per batch submit
 MAX_REQUEUE_IDS: Final = 10_000  # ids per dead-letter requeue
 MAX_WAIT: Final = 60.0  # seconds a wait may last
 MAX_AGE: Final = 100 * 365 * 86400.0  # DELETE /dead-letter?older_than=
-MAX_EVERY: Final = 366 * 86400.0  # a schedule's interval (monoq.core.cron)
 MAX_QUEUE_COUNTERS: Final = 10_000  # per-queue enqueue counters kept for /stats
 # Ids and cursors are opaque to the API, but only this alphabet ever reaches a backend. Every
 # pattern here is matched whole (``fullmatch``) and is also the one the OpenAPI document shows.

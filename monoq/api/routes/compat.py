@@ -1,4 +1,4 @@
-"""Compatibility routes of the systems monoq replaces (DESIGN.md §1).
+"""Compatibility routes of the systems monoq replaces (docs/DESIGN.md §1).
 
 - ``POST /enqueue`` ("phrase1"): a text/plain body, a body with no content type, or an
   ``application/x-www-form-urlencoded`` one (what ``curl -d`` sends; taken as the raw text, not

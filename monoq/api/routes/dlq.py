@@ -42,7 +42,7 @@ from monoq.api.routes._common import (
     parse_limit,
     parse_seconds,
 )
-from monoq.core.models import JobState
+from monoq.core.models import JobQuery, JobState
 from monoq.errors import ValidationError
 
 
@@ -65,13 +65,13 @@ async def list_dead(
     cursor: FromQuery[str | None] = None,
 ) -> Response[Json]:
     """Dead jobs newest first, like ``GET /jobs?state=dead``."""
-    page = await client.list_jobs(
+    page = await client.list_jobs(JobQuery(
         queue=optional_name("queue", queue),
         states={JobState.DEAD},
         handler=optional_name("handler", handler),
         limit=parse_limit(limit),
         cursor=parse_cursor(cursor),
-    )
+    ))
     return answer(page_answer(page))
 
 

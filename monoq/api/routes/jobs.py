@@ -56,7 +56,7 @@ from monoq.api.routes._common import (
 from monoq.api.scoping import request_client
 from monoq.api.state import ApiState, api_state
 from monoq.client import Client
-from monoq.core.models import Enqueued
+from monoq.core.models import Enqueued, JobQuery
 from monoq.errors import ValidationError, WaitTimeout
 
 DEFAULT_WAIT: Final = 30.0
@@ -165,7 +165,7 @@ async def submit_batch(request: Request[Any, Any, Any]) -> Response[Json]:
                  params={"job_id": JOB_ID}),
 )
 async def get_job(job_id: FromPath[str], client: ClientDep) -> Response[Json]:
-    """The job's JSON form (DESIGN.md §3); 404 if there is no such job."""
+    """The job's JSON form (docs/DESIGN.md §3); 404 if there is no such job."""
     return answer(job_answer(await client.get(job_id_or_404(job_id))))
 
 
@@ -191,13 +191,13 @@ async def list_jobs(
 ) -> Response[Json]:
     """Jobs newest first. Filters: ``queue``, ``state`` (repeatable or comma-separated),
     ``handler``; ``limit`` 1-1000 (50); ``cursor`` = the previous page's ``next_cursor``."""
-    page = await client.list_jobs(
+    page = await client.list_jobs(JobQuery(
         queue=optional_name("queue", queue),
         states=parse_states(states),
         handler=optional_name("handler", handler),
         limit=parse_limit(limit),
         cursor=parse_cursor(cursor),
-    )
+    ))
     return answer(page_answer(page))
 
 

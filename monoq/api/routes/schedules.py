@@ -38,8 +38,9 @@ from monoq.api.routes._common import (
     parse_cursor,
     parse_limit,
 )
-from monoq.client import Client, run_to_dict
+from monoq.client import Client
 from monoq.core.models import Schedule
+from monoq.core.schedules import run_to_dict
 from monoq.errors import ScheduleNotFound, ValidationError
 
 

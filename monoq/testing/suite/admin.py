@@ -12,6 +12,7 @@ from monoq.core.backend import Backend
 from monoq.core.ids import new_id
 from monoq.core.models import (
     TERMINAL_STATES,
+    JobQuery,
     JobState,
     LeaseStatus,
     Outcome,
@@ -232,7 +233,7 @@ async def test_enqueue_into_a_paused_queue_still_works(backend: Backend) -> None
 
 async def test_list_jobs_is_newest_first(backend: Backend) -> None:
     jobs = [(await enqueue(backend, now=at(i)))[0] for i in range(3)]
-    page = await backend.list_jobs()
+    page = await backend.list_jobs(JobQuery())
     assert [job.id for job in page.jobs] == [job.id for job in reversed(jobs)]
     assert page.next_cursor is None
 
@@ -246,14 +247,14 @@ async def test_list_jobs_filters(backend: Backend) -> None:
     def ids(page: Page) -> list[str]:
         return [job.id for job in page.jobs]
 
-    assert ids(await backend.list_jobs(queue="a")) == [a_send.id, a_echo.id]
-    assert ids(await backend.list_jobs(handler="echo")) == [b_echo.id, a_echo.id, dead.id]
-    assert ids(await backend.list_jobs(states={JobState.DEAD})) == [dead.id]
-    both = await backend.list_jobs(queue="b", states={JobState.QUEUED, JobState.DEAD})
+    assert ids(await backend.list_jobs(JobQuery(queue="a"))) == [a_send.id, a_echo.id]
+    assert ids(await backend.list_jobs(JobQuery(handler="echo"))) == [b_echo.id, a_echo.id, dead.id]
+    assert ids(await backend.list_jobs(JobQuery(states={JobState.DEAD}))) == [dead.id]
+    both = await backend.list_jobs(JobQuery(queue="b", states={JobState.QUEUED, JobState.DEAD}))
     assert ids(both) == [b_echo.id, dead.id]
-    every = await backend.list_jobs(queue="b", handler="echo", states=[JobState.QUEUED])
+    every = await backend.list_jobs(JobQuery(queue="b", handler="echo", states=[JobState.QUEUED]))
     assert ids(every) == [b_echo.id]
-    assert ids(await backend.list_jobs(queue="nowhere")) == []
+    assert ids(await backend.list_jobs(JobQuery(queue="nowhere"))) == []
 
 
 async def test_list_jobs_pages_visit_every_job_once(backend: Backend) -> None:
@@ -265,7 +266,7 @@ async def test_list_jobs_pages_visit_every_job_once(backend: Backend) -> None:
     seen: list[str] = []
     cursor: str | None = None
     for _ in range(5):
-        page = await backend.list_jobs(queue="a", limit=10, cursor=cursor)
+        page = await backend.list_jobs(JobQuery(queue="a", limit=10, cursor=cursor))
         sizes.append(len(page.jobs))
         seen.extend(job.id for job in page.jobs)
         cursor = page.next_cursor
@@ -277,13 +278,13 @@ async def test_list_jobs_pages_visit_every_job_once(backend: Backend) -> None:
 
 async def test_list_jobs_full_last_page_has_no_cursor(backend: Backend) -> None:
     await enqueue(backend, *(new_job() for _ in range(10)))
-    page = await backend.list_jobs(limit=10)
+    page = await backend.list_jobs(JobQuery(limit=10))
     assert len(page.jobs) == 10
     assert page.next_cursor is None
 
 
 async def test_list_jobs_of_an_empty_backend(backend: Backend) -> None:
-    page = await backend.list_jobs()
+    page = await backend.list_jobs(JobQuery())
     assert page.jobs == []
     assert page.next_cursor is None
 

@@ -11,6 +11,7 @@ import pytest
 from monoq.core.backend import Backend
 from monoq.core.models import (
     ErrorInfo,
+    JobQuery,
     JobState,
     NewJob,
     Outcome,
@@ -159,7 +160,7 @@ async def test_negative_keep_and_limits_mean_none(backend: Backend) -> None:
     assert await backend.purge_schedule_runs("s", keep=0, limit=-1) == 0
     assert await backend.purge(states=[JobState.CANCELLED], finished_before=at(1), limit=-1) == 0
     assert await backend.purge_schedule_runs("s", keep=-1, limit=1) == 1  # the newest goes
-    assert [j.id for j in (await backend.list_jobs(schedule_id="s")).jobs] == [
+    assert [j.id for j in (await backend.list_jobs(JobQuery(schedule_id="s"))).jobs] == [
         runs[1].id, runs[0].id]
     [running] = await enqueue(backend, new_job("b"))
     await claim(backend, ["b"], now=T0)

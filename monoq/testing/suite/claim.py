@@ -6,7 +6,7 @@ import anyio
 import pytest
 
 from monoq.core.backend import Backend
-from monoq.core.models import JobState, Outcome
+from monoq.core.models import JobQuery, JobState, Outcome
 from monoq.testing.support import (
     LEASE,
     T0,
@@ -66,7 +66,7 @@ async def test_claim_respects_limit(backend: Backend) -> None:
     second = await claim_ids(backend, limit=3)
     assert sorted(first) == ids[:3]
     assert sorted(second) == ids[3:6]
-    queued = await backend.list_jobs(states={JobState.QUEUED})
+    queued = await backend.list_jobs(JobQuery(states={JobState.QUEUED}))
     assert sorted(job.id for job in queued.jobs) == ids[6:]
 
 

@@ -12,7 +12,16 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from monoq.core.backend import Backend
-from monoq.core.models import ErrorInfo, Finish, Job, JobState, Outcome, Page, ThroughputBucket
+from monoq.core.models import (
+    ErrorInfo,
+    Finish,
+    Job,
+    JobQuery,
+    JobState,
+    Outcome,
+    Page,
+    ThroughputBucket,
+)
 from monoq.errors import ValidationError
 from monoq.testing.support import (
     LEASE,
@@ -412,7 +421,7 @@ async def test_list_jobs_by_error_type(backend: Backend) -> None:
     jobs = await make_failures(backend)
 
     async def listed(error_type: str, **filters: object) -> list[str]:
-        return ids(await backend.list_jobs(error_type=error_type, **filters))  # type: ignore[arg-type]
+        return ids(await backend.list_jobs(JobQuery(error_type=error_type, **filters)))  # type: ignore[arg-type]
 
     assert await listed("ValueError") == [
         jobs["retrying_a"].id, jobs["value_b"].id, jobs["value_a"].id
@@ -434,7 +443,7 @@ async def test_list_jobs_by_finish_time(backend: Backend) -> None:
     jobs = await make_failures(backend)
 
     async def listed(**filters: object) -> list[str]:
-        return ids(await backend.list_jobs(**filters))  # type: ignore[arg-type]
+        return ids(await backend.list_jobs(JobQuery(**filters)))  # type: ignore[arg-type]
 
     def named(*names: str) -> list[str]:
         return [jobs[name].id for name in names]
@@ -481,7 +490,7 @@ async def test_filtered_pages_visit_every_match_once(
     seen: list[str] = []
     cursor: str | None = None
     for _ in range(20):
-        page = await backend.list_jobs(limit=2, cursor=cursor, **filters)  # type: ignore[arg-type]
+        page = await backend.list_jobs(JobQuery(limit=2, cursor=cursor, **filters))  # type: ignore[arg-type]
         assert len(page.jobs) <= 2
         seen.extend(ids(page))
         cursor = page.next_cursor

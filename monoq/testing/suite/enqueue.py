@@ -6,7 +6,7 @@ import pytest
 
 from monoq.core.backend import Backend
 from monoq.core.ids import new_id
-from monoq.core.models import JobState, NewJob, Outcome
+from monoq.core.models import JobQuery, JobState, NewJob, Outcome
 from monoq.testing.support import (
     T0,
     at,
@@ -120,7 +120,7 @@ async def test_same_key_same_queue_returns_the_original(backend: Backend) -> Non
     assert not second.created
     assert second.job.id == first.job.id
     assert second.job.handler == "first"
-    page = await backend.list_jobs(queue="default")
+    page = await backend.list_jobs(JobQuery(queue="default"))
     assert [job.id for job in page.jobs] == [first.job.id]
 
 
@@ -158,7 +158,7 @@ async def test_duplicate_key_within_one_batch_makes_one_job(backend: Backend) ->
     assert not second.created
     assert second.job.id == first.job.id == news[0].id
     assert await backend.get(news[1].id) is None
-    page = await backend.list_jobs()
+    page = await backend.list_jobs(JobQuery())
     assert [job.id for job in page.jobs] == [news[0].id]
 
 
@@ -208,5 +208,5 @@ async def test_retrying_an_enqueue_with_the_same_job_answers_the_stored_one(
     assert first.created
     assert not again.created
     assert again.job == first.job
-    page = await backend.list_jobs(limit=10)
+    page = await backend.list_jobs(JobQuery(limit=10))
     assert len(page.jobs) == 2

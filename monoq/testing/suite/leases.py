@@ -13,6 +13,7 @@ from monoq.core.models import (
     AttemptOutcome,
     ErrorInfo,
     Finish,
+    JobQuery,
     JobState,
     Lease,
     LeaseStatus,
@@ -95,7 +96,7 @@ async def test_dead_is_dead_lettered(backend: Backend) -> None:
     assert "bad input" in job.error
     assert await backend.promote(now=at(3600), limit=10) == 0
     assert await claim(backend, now=at(3600)) == []
-    dlq = await backend.list_jobs(states={JobState.DEAD})
+    dlq = await backend.list_jobs(JobQuery(states={JobState.DEAD}))
     assert [j.id for j in dlq.jobs] == [job.id]
 
 

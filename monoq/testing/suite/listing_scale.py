@@ -19,6 +19,7 @@ from monoq.core.models import (
     ErrorInfo,
     Finish,
     Job,
+    JobQuery,
     JobState,
     NewJob,
     Outcome,
@@ -57,7 +58,7 @@ async def every_page(backend: Backend, *, limit: int, **filters: Any) -> list[st
     seen: list[str] = []
     cursor: str | None = None
     for _ in range(1000):
-        page = await backend.list_jobs(limit=limit, cursor=cursor, **filters)
+        page = await backend.list_jobs(JobQuery(limit=limit, cursor=cursor, **filters))
         assert len(page.jobs) <= limit
         seen.extend(job.id for job in page.jobs)
         cursor = page.next_cursor
@@ -146,7 +147,7 @@ async def test_a_cursor_in_the_middle_of_the_states_goes_on_below_it(backend: Ba
     # any id works as a cursor, also one of a job the filter does not match
     cursor = sorted(job.id for job in jobs)[len(jobs) // 2]
     below = [job_id for job_id in expected if job_id < cursor]
-    page = await backend.list_jobs(states=states, cursor=cursor, limit=len(jobs))
+    page = await backend.list_jobs(JobQuery(states=states, cursor=cursor, limit=len(jobs)))
     assert [job.id for job in page.jobs] == below[: len(page.jobs)]
     rest = [] if page.next_cursor is None else await every_page(
         backend, limit=len(jobs), states=states, cursor=page.next_cursor)
@@ -292,6 +293,6 @@ async def test_purge_schedule_runs(backend: Backend) -> None:
     for run in runs[:2]:
         await assert_listed(backend, run.id, None)
     await assert_listed(backend, runs[2].id, JobState.COMPLETED)
-    page = await backend.list_jobs(schedule_id="s", states={JobState.COMPLETED})
+    page = await backend.list_jobs(JobQuery(schedule_id="s", states={JobState.COMPLETED}))
     assert [job.id for job in page.jobs] == [runs[2].id]
 

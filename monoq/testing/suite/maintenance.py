@@ -6,7 +6,7 @@ import anyio
 import pytest
 
 from monoq.core.backend import Backend
-from monoq.core.models import TERMINAL_STATES, JobState, Outcome
+from monoq.core.models import TERMINAL_STATES, JobQuery, JobState, Outcome
 from monoq.testing.support import (
     LEASE,
     T0,
@@ -144,7 +144,7 @@ async def test_purge_deletes_old_finished_jobs(backend: Backend) -> None:
     assert await backend.purge(states={JobState.COMPLETED}, finished_before=at(2)) == 1
     assert await backend.get(job.id) is None
     assert await backend.attempts(job.id) == []
-    assert (await backend.list_jobs()).jobs == []
+    assert (await backend.list_jobs(JobQuery())).jobs == []
 
 
 @pytest.mark.parametrize("state", sorted(TERMINAL_STATES), ids=str)

@@ -8,6 +8,7 @@ import pytest
 from monoq.core.backend import Backend
 from monoq.core.ids import new_id
 from monoq.core.models import (
+    JobQuery,
     JobState,
     MisfirePolicy,
     NewJob,
@@ -88,10 +89,10 @@ async def test_advance_only_moves_forward(backend: Backend) -> None:
 async def test_list_jobs_filters_by_schedule(backend: Backend) -> None:
     mine = await enqueue(backend, run("a", 1), run("a", 2))
     await enqueue(backend, run("b", 1))
-    page = await backend.list_jobs(schedule_id="a")
+    page = await backend.list_jobs(JobQuery(schedule_id="a"))
     assert [j.id for j in page.jobs] == [mine[1].id, mine[0].id]
     assert all(j.schedule_id == "a" for j in page.jobs)
-    unfinished = await backend.list_jobs(schedule_id="a", states={JobState.RUNNING})
+    unfinished = await backend.list_jobs(JobQuery(schedule_id="a", states={JobState.RUNNING}))
     assert unfinished.jobs == []
 
 
@@ -114,7 +115,7 @@ async def test_purge_runs_keeps_the_newest_and_unfinished(backend: Backend) -> N
     other = await enqueue(backend, run("other", 1))
     deleted = await backend.purge_schedule_runs("s", keep=10, limit=1000)
     assert deleted == 4  # jobs[1:5]: old and finished; jobs[0] is old but still queued
-    remaining = await backend.list_jobs(schedule_id="s", limit=100)
+    remaining = await backend.list_jobs(JobQuery(schedule_id="s", limit=100))
     assert {j.id for j in remaining.jobs} == {jobs[0].id} | {j.id for j in jobs[5:]}
     assert await backend.get(other[0].id) is not None
     # the purged runs' keys are free again
@@ -129,4 +130,4 @@ async def test_purge_runs_respects_limit(backend: Backend) -> None:
         await finish(backend, lease, Outcome.COMPLETED, now=at(2))
     assert await backend.purge_schedule_runs("s", keep=1, limit=2) == 2
     assert await backend.purge_schedule_runs("s", keep=1, limit=100) == 3
-    assert [j.id for j in (await backend.list_jobs(schedule_id="s")).jobs] == [jobs[-1].id]
+    assert [j.id for j in (await backend.list_jobs(JobQuery(schedule_id="s"))).jobs] == [jobs[-1].id]
