@@ -16,7 +16,7 @@ import redis
 
 from monoq.backends.redis._backend import RedisBackend
 from monoq.bench import Bench, print_table, spread_queues
-from monoq.core.models import Job, JobState
+from monoq.core.models import Job, JobQuery, JobState
 
 from .conftest import Cluster
 
@@ -42,7 +42,7 @@ def _jobs(url: str) -> list[Job]:
             jobs: list[Job] = []
             cursor = None
             while True:
-                page = await backend.list_jobs(limit=500, cursor=cursor)
+                page = await backend.list_jobs(JobQuery(limit=500, cursor=cursor))
                 jobs += page.jobs
                 if page.next_cursor is None:
                     return jobs
