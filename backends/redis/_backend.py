@@ -31,6 +31,7 @@ except ImportError:  # pragma: no cover
     hiredis = None  # type: ignore[assignment]
 
 from monoq.backends.redis._keys import STATE_INDEX, Keys
+from monoq.core.audit import AuditEntry, AuditFilter, AuditPage, scan_page
 from monoq.core.backend import Capabilities
 from monoq.core.counters import (
     BEAT_HORIZON,
@@ -1814,6 +1815,48 @@ class RedisBackend:
                 self._keys.q(queue, "waits"), 0, min(limit, WAITS_KEPT) - 1
             )
         return [int(ms) / 1000 for ms in raw]
+
+    # -- audit log ------------------------------------------------------------------------------
+
+    async def append_audit(self, entry: AuditEntry) -> None:
+        """ZADD the entry's JSON to ``P:audit`` by its time; see ``Backend.append_audit``."""
+        with _driver_errors("append_audit"):
+            await self._r().zadd(self._keys.audit, {entry.encode(): _ms(entry.at)})
+
+    async def list_audit(self, *, filters: AuditFilter | None = None, limit: int = 50,
+                         cursor: str | None = None) -> AuditPage:
+        """Entries newest first: ``P:audit`` read in bounded steps (ZREVRANGEBYSCORE) and
+        filtered (``core.audit.scan_page``); see ``Backend.list_audit``."""
+        key = self._keys.audit
+
+        async def fetch(below: tuple[int, str] | None, n: int) -> list[AuditEntry]:
+            with _driver_errors("list_audit"):
+                if below is None:
+                    raw = await self._r().zrevrangebyscore(key, "+inf", "-inf", start=0, num=n)
+                    return [AuditEntry.decode(item) for item in raw]
+                ms, entry_id = below
+                async with self._r().pipeline(transaction=False) as pipe:
+                    pipe.zrevrangebyscore(key, ms, ms)  # the entries of the cursor's millisecond
+                    pipe.zrevrangebyscore(key, f"({ms}", "-inf", start=0, num=n)
+                    same, older = await pipe.execute()
+            found = [e for e in map(AuditEntry.decode, same) if e.id < entry_id]
+            found += map(AuditEntry.decode, older)
+            return found[:n]
+
+        return await scan_page(fetch, filters, limit, cursor)
+
+    async def purge_audit(self, *, before: datetime, limit: int = 1000) -> int:
+        """ZREM the oldest entries before ``before`` (read first, so exactly those go); see
+        ``Backend.purge_audit``."""
+        if limit <= 0:
+            return 0
+        key = self._keys.audit
+        with _driver_errors("purge_audit"):
+            old = await self._r().zrangebyscore(key, "-inf", f"({to_ms_ceil(before)}",
+                                                start=0, num=limit)
+            if not old:
+                return 0
+            return int(await self._r().zrem(key, *old))
 
     async def beat(self, name: str, *, now: datetime) -> None:
         """Record a component's beat in one script; see ``Backend.beat``."""

@@ -29,6 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
+from monoq.core.audit import AuditEntry, AuditFilter, AuditPage
 from monoq.core.models import (
     Attempt,
     DepthLimits,
@@ -533,6 +534,33 @@ class Backend(Protocol):
         walk the runs in several atomic steps of a bounded number of runs each (Redis: 2000),
         so that many unfinished old runs never hold the storage for long.
         """
+        ...
+
+    # -- audit log ----------------------------------------------------------------------------
+
+    async def append_audit(self, entry: AuditEntry) -> None:
+        """Store one audit log entry (``core.audit``) as given, every field exactly. Entries
+        are never changed afterwards; ``purge_audit`` deletes old ones. One atomic step (on
+        Redis one key, so it works on Redis Cluster)."""
+        ...
+
+    async def list_audit(self, *, filters: AuditFilter | None = None, limit: int = 50,
+                         cursor: str | None = None) -> AuditPage:
+        """Audit entries matching ``filters`` (every given field exactly; ``since`` inclusive,
+        ``until`` exclusive on ``at``), newest first: by ``(at, id)`` descending.
+
+        ``cursor`` is the ``next_cursor`` of the previous page (``core.audit.audit_cursor``
+        of its last entry): the next page holds the entries below it. ``next_cursor`` is None
+        on the last page. Like ``list_jobs``, a page costs bounded work: a backend may end it
+        early, with fewer than ``limit`` entries (even none) and a ``next_cursor``, when the
+        filters match rarely; paging on until ``next_cursor`` is None visits every matching
+        entry once. A malformed cursor raises ``ValidationError``.
+        """
+        ...
+
+    async def purge_audit(self, *, before: datetime, limit: int = 1000) -> int:
+        """Delete up to ``limit`` audit entries whose ``at`` is before ``before``, oldest
+        first; answer how many went (callers repeat until fewer than ``limit`` go)."""
         ...
 
     # -- workers ------------------------------------------------------------------------------
