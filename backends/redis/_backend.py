@@ -1833,7 +1833,7 @@ class RedisBackend:
             with _driver_errors("list_audit"):
                 if below is None:
                     raw = await self._r().zrevrangebyscore(key, "+inf", "-inf", start=0, num=n)
-                    return [AuditEntry.decode(item) for item in raw]
+                    return [AuditEntry.decode(cast(bytes, item)) for item in raw]
                 ms, entry_id = below
                 async with self._r().pipeline(transaction=False) as pipe:
                     pipe.zrevrangebyscore(key, ms, ms)  # the entries of the cursor's millisecond

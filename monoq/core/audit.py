@@ -218,6 +218,7 @@ class AuditNote:
     target: str | None
     queue: str | None
     detail: dict[str, Any] = attrs.Factory(dict)
+    outcome: str | None = None  # set to record a refusal that raised nothing (``denied``)
 
 
 class AuditWriter(Protocol):
@@ -262,7 +263,7 @@ async def audit_scope(
         _RECORDING.reset(token)
         raise
     _RECORDING.reset(token)
-    await _record(write, clock, new_id, who, action, note, "ok")
+    await _record(write, clock, new_id, who, action, note, note.outcome or "ok")
 
 
 async def _record(write: Callable[[AuditEntry], Awaitable[None]], clock: Callable[[], datetime],
