@@ -151,14 +151,19 @@ async def requeue(request: Request[Any, Any, Any]) -> Response[Any]:
             raise ValidationError(name, message)
         moved = 0
         cursor: str | None = None
-        while True:
-            result = await client.list_jobs(**filters.list_args(), limit=REQUEUE_PAGE,
-                                            cursor=cursor)
-            if result.jobs:
-                moved += len(await client.requeue_dead([j.id for j in result.jobs]))
-            if result.next_cursor is None:
-                break
-            cursor = result.next_cursor
+        args = filters.list_args()
+        # one audit entry for the whole requeue, not one per page
+        async with client.auditing("requeue", target=args.get("queue"),
+                                   queue=args.get("queue")) as note:
+            while True:
+                result = await client.list_jobs(**args, limit=REQUEUE_PAGE, cursor=cursor)
+                if result.jobs:
+                    moved += len(await client.requeue_dead([j.id for j in result.jobs]))
+                if result.next_cursor is None:
+                    break
+                cursor = result.next_cursor
+            note.detail.update(requeued=moved, filters={k: str(v) for k, v in args.items()
+                                                        if v is not None and k != "states"})
         return back(ui, "/dead", "requeued", moved, filters.query())
     ids = [job_id(str(value)) for value in form.getall("ids", [])]
     if not ids:
