@@ -29,7 +29,7 @@ from monoq.core.audit import (
     audited,
     parse_audit_cursor,
 )
-from monoq.core.backend import Backend, ServerTime
+from monoq.core.backend import Backend, MemoryReport, MemoryUse, ServerTime
 from monoq.core.coalesce import EnqueueCoalescer
 from monoq.core.codec import json_encode
 from monoq.core.counters import WAITS_KEPT, bucket_plan
@@ -459,6 +459,13 @@ class Client:
     async def workers(self) -> list[WorkerInfo]:
         """Workers with a recent heartbeat."""
         return await self.backend.list_workers(now=self.clock())
+
+    async def memory_use(self) -> MemoryReport | None:
+        """The storage's memory and an estimate per queue (``MemoryUse``), or None when the
+        backend does not measure it (memory, SQLite)."""
+        if isinstance(self.backend, MemoryUse):
+            return await self.backend.memory_use()
+        return None
 
     # -- audit log ------------------------------------------------------------------------------
 

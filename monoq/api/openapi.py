@@ -412,7 +412,7 @@ class QueueStats(Component):
 # The audit log's query texts (action, actor, target), as GET /api/v1/audit takes them.
 AUDIT_TEXT_RE: Final = re.compile(r"^[A-Za-z0-9_.:/@+-]{1,200}$")
 AUDIT_SOURCE_RE: Final = re.compile(r"^(?:api|cli|ui|python)$")
-AUDIT_CURSOR_RE: Final = re.compile(r"^(?:[0-9]{1,15}-[0-9A-Za-z]{1,64})?$")
+AUDIT_CURSOR_RE: Final = re.compile(r"^[0-9]{1,15}-[0-9A-Za-z]{1,64}$")
 AUDIT_ACTIONS: Final = ("cancel", "retry", "requeue", "purge", "pause", "resume",
                         "schedule.put", "schedule.delete", "schedule.enable",
                         "schedule.disable", "schedule.trigger", "denied")

@@ -32,6 +32,7 @@ from monoq.client import (
     _schedule_detail,
 )
 from monoq.core.audit import AuditPage, audit_cursor, audited, parse_audit_cursor
+from monoq.core.backend import MemoryReport
 from monoq.core.models import (
     Enqueued,
     Job,
@@ -226,6 +227,14 @@ class ScopedClient(Client):
             if mine:
                 found.append(attrs.evolve(worker, queues=mine))
         return found
+
+    async def memory_use(self) -> MemoryReport | None:
+        """The storage's totals, and the estimates of the token's queues only."""
+        report = await super().memory_use()
+        if report is None:
+            return None
+        return attrs.evolve(report, queues={q: n for q, n in report.queues.items()
+                                            if q in self.allowed})
 
     # -- administering --------------------------------------------------------------------------
 

@@ -109,6 +109,36 @@ class Doctor(Protocol):
         ...
 
 
+@attrs.frozen
+class MemoryReport:
+    """What ``MemoryUse.memory_use`` answers: the storage's memory in bytes, and an estimate
+    per queue."""
+
+    used_bytes: int  # what the storage uses in all (Redis ``used_memory``; summed on a cluster)
+    max_bytes: int  # its limit (Redis ``maxmemory``), 0 when it has none
+    queues: Mapping[str, int]  # estimated bytes of each known queue's jobs and indexes
+    taken_at: datetime  # when it was measured (a report may be reused for a few seconds)
+
+
+@runtime_checkable
+class MemoryUse(Protocol):
+    """Optional: a backend whose storage has a memory limit worth watching (Redis).
+
+    The API's ``/metrics`` exports the report as ``monoq_queue_memory_bytes{queue}``,
+    ``monoq_backend_memory_used_bytes`` and ``monoq_backend_memory_max_bytes``, so that an
+    operator sees a queue filling memory before the storage refuses writes. Test with
+    ``isinstance(backend, MemoryUse)``.
+    """
+
+    async def memory_use(self) -> MemoryReport:
+        """The storage's memory and an estimate per known queue. Bounded work whatever the
+        number of jobs (sampling, never a walk of every job): the cost grows with the number
+        of queues only. A backend may answer the report it took within the last few seconds
+        (``taken_at`` says when), so that frequent scrapes cost nothing more. Reads only;
+        raises ``BackendUnavailable`` or ``BackendError`` like any call."""
+        ...
+
+
 @runtime_checkable
 class Backend(Protocol):
     """Storage for jobs, leases, attempts and queue flags."""

@@ -53,7 +53,7 @@ def _source(value: str | None) -> str | None:
 def _cursor(value: str | None) -> str | None:
     if value is not None and not AUDIT_CURSOR_RE.fullmatch(value):
         raise ValidationError("cursor", "is not a cursor of the audit log")
-    return value or None
+    return value
 
 
 @get(
@@ -79,7 +79,7 @@ def _cursor(value: str | None) -> str | None:
             "until": Param(RUN_AT_IN, "Only entries before this time."),
             "limit": LIMIT,
             "cursor": Param(text(AUDIT_CURSOR_RE.pattern), "The previous page's "
-                            "`next_cursor` (empty: the first page)."),
+                            "`next_cursor`."),
         },
     ),
 )
