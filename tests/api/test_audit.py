@@ -36,7 +36,7 @@ async def test_every_admin_action_is_recorded_with_who_what_and_where(
     await finish_job(client, other_dead.id, Outcome.DEAD)
     assert await entries(client) == []  # nothing done by an operator yet
 
-    calls = [
+    calls: list[tuple[str, str, dict[str, Any]]] = [
         ("POST", f"/api/v1/jobs/{job.id}/cancel", {}),
         ("POST", f"/api/v1/jobs/{job.id}/retry", {}),
         ("POST", "/api/v1/queues/mail/pause", {}),

@@ -5,6 +5,7 @@ tracks what the queue's keys really take, the server's totals are Redis' own, an
 from __future__ import annotations
 
 import re
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -83,7 +84,7 @@ async def test_metrics_export_memory_per_queue_and_the_server_totals(
         app = create_app(Client(backend), ApiConfig(tokens=tokens))
         # httpx over ASGI on this loop (the test client would run the app on a loop of its
         # own, away from the backend's connections)
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=cast(Any, app)),
                                      base_url="http://monoq.test") as tc:
             text = (await tc.get("/metrics", headers={"Authorization": f"Bearer {root}"})).text
             mine = (await tc.get("/metrics", headers={"Authorization": f"Bearer {token}"})).text

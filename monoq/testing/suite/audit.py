@@ -116,9 +116,9 @@ async def test_a_rare_filter_over_many_entries_still_finds_every_match(backend: 
     count = MAX_SCANNED + 700
     rare = {0, 1, count // 2, count - 1}
     items = [entry(i / 1000, action="retry" if i in rare else "cancel") for i in range(count)]
-    for start in range(0, count, 100):  # concurrent appends: a backend may batch them
+    for start in range(0, count, 20):  # a few concurrent appends: a backend may batch them
         async with anyio.create_task_group() as group:
-            for item in items[start:start + 100]:
+            for item in items[start:start + 20]:
                 group.start_soon(backend.append_audit, item)
     got = await every(backend, AuditFilter(action="retry"), limit=3)
     assert [e.at for e in got] == [at(i / 1000) for i in sorted(rare, reverse=True)]
