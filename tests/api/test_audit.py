@@ -125,11 +125,11 @@ async def test_reading_the_audit_log_filters_and_pages(secured: Http, client: Cl
     assert (first["actor"], first["source"], first["action"]) == (ADMIN, "api", "pause")
 
     seen: list[str] = []
-    cursor = ""
+    cursor: str | None = None
     while True:
+        params = {"queue": "mail", "limit": "2"} | ({} if cursor is None else {"cursor": cursor})
         page = (await secured.get("/api/v1/audit", headers=auth("admin"),
-                                  params={"queue": "mail", "limit": "2",
-                                          "cursor": cursor})).json()
+                                  params=params)).json()
         seen += [e["id"] for e in page["entries"]]
         if page["next_cursor"] is None:
             break
