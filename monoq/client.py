@@ -508,17 +508,6 @@ class Client:
             target=_text_filter("target", target), since=start, until=end)
         return await self.backend.list_audit(filters=filters, limit=limit, cursor=cursor or None)
 
-    async def purge_audit(self, *, older_than: timedelta, limit: int = 1000) -> int:
-        """Delete the audit entries older than ``older_than`` by this client's clock, in
-        steps of ``limit``; answers how many went (what retention runs)."""
-        horizon = self.clock() - older_than
-        total = 0
-        while True:
-            n = await self.backend.purge_audit(before=horizon, limit=limit)
-            total += n
-            if n < limit:
-                return total
-
     # -- administering --------------------------------------------------------------------------
 
     @audited("cancel", target="job_id", describe=_job_detail)

@@ -327,11 +327,6 @@ class ScopedClient(Client):
         return AuditPage(entries=entries,
                          next_cursor=None if bound is None else f"{bound[0]}-{bound[1]}")
 
-    async def purge_audit(self, *, older_than: timedelta, limit: int = 1000) -> int:
-        """Never: retention deletes the entries of every queue."""
-        raise QueueForbidden(f"token {self.token_name!r} is limited to some queues; the audit "
-                             "log's retention covers every queue")
-
     # -- schedules ------------------------------------------------------------------------------
 
     @audited("schedule.put", target="schedule.id", queue="schedule.queue",
