@@ -14,9 +14,9 @@ before the body is read:
   is off; over the limit is 429 with ``Retry-After``.
 
 Every guarded request also names its actor for the audit log (``monoq.core.audit``): the
-token's name (``anonymous`` with auth off), source ``api`` and the client's address. A request
-refused for its token's scope on an ``admin`` route is recorded as a ``denied`` entry (an
-auditor wants the attempts too); unknown and expired tokens are not (anyone could send them,
+token's name (``anonymous`` with auth off), source ``api`` and the client's address. An action
+(not a GET) refused for its token's scope on an ``admin`` route is recorded as a ``denied``
+entry (an auditor wants the attempts too); unknown and expired tokens are not (anyone could send them,
 so they would let anyone fill the log), only logged.
 
 Nothing here logs a token: only a token's configured name ever reaches a log line.
@@ -48,6 +48,7 @@ _EXPIRED: Final = {"WWW-Authenticate": 'Bearer realm="monoq", error="invalid_tok
                                        'error_description="the token expired"'}
 
 
+_READS: Final = frozenset({"GET", "HEAD"})  # refused reads are not recorded, only actions
 ACTOR_KEY: Final = "monoq_actor"  # request state: the audit log's actor of the request
 
 
@@ -98,7 +99,8 @@ async def authorize(request: Request[Any, Any, Any]) -> Response[None] | None:
         check_scope(request, handler)
     except Problem as refused:
         actor = request.scope.get("state", {}).get(ACTOR_KEY)
-        if refused.status == 403 and route_scope(handler) == "admin" and actor is not None:
+        if refused.status == 403 and route_scope(handler) == "admin" and actor is not None \
+                and request.method not in _READS:
             await _record_denied(request, handler, actor)
         raise
     return None

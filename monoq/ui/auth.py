@@ -108,12 +108,13 @@ async def guard(request: Request[Any, Any, Any]) -> Response[Any] | None:
                     message="Your session has ended. Log in again, then repeat the action.",
                     link=login)
     set_actor(_actor(request, viewer))
-    if required == "admin" and not viewer.can_act:
+    if required == "admin" and not viewer.can_act and request.method not in ("GET", "HEAD"):
         async with ui.client.auditing("denied", target=ui.prefix + request.scope["path"]) \
                 as note:
             note.outcome = "refused"
             note.detail.update(method=request.method, route=request.route_handler.handler_name,
                                reason="a read viewer may not act")
+    if required == "admin" and not viewer.can_act:
         return page(request, "error.html", status=403, title="Forbidden",
                     message=f"Token {viewer.name!r} has scope {viewer.scope!r}: it may look at "
                             "the dashboard but not act. Actions need an admin token.")
