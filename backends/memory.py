@@ -8,6 +8,7 @@ Each method runs without awaiting in the middle, so on one event loop it is atom
 
 from __future__ import annotations
 
+import bisect
 import collections
 import heapq
 from collections import defaultdict, deque
@@ -18,6 +19,7 @@ from typing import Any
 import anyio
 import attrs
 
+from monoq.core.audit import AuditEntry, AuditFilter, AuditPage, scan_page
 from monoq.core.backend import Capabilities
 from monoq.core.counters import (
     BEAT_HORIZON,
@@ -55,6 +57,7 @@ from monoq.core.models import (
     ThroughputBucket,
     WorkerInfo,
     to_ms,
+    to_ms_ceil,
     utcnow,
 )
 from monoq.core.options import known_options
@@ -108,6 +111,7 @@ class MemoryBackend:
         self._minutes: dict[int, dict[str, list[int]]] = {}
         self._waits: dict[str, deque[int]] = defaultdict(lambda: deque(maxlen=WAITS_KEPT))
         self._beats: dict[str, datetime] = {}
+        self._audit: list[AuditEntry] = []  # by sort_key, oldest first
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -762,3 +766,31 @@ class MemoryBackend:
     async def list_workers(self, *, now: datetime) -> list[WorkerInfo]:
         """Workers seen within their ttl."""
         return [info for wid, (info, until) in sorted(self._workers.items()) if until >= now]
+
+    # -- audit log ------------------------------------------------------------------------------
+
+    async def append_audit(self, entry: AuditEntry) -> None:
+        """Keep the entry in ``(at, id)`` order; see ``Backend.append_audit``."""
+        bisect.insort(self._audit, entry, key=lambda e: e.sort_key)
+
+    async def list_audit(self, *, filters: AuditFilter | None = None, limit: int = 50,
+                         cursor: str | None = None) -> AuditPage:
+        """Entries newest first, filtered; see ``Backend.list_audit``."""
+        entries = self._audit
+
+        async def fetch(below: tuple[int, str] | None, n: int) -> list[AuditEntry]:
+            end = len(entries) if below is None else bisect.bisect_left(
+                entries, below, key=lambda e: e.sort_key)
+            return entries[max(0, end - n):end][::-1]
+
+        return await scan_page(fetch, filters, limit, cursor)
+
+    async def purge_audit(self, *, before: datetime, limit: int = 1000) -> int:
+        """Delete the oldest entries before ``before``; see ``Backend.purge_audit``."""
+        if limit <= 0:
+            return 0
+        horizon = bisect.bisect_left(self._audit, (to_ms_ceil(before), ""),
+                                     key=lambda e: e.sort_key)
+        gone = min(horizon, limit)
+        del self._audit[:gone]
+        return gone

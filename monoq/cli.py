@@ -24,6 +24,7 @@ import anyio
 
 from monoq.client import Client, client_from_config
 from monoq.config import Config, load_config
+from monoq.core.audit import MAX_DETAIL_IDS, Actor, AuditEntry, set_actor
 from monoq.core.backend import Doctor
 from monoq.core.codec import json_decode
 from monoq.core.durations import parse_duration
@@ -194,9 +195,24 @@ def _config(args: argparse.Namespace, **extra: Any) -> Config:
     return load_config(args.config, overrides=overrides)
 
 
+def os_user() -> str:
+    """Who runs a CLI command, for the audit log: the login name (``getpass.getuser``: the
+    LOGNAME, USER, LNAME or USERNAME variable, else the password database), or ``uid:<n>``
+    when neither knows it. Anyone who can run the CLI against the backend can also set
+    these variables: the CLI's actor is a statement, not an authentication."""
+    import getpass
+
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return f"uid:{os.getuid()}"
+
+
 @contextlib.asynccontextmanager
 async def _client(args: argparse.Namespace) -> AsyncIterator[Client]:
-    """A connected client for an admin command; refuses a process-local backend."""
+    """A connected client for an admin command; refuses a process-local backend. Its operator
+    actions are recorded in the audit log with the OS user as actor and source ``cli``."""
+    set_actor(Actor(os_user(), "cli"))
     config = _config(args)
     registry = Registry.discover(config.monoq.imports)
     client = client_from_config(config, registry=registry)
@@ -657,6 +673,18 @@ async def _requeue_dead(client: Client, ids: Sequence[str], queue: str | None,
     time and each page is requeued before the next is read: pages go down by id (the protocol's
     cursor), so moving a page shifts nothing below it, and every job that was dead when the
     command started is visited once, as with the client's list-then-requeue."""
+    async with client.auditing("requeue", target=queue, queue=queue) as note:
+        moved = await _requeue_steps(client, ids, queue, handler, progress)
+        note.detail.update(requeued=len(moved), ids=moved[:MAX_DETAIL_IDS])
+        if ids:
+            note.detail["asked"] = len(ids)
+        if handler is not None:
+            note.detail["handler"] = handler
+    return moved
+
+
+async def _requeue_steps(client: Client, ids: Sequence[str], queue: str | None,
+                         handler: str | None, progress: Progress) -> list[str]:
     backend = client.backend
     moved: list[str] = []
     if ids:
@@ -688,13 +716,16 @@ async def _purge_dead(client: Client, queue: str | None, older_than: timedelta,
     total = await _dead_count(client, queue) if not older_than else None
     task = progress.add("purging dead jobs", total)
     purged = 0
-    while True:
-        n = await client.backend.purge(states={JobState.DEAD}, finished_before=horizon,
-                                       queue=queue, limit=PURGE_STEP)
-        purged += n
-        progress.advance(task, n)
-        if n < PURGE_STEP:
-            return purged
+    async with client.auditing("purge", target=queue, queue=queue) as note:
+        while True:
+            n = await client.backend.purge(states={JobState.DEAD}, finished_before=horizon,
+                                           queue=queue, limit=PURGE_STEP)
+            purged += n
+            progress.advance(task, n)
+            if n < PURGE_STEP:
+                break
+        note.detail.update(purged=purged, older_than_seconds=older_than.total_seconds())
+    return purged
 
 
 def cmd_handlers(args: argparse.Namespace, out: TextIO) -> int:
@@ -834,6 +865,53 @@ def cmd_schedules(args: argparse.Namespace, out: TextIO) -> int:
         else:
             out.write(f"{args.id} {action.removesuffix('e')}ed\n" if action != "add"
                       else f"{args.id} saved; next fire {result['next_fire_at']}\n")
+        return 0
+
+    return _run_async(main)
+
+
+def _audit_time(text: str | None) -> str | None:
+    """``--since``/``--until``: an RFC 3339 time, or a duration meaning that long ago."""
+    if text is None:
+        return None
+    try:
+        seconds = parse_duration(text)
+    except ValueError:
+        return text  # the client checks it is an RFC 3339 time
+    from datetime import UTC, datetime
+
+    return rfc3339(datetime.now(UTC) - timedelta(seconds=seconds))
+
+
+def cmd_audit(args: argparse.Namespace, out: TextIO) -> int:
+    """monoq audit: the audit log, newest first (reading it is not recorded)."""
+
+    async def main() -> int:
+        filters: dict[str, Any] = {
+            "action": args.action, "actor": args.actor, "source": args.source,
+            "queue": args.queue, "target": args.target,
+            "since": _audit_time(args.since), "until": _audit_time(args.until),
+        }
+        entries: list[AuditEntry] = []
+        cursor = args.cursor
+        async with _client(args) as client:
+            # pages of a rare filter may end early: read on until the limit or the end
+            while True:
+                page = await client.list_audit(**filters, limit=args.limit - len(entries),
+                                               cursor=cursor)
+                entries += page.entries
+                cursor = page.next_cursor
+                if cursor is None or len(entries) >= args.limit:
+                    break
+        if args.json:
+            _dump({"entries": [e.to_dict() for e in entries], "next_cursor": cursor}, out)
+            return 0
+        _table([[rfc3339(e.at), e.actor, e.source, e.action, e.target or "", e.queue or "",
+                 e.outcome, e.address or "", _short(e.detail_json, 60)] for e in entries],
+               ("AT", "ACTOR", "SOURCE", "ACTION", "TARGET", "QUEUE", "OUTCOME", "ADDRESS",
+                "DETAIL"), out)
+        if cursor:
+            out.write(f"more: --cursor {cursor}\n")
         return 0
 
     return _run_async(main)
@@ -1035,6 +1113,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("doctor", parents=[common, js], help="check the backend's setup")
 
+    audit = sub.add_parser("audit", parents=[common, js],
+                           help="the audit log of operator actions, newest first")
+    audit.add_argument("--action", help="cancel, retry, requeue, purge, pause, resume, "
+                                        "schedule.put, schedule.delete, schedule.enable, "
+                                        "schedule.disable, schedule.trigger or denied")
+    audit.add_argument("--actor", help="a token's name, or an OS user")
+    audit.add_argument("--source", choices=["api", "cli", "ui", "python"])
+    audit.add_argument("--queue")
+    audit.add_argument("--target", help="a job id, queue or schedule id")
+    audit.add_argument("--since", metavar="WHEN",
+                       help="from this time on: RFC 3339, or a duration ago (1h, 7d)")
+    audit.add_argument("--until", metavar="WHEN",
+                       help="before this time: RFC 3339, or a duration ago")
+    audit.add_argument("--limit", type=int, default=50, help="entries to show (1 to 1000)")
+    audit.add_argument("--cursor", help="go on from a previous listing's cursor")
+
     bench = sub.add_parser("bench", parents=[common, js],
                            help="measure throughput and latency on this machine")
     bench.add_argument("--jobs", type=int, default=10_000, help="jobs per throughput run")
@@ -1064,6 +1158,7 @@ def main(argv: Sequence[str] | None = None, *, stdin: TextIO | None = None,
             "job": cmd_job, "jobs": cmd_jobs, "queues": cmd_queues, "queue": cmd_queue,
             "dlq": cmd_dlq, "handlers": cmd_handlers, "bench": cmd_bench,
             "token": cmd_token, "doctor": cmd_doctor, "schedules": cmd_schedules,
+            "audit": cmd_audit,
         }
         return commands[args.command](args, out)
     except ConfigError as exc:

@@ -17,7 +17,19 @@ from typing import TYPE_CHECKING, Any, Final
 import anyio
 import attrs
 
-from monoq.core.backend import Backend, ServerTime
+from monoq.core.audit import (
+    MAX_DETAIL_IDS,
+    MAX_TEXT,
+    SOURCES,
+    Actor,
+    AuditFilter,
+    AuditNote,
+    AuditPage,
+    audit_scope,
+    audited,
+    parse_audit_cursor,
+)
+from monoq.core.backend import Backend, MemoryReport, MemoryUse, ServerTime
 from monoq.core.coalesce import EnqueueCoalescer
 from monoq.core.codec import json_encode
 from monoq.core.counters import WAITS_KEPT, bucket_plan
@@ -94,6 +106,43 @@ def _parse_time(field: str, value: object) -> datetime:
     if dt.tzinfo is None:
         raise ValidationError(field, f"{value!r} has no timezone; use UTC (…Z)")
     return dt.astimezone(UTC)
+
+
+def _job_detail(_args: Mapping[str, Any], job: Job) -> dict[str, Any]:
+    return {"queue": job.queue, "state": str(job.state)}
+
+
+def _requeue_detail(args: Mapping[str, Any], moved: list[str]) -> dict[str, Any]:
+    detail: dict[str, Any] = {"requeued": len(moved), "ids": moved[:MAX_DETAIL_IDS]}
+    if args.get("ids") is not None:
+        detail["asked"] = len(args["ids"])
+    if args.get("handler") is not None:
+        detail["handler"] = args["handler"]
+    return detail
+
+
+def _purge_detail(args: Mapping[str, Any], purged: int) -> dict[str, Any]:
+    older: timedelta = args.get("older_than", timedelta(0))
+    return {"purged": purged, "older_than_seconds": older.total_seconds()}
+
+
+def _schedule_detail(_args: Mapping[str, Any], schedule: Schedule) -> dict[str, Any]:
+    return {"queue": schedule.queue, "handler": schedule.handler, "cron": schedule.cron,
+            "every": schedule.every, "enabled": schedule.enabled}
+
+
+def _run_detail(_args: Mapping[str, Any], job: Job) -> dict[str, Any]:
+    return {"queue": job.queue, "job_id": job.id}
+
+
+def _text_filter(field: str, value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value or len(value) > MAX_TEXT \
+            or not value.isprintable():
+        raise ValidationError(field, f"{str(value)[:40]!r} is not a non-empty printable text "
+                                     f"of at most {MAX_TEXT} characters")
+    return value
 
 
 class Client:
@@ -370,8 +419,57 @@ class Client:
         """Workers with a recent heartbeat."""
         return await self.backend.list_workers(now=self.clock())
 
+    async def memory_use(self) -> MemoryReport | None:
+        """The storage's memory and an estimate per queue (``MemoryUse``), or None when the
+        backend does not measure it (memory, SQLite)."""
+        if isinstance(self.backend, MemoryUse):
+            return await self.backend.memory_use()
+        return None
+
+    # -- audit log ------------------------------------------------------------------------------
+
+    def auditing(self, action: str, *, target: str | None = None, queue: str | None = None,
+                 actor: Actor | None = None) -> contextlib.AbstractAsyncContextManager[AuditNote]:
+        """Record the operator action run inside the block in the audit log, with the current
+        actor (``monoq.core.audit.current_actor``) or ``actor``; see
+        ``monoq.core.audit.audit_scope``. The admin methods below are recorded this way."""
+        return audit_scope(self.backend.append_audit, self.clock, new_id, action,
+                           target=target, queue=queue, actor=actor)
+
+    async def list_audit(
+        self,
+        *,
+        action: str | None = None,
+        actor: str | None = None,
+        source: str | None = None,
+        queue: str | None = None,
+        target: str | None = None,
+        since: datetime | str | None = None,
+        until: datetime | str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> AuditPage:
+        """The audit log, newest first, filtered, one page at a time (a page may end early
+        with a ``next_cursor`` when the filters match rarely: page on until it is None).
+        ValidationError for a bad filter, limit or cursor, before anything is read."""
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise ValidationError("limit", f"{limit!r} is outside 1..1000")
+        if source is not None and source not in SOURCES:
+            raise ValidationError("source", f"{str(source)[:40]!r} is not one of "
+                                            f"{', '.join(SOURCES)}")
+        start = None if since is None else _parse_time("since", since)
+        end = None if until is None else _parse_time("until", until)
+        if cursor is not None:
+            parse_audit_cursor(cursor)
+        filters = AuditFilter(
+            action=_text_filter("action", action), actor=_text_filter("actor", actor),
+            source=source, queue=None if queue is None else validate_name("queue", queue),
+            target=_text_filter("target", target), since=start, until=end)
+        return await self.backend.list_audit(filters=filters, limit=limit, cursor=cursor or None)
+
     # -- administering --------------------------------------------------------------------------
 
+    @audited("cancel", target="job_id", describe=_job_detail)
     async def cancel(self, job_id: str) -> Job:
         """Cancel a job: at once if it waits, at its next heartbeat if it runs.
 
@@ -384,6 +482,7 @@ class Client:
             raise Conflict(f"job {job_id} is already {job.state}; it cannot be cancelled")
         return job
 
+    @audited("retry", target="job_id", describe=_job_detail)
     async def retry(self, job_id: str) -> Job:
         """The operator's retry: put a dead or cancelled job back in its queue with a fresh
         retry budget (``Backend.requeue``). Not the retry policy, which runs a job again after
@@ -412,6 +511,8 @@ class Client:
         return parse_schedule(data, base=base, queue=self.defaults.queue,
                               priority=self.defaults.priority, check_handler=check_handler)
 
+    @audited("schedule.put", target="schedule.id", queue="schedule.queue",
+             describe=_schedule_detail)
     async def put_schedule(self, schedule: Schedule) -> Schedule:
         """Store a schedule made over the API or CLI (origin ``api``); history is kept."""
         from monoq.core.cron import validate_schedule
@@ -440,11 +541,14 @@ class Client:
         """Every schedule, by id."""
         return await self.backend.list_schedules()
 
+    @audited("schedule.delete", target="schedule_id")
     async def delete_schedule(self, schedule_id: str) -> None:
         """Delete a schedule (its runs stay until retention removes them)."""
         if not await self.backend.delete_schedule(schedule_id):
             raise ScheduleNotFound(schedule_id)
 
+    @audited(lambda args: "schedule.enable" if args["enabled"] else "schedule.disable",
+             target="schedule_id", describe=_schedule_detail)
     async def set_schedule_enabled(self, schedule_id: str, enabled: bool) -> Schedule:
         """Enable or disable a schedule."""
         current = await self.get_schedule(schedule_id)
@@ -452,6 +556,7 @@ class Client:
         await self.backend.put_schedule(updated)
         return updated
 
+    @audited("schedule.trigger", target="schedule_id", describe=_run_detail)
     async def trigger_schedule(self, schedule_id: str) -> Job:
         """Run a schedule once now, outside its timetable."""
         schedule = await self.get_schedule(schedule_id)
@@ -482,10 +587,12 @@ class Client:
         return schedule_status(schedule, now, last_success=last[JobState.COMPLETED],
                                last_failure=last[JobState.DEAD], running=bool(unfinished.jobs))
 
+    @audited("pause", target="queue", queue="queue")
     async def pause(self, queue: str) -> None:
         """Stop workers claiming from ``queue`` (enqueue still works)."""
         await self.backend.set_paused(validate_name("queue", queue), True)
 
+    @audited("resume", target="queue", queue="queue")
     async def resume(self, queue: str) -> None:
         """Let workers claim from ``queue`` again."""
         await self.backend.set_paused(validate_name("queue", queue), False)
@@ -505,6 +612,7 @@ class Client:
                 return
             cursor = page.next_cursor
 
+    @audited("requeue", target="queue", queue="queue", describe=_requeue_detail)
     async def requeue_dead(
         self,
         ids: Sequence[str] | None = None,
@@ -520,6 +628,7 @@ class Client:
             moved += await self.backend.requeue(ids[start : start + 500], now=self.clock())
         return moved
 
+    @audited("purge", target="queue", queue="queue", describe=_purge_detail)
     async def purge_dead(
         self, *, queue: str | None = None, older_than: timedelta = timedelta(0)
     ) -> int:

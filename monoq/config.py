@@ -64,6 +64,7 @@ __all__ = [
     "SOURCE_ENV_NAMES",
     "ApiConfig",
     "ApiToken",
+    "AuditConfig",
     "BackendConfig",
     "Config",
     "ConfigKey",
@@ -446,6 +447,20 @@ class RetentionConfig:
     )
 
 
+@attrs.frozen
+class AuditConfig:
+    """``[audit]``: the audit log of operator actions (cancel, retry, requeue, purge, pause,
+    resume, schedule changes; who, what, when, from where)."""
+
+    retention_seconds: float = _key(
+        7776000.0,
+        "Keep audit entries this long (default 90 days; 0 = keep them forever). The scheduler "
+        "deletes older ones when it prunes finished jobs.",
+        min=0,
+        duration=True,
+    )
+
+
 def _queue_limit(value: str) -> str:
     """``queue=limit`` (a queue name and a positive whole number)."""
     queue, sep, limit = value.partition("=")
@@ -781,6 +796,7 @@ class Config:
     ui: UiConfig = attrs.field(factory=UiConfig)
     tracing: TracingConfig = attrs.field(factory=TracingConfig)
     backpressure: BackpressureConfig = attrs.field(factory=BackpressureConfig)
+    audit: AuditConfig = attrs.field(factory=AuditConfig)
     schedules: tuple[ScheduleConfig, ...] = ()
     # [plugins.<name>] tables, checked by each plugin (monoq.Plugin) when a worker builds it
     plugins: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict, hash=False)
@@ -809,6 +825,7 @@ for _cls in (
     UiConfig,
     TracingConfig,
     BackpressureConfig,
+    AuditConfig,
     ScheduleConfig,
     Config,
 ):

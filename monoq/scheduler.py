@@ -66,6 +66,8 @@ class SchedulerSettings:
     retention_interval: timedelta = timedelta(seconds=60)
     misfire_grace: timedelta = timedelta(seconds=5)
     runs_per_schedule: int = 10
+    # How long audit log entries are kept ([audit] retention_seconds); None: forever.
+    audit_retention: timedelta | None = timedelta(days=90)
     # The [[schedules]] of config.toml, synced at start; None leaves stored schedules alone.
     config_schedules: tuple[Schedule, ...] | None = None
 
@@ -385,6 +387,16 @@ class Scheduler:
                     break
         if purged:
             logger.info("retention: deleted %d finished jobs", purged)
+        if self.settings.audit_retention is not None:
+            gone = 0
+            while True:
+                n = await self.backend.purge_audit(before=now - self.settings.audit_retention,
+                                                   limit=self.settings.batch_size)
+                gone += n
+                if n < self.settings.batch_size:
+                    break
+            if gone:
+                logger.info("retention: deleted %d audit log entries", gone)
         return purged
 
     async def _next_at(self, now: datetime) -> datetime:

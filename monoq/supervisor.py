@@ -67,7 +67,7 @@ def worker_settings(
 
 
 def scheduler_settings(config: Config) -> SchedulerSettings:
-    """``[scheduler]``, ``[retention]`` and ``[retry]`` as SchedulerSettings."""
+    """``[scheduler]``, ``[retention]``, ``[audit]`` and ``[retry]`` as SchedulerSettings."""
     s, r = config.scheduler, config.retention
     return SchedulerSettings(
         retry_policy=config.retry_policy(),
@@ -82,6 +82,8 @@ def scheduler_settings(config: Config) -> SchedulerSettings:
         retention_interval=timedelta(seconds=r.interval_seconds),
         misfire_grace=timedelta(seconds=s.misfire_grace_seconds),
         runs_per_schedule=r.runs_per_schedule,
+        audit_retention=(timedelta(seconds=config.audit.retention_seconds)
+                         if config.audit.retention_seconds else None),
         config_schedules=tuple(schedule_from_config(item) for item in config.schedules),
     )
 

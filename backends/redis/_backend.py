@@ -7,6 +7,7 @@ import contextlib
 import importlib.resources
 import logging
 import secrets
+import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar, cast
@@ -30,7 +31,8 @@ except ImportError:  # pragma: no cover
     hiredis = None  # type: ignore[assignment]
 
 from monoq.backends.redis._keys import STATE_INDEX, Keys
-from monoq.core.backend import Capabilities
+from monoq.core.audit import AuditEntry, AuditFilter, AuditPage, scan_page
+from monoq.core.backend import Capabilities, MemoryReport
 from monoq.core.counters import (
     BEAT_HORIZON,
     COUNTER_RETENTION_MINUTES,
@@ -141,6 +143,13 @@ _Call = tuple[str, Sequence[Any], Sequence[Any]]
 # The enqueue of a batch re-reads the id index at most this many times when an entry names a
 # queue where the job no longer is (see ``_enqueue_chunk``).
 _INDEX_ROUNDS: Final = 3
+# memory_use: a queue's keys besides its jobs (measured each), the jobs sampled per state,
+# MEMORY USAGE's own SAMPLES for a big key, and how long a report is reused.
+_QUEUE_PARTS: Final = (*STATE_INDEX.values(), "idem", "paused", "wake", "changes", "tput",
+                       "waits")
+_JOB_SAMPLES: Final = 5
+_USAGE_SAMPLES: Final = 5
+MEMORY_REPORT_SECONDS: Final = 5.0
 
 _UNAVAILABLE: Final = (
     rex.ConnectionError,  # includes BusyLoadingError, MaxConnectionsError, AuthenticationError
@@ -615,6 +624,7 @@ class RedisBackend:
                 self._tls[key] = value
         self._client: aioredis.Redis | None = None
         self._blocking: aioredis.Redis | None = None
+        self._memory_report: tuple[float, MemoryReport] | None = None  # (monotonic, report)
         self._scripts: dict[str, AsyncScript] = {}
         self._cluster = self._target is not None  # a redis+cluster:// URL
         if self._cluster and self.replicas_ack:
@@ -1755,6 +1765,48 @@ class RedisBackend:
             )
         return [int(ms) / 1000 for ms in raw]
 
+    # -- audit log ------------------------------------------------------------------------------
+
+    async def append_audit(self, entry: AuditEntry) -> None:
+        """ZADD the entry's JSON to ``P:audit`` by its time; see ``Backend.append_audit``."""
+        with _driver_errors("append_audit"):
+            await self._r().zadd(self._keys.audit, {entry.encode(): _ms(entry.at)})
+
+    async def list_audit(self, *, filters: AuditFilter | None = None, limit: int = 50,
+                         cursor: str | None = None) -> AuditPage:
+        """Entries newest first: ``P:audit`` read in bounded steps (ZREVRANGEBYSCORE) and
+        filtered (``core.audit.scan_page``); see ``Backend.list_audit``."""
+        key = self._keys.audit
+
+        async def fetch(below: tuple[int, str] | None, n: int) -> list[AuditEntry]:
+            with _driver_errors("list_audit"):
+                if below is None:
+                    raw = await self._r().zrevrangebyscore(key, "+inf", "-inf", start=0, num=n)
+                    return [AuditEntry.decode(cast(bytes, item)) for item in raw]
+                ms, entry_id = below
+                async with self._r().pipeline(transaction=False) as pipe:
+                    pipe.zrevrangebyscore(key, ms, ms)  # the entries of the cursor's millisecond
+                    pipe.zrevrangebyscore(key, f"({ms}", "-inf", start=0, num=n)
+                    same, older = await pipe.execute()
+            found = [e for e in map(AuditEntry.decode, same) if e.id < entry_id]
+            found += map(AuditEntry.decode, older)
+            return found[:n]
+
+        return await scan_page(fetch, filters, limit, cursor)
+
+    async def purge_audit(self, *, before: datetime, limit: int = 1000) -> int:
+        """ZREM the oldest entries before ``before`` (read first, so exactly those go); see
+        ``Backend.purge_audit``."""
+        if limit <= 0:
+            return 0
+        key = self._keys.audit
+        with _driver_errors("purge_audit"):
+            old = await self._r().zrangebyscore(key, "-inf", f"({to_ms_ceil(before)}",
+                                                start=0, num=limit)
+            if not old:
+                return 0
+            return int(await self._r().zrem(key, *old))
+
     async def beat(self, name: str, *, now: datetime) -> None:
         """Record a component's beat in one script; see ``Backend.beat``."""
         await self._run("beat", [self._keys.beats], [name, _ms(now), _ms(now - BEAT_HORIZON)])
@@ -2008,6 +2060,83 @@ class RedisBackend:
         return out
 
     # -- operations ---------------------------------------------------------------------------
+
+    async def memory_use(self) -> MemoryReport:
+        """Redis' ``used_memory`` and ``maxmemory`` (summed over the masters of a cluster),
+        and an estimate of each known queue's bytes; see ``MemoryUse``.
+
+        Per queue, two pipelined round trips in its slot, whatever its size: MEMORY USAGE
+        (``SAMPLES 5``) of each of its index keys, the size of each per-state id index and
+        ``_JOB_SAMPLES`` random ids of each (ZRANDMEMBER), then MEMORY USAGE (every field) of
+        those jobs' hashes and attempt lists: a state's jobs count as their number times the
+        mean of its samples. The global id index (``jobq``, ~30 bytes a job) is in ``used_memory`` only. A
+        report is reused for ``MEMORY_REPORT_SECONDS``.
+        """
+        cached = self._memory_report
+        if cached is not None and time.monotonic() - cached[0] < MEMORY_REPORT_SECONDS:
+            return cached[1]
+        used, limit = await self._server_memory()
+        queues = {q: await self._queue_memory(q) for q in await self._known_queues()}
+        report = MemoryReport(used_bytes=used, max_bytes=limit, queues=queues,
+                              taken_at=utcnow())
+        self._memory_report = (time.monotonic(), report)
+        return report
+
+    async def _server_memory(self) -> tuple[int, int]:
+        """``(used_memory, maxmemory)``: of the server, or summed over a cluster's masters."""
+        if self._target is None:
+            with _driver_errors("memory_use"):
+                info = await self._r().info("memory")
+            return int(info.get("used_memory", 0)), int(info.get("maxmemory", 0))
+        cluster = cast(RedisCluster, self._r())
+        with _driver_errors("memory_use"):
+            await cluster.initialize()
+            masters = cluster.get_primaries()
+        used = limit = 0
+        for node in masters:
+            plain = self._node_client(node.host, int(node.port))
+            try:
+                with _driver_errors("memory_use"):
+                    info = await plain.info("memory")
+            finally:
+                await plain.aclose()
+            used += int(info.get("used_memory", 0))
+            limit += int(info.get("maxmemory", 0))
+        return used, limit
+
+    async def _queue_memory(self, queue: str) -> int:
+        """The estimated bytes of one queue: its index keys, and its jobs by sampling."""
+        k = self._keys
+        states = list(STATE_INDEX)
+        keys = [k.q(queue, part) for part in _QUEUE_PARTS] + [k.ids(queue, st) for st in states]
+        with _driver_errors("memory_use"):
+            async with self._r().pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.memory_usage(key, samples=_USAGE_SAMPLES)
+                for st in states:
+                    pipe.zcard(k.ids(queue, st))
+                    pipe.zrandmember(k.ids(queue, st), _JOB_SAMPLES)
+                first = await pipe.execute()
+        total = sum(int(n or 0) for n in first[:len(keys)])
+        picks = first[len(keys):]
+        counts = [int(n) for n in picks[0::2]]
+        samples = [[_text(i) for i in (ids or ())] for ids in picks[1::2]]
+        if not any(samples):
+            return total
+        with _driver_errors("memory_use"):
+            async with self._r().pipeline(transaction=False) as pipe:
+                for ids in samples:
+                    for job_id in ids:
+                        # SAMPLES 0: every field of a job (a few dozen); sampling a job's
+                        # fields misjudges it by whether its payload was among them
+                        pipe.memory_usage(k.job(queue, job_id), samples=0)
+                        pipe.memory_usage(k.att(queue, job_id), samples=0)
+                sizes = iter(await pipe.execute())
+        for count, ids in zip(counts, samples, strict=True):
+            if ids:
+                each = [int(next(sizes) or 0) + int(next(sizes) or 0) for _ in ids]
+                total += round(count * sum(each) / len(each))
+        return total
 
     async def doctor(self) -> list[tuple[str, str, str]]:
         """Check the server for monoq: ``(check, level, message)`` with level ok, warn or error.

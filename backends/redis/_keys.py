@@ -57,6 +57,11 @@ Global keys (no queue tag; each is a slot of its own on a cluster):
 ``P:workerinfo``        HASH   worker id -> JSON of WorkerInfo
 ``P:beats``             HASH   component name (``scheduler:<id>``) -> epoch ms of its latest
                                beat; the beat script deletes entries older than 24 h
+``P:audit``             ZSET   the audit log: each entry's JSON (``AuditEntry.encode``, its id
+                               first, so equal scores sort by id) scored by its time in epoch
+                               ms. One key, so every audit call touches one slot; ``list_audit``
+                               walks it newest first (ZREVRANGEBYSCORE), ``purge_audit`` reads
+                               the oldest entries before its horizon and ZREMs them
 
 Schedules (global keys: a schedule is not tied to one queue, and its runs may span queues when
 its ``queue`` is edited):
@@ -221,6 +226,11 @@ class Keys:
     def beats(self) -> str:
         """HASH component name -> epoch ms of its latest beat."""
         return f"{self.prefix}:beats"
+
+    @property
+    def audit(self) -> str:
+        """ZSET of audit entries (JSON) by epoch ms."""
+        return f"{self.prefix}:audit"
 
     @property
     def schedules(self) -> str:

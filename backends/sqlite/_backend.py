@@ -40,6 +40,7 @@ from monoq.backends.sqlite._rows import (
     _us,
 )
 from monoq.backends.sqlite._schema import migrate
+from monoq.core.audit import AuditEntry, AuditFilter, AuditPage, scan_page
 from monoq.core.backend import Capabilities
 from monoq.core.counters import (
     BEAT_HORIZON,
@@ -1767,6 +1768,57 @@ class SqliteBackend:
             conn.execute("DELETE FROM workers WHERE id = ?", (worker_id,))
 
         await self._write(fn, "remove_worker")
+
+    # -- audit log ------------------------------------------------------------------------------
+
+    async def append_audit(self, entry: AuditEntry) -> None:
+        """Insert one row of the ``audit`` table; see ``Backend.append_audit``."""
+        row = (_ms(entry.at), entry.id, entry.actor, entry.source, entry.action, entry.target,
+               entry.queue, entry.outcome, entry.detail_json, entry.address)
+
+        def fn(conn: sqlite3.Connection, fx: Effects) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO audit (at, id, actor, source, action, target, queue, "
+                "outcome, detail, address) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+
+        await self._write(fn, "append_audit")
+
+    async def list_audit(self, *, filters: AuditFilter | None = None, limit: int = 50,
+                         cursor: str | None = None) -> AuditPage:
+        """Entries newest first, read from the primary key in bounded steps and filtered
+        (``core.audit.scan_page``); see ``Backend.list_audit``."""
+
+        async def fetch(below: tuple[int, str] | None, n: int) -> list[AuditEntry]:
+            def fn(conn: sqlite3.Connection) -> list[tuple[Any, ...]]:
+                columns = ("SELECT at, id, actor, source, action, target, queue, outcome, "
+                           "detail, address FROM audit ")
+                if below is None:
+                    return conn.execute(columns + "ORDER BY at DESC, id DESC LIMIT ?",
+                                        (n,)).fetchall()
+                return conn.execute(columns + "WHERE (at, id) < (?, ?) "
+                                    "ORDER BY at DESC, id DESC LIMIT ?",
+                                    (below[0], below[1], n)).fetchall()
+
+            return [AuditEntry(id=r[1], at=_dt(r[0]), actor=r[2], source=r[3], action=r[4],
+                               target=r[5], queue=r[6], outcome=r[7], detail_json=r[8],
+                               address=r[9])
+                    for r in await self._read(fn, "list_audit")]
+
+        return await scan_page(fetch, filters, limit, cursor)
+
+    async def purge_audit(self, *, before: datetime, limit: int = 1000) -> int:
+        """Delete the oldest entries before ``before``, one transaction; see
+        ``Backend.purge_audit``."""
+        if limit <= 0:
+            return 0
+        horizon = to_ms_ceil(before)
+
+        def fn(conn: sqlite3.Connection, fx: Effects) -> int:
+            return conn.execute(
+                "DELETE FROM audit WHERE (at, id) IN (SELECT at, id FROM audit WHERE at < ? "
+                "ORDER BY at, id LIMIT ?)", (horizon, limit)).rowcount
+
+        return await self._write(fn, "purge_audit")
 
     async def list_workers(self, *, now: datetime) -> list[WorkerInfo]:
         """Workers whose heartbeat is within its ttl at ``now``, by id."""

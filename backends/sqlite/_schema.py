@@ -19,7 +19,7 @@ logger = logging.getLogger("monoq.backends.sqlite._backend")
 # The schema version this code reads and writes, kept in PRAGMA user_version. When the schema
 # changes: bump it, update schema.sql (the full latest schema, for new files) and add
 # MIGRATIONS[old_version] with the statements that take a file from old_version to old + 1.
-SCHEMA_VERSION: Final = 7
+SCHEMA_VERSION: Final = 8
 MIGRATIONS: dict[int, str] = {
     # 1 -> 2: schedules, and the index that finds a schedule's runs.
     1: """
@@ -101,6 +101,22 @@ ALTER TABLE jobs ADD COLUMN progress_message TEXT;
 ALTER TABLE jobs ADD COLUMN stack_requested INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN stack TEXT;
 ALTER TABLE jobs ADD COLUMN stack_at INTEGER;
+""",
+    # 7 -> 8: the audit log of operator actions.
+    7: """
+CREATE TABLE audit (
+    at      INTEGER NOT NULL,
+    id      TEXT NOT NULL,
+    actor   TEXT NOT NULL,
+    source  TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    target  TEXT,
+    queue   TEXT,
+    outcome TEXT NOT NULL,
+    detail  TEXT NOT NULL,
+    address TEXT,
+    PRIMARY KEY (at, id)
+) WITHOUT ROWID;
 """,
 }
 

@@ -159,3 +159,20 @@ CREATE TABLE IF NOT EXISTS beats (
     name TEXT PRIMARY KEY,
     at   INTEGER NOT NULL
 ) WITHOUT ROWID;
+
+-- The audit log of operator actions (schema version 8): who (actor, source, address) did what
+-- (action, target, queue, outcome, detail: a small JSON object) when (at, epoch ms). Keyed by
+-- (at, id): list_audit walks it newest first, purge_audit deletes from the oldest end.
+CREATE TABLE IF NOT EXISTS audit (
+    at      INTEGER NOT NULL,
+    id      TEXT NOT NULL,
+    actor   TEXT NOT NULL,
+    source  TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    target  TEXT,
+    queue   TEXT,
+    outcome TEXT NOT NULL,
+    detail  TEXT NOT NULL,
+    address TEXT,
+    PRIMARY KEY (at, id)
+) WITHOUT ROWID;

@@ -32,7 +32,7 @@ from monoq.api.auth import ROUTE_SCOPES, authorize, route_scope
 from monoq.api.metrics import ApiMetrics
 from monoq.api.openapi import ComponentSchemas, request_bodies
 from monoq.api.problems import EXCEPTION_HANDLERS
-from monoq.api.routes import compat, dlq, jobs, queues, schedules, system
+from monoq.api.routes import audit, compat, dlq, jobs, queues, schedules, system
 from monoq.api.scoping import request_client
 from monoq.api.state import STATE_KEY, ApiState, RateLimiter
 from monoq.api.tokens import TokenTable, load_tokens
@@ -126,7 +126,7 @@ def create_app(
         metrics=ApiMetrics(metrics_registry),
     )
     v1_handlers = [*jobs.HANDLERS, *queues.HANDLERS, *dlq.HANDLERS, *schedules.HANDLERS,
-                   *system.V1_HANDLERS]
+                   *audit.HANDLERS, *system.V1_HANDLERS]
     root_handlers = [*system.ROOT_HANDLERS, *compat.HANDLERS]
     _check_scopes([*v1_handlers, *root_handlers])
     v1 = Router(

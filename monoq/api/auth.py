@@ -13,6 +13,12 @@ before the body is read:
 - then the per-client rate limit: the key is the token's name, or the client address when auth
   is off; over the limit is 429 with ``Retry-After``.
 
+Every guarded request also names its actor for the audit log (``monoq.core.audit``): the
+token's name (``anonymous`` with auth off), source ``api`` and the client's address. An action
+(not a GET) refused for its token's scope on an ``admin`` route is recorded as a ``denied``
+entry (an auditor wants the attempts too); unknown and expired tokens are not (anyone could send them,
+so they would let anyone fill the log), only logged.
+
 Nothing here logs a token: only a token's configured name ever reaches a log line.
 """
 
@@ -30,6 +36,7 @@ from monoq.api.problems import Problem
 from monoq.api.scoping import QUEUES_KEY
 from monoq.api.state import api_state
 from monoq.api.tokens import ACCEPTED_SCOPES
+from monoq.core.audit import Actor, set_actor
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +46,16 @@ _BEARER: Final = {"WWW-Authenticate": 'Bearer realm="monoq"'}
 _INVALID: Final = {"WWW-Authenticate": 'Bearer realm="monoq", error="invalid_token"'}
 _EXPIRED: Final = {"WWW-Authenticate": 'Bearer realm="monoq", error="invalid_token", '
                                        'error_description="the token expired"'}
+
+
+_READS: Final = frozenset({"GET", "HEAD"})  # refused reads are not recorded, only actions
+ACTOR_KEY: Final = "monoq_actor"  # request state: the audit log's actor of the request
+
+
+def _address(connection: ASGIConnection[Any, Any, Any, Any]) -> str | None:
+    """The client's address as the server saw it (no proxy header is trusted)."""
+    client = connection.client
+    return client.host if client else None
 
 
 def route_scope(handler: BaseRouteHandler) -> str | None:
@@ -78,8 +95,26 @@ async def authorize(request: Request[Any, Any, Any]) -> Response[None] | None:
         allowed = api_state(request).allowed_methods.get(next(iter(handler.paths)), "OPTIONS")
         return Response(content=None, status_code=204, headers={"Allow": allowed},
                         media_type=MediaType.TEXT)
-    check_scope(request, handler)
+    try:
+        check_scope(request, handler)
+    except Problem as refused:
+        actor = request.scope.get("state", {}).get(ACTOR_KEY)
+        if refused.status == 403 and route_scope(handler) == "admin" and actor is not None \
+                and request.method not in _READS:
+            await _record_denied(request, handler, actor)
+        raise
     return None
+
+
+async def _record_denied(request: Request[Any, Any, Any], handler: BaseRouteHandler,
+                         actor: Actor) -> None:
+    """A ``denied`` audit entry for an admin request refused for its token's scope."""
+    client = api_state(request).client
+    target = request.url.path
+    async with client.auditing("denied", target=target, actor=actor) as note:
+        note.outcome = "refused"
+        note.detail.update(method=request.method, route=handler.handler_name,
+                           reason="the token's scope does not allow this route")
 
 
 def require_scope(
@@ -113,6 +148,8 @@ def check_scope(
         if entry.expired():
             logger.info("rejected the expired token %r for %s", entry.name, connection.url.path)
             raise Problem(401, "the bearer token has expired", headers=_EXPIRED)
+        actor = Actor(entry.name, "api", _address(connection))
+        connection.scope.setdefault("state", {})[ACTOR_KEY] = actor
         if entry.scope not in ACCEPTED_SCOPES[required]:
             raise Problem(
                 403,
@@ -124,8 +161,8 @@ def check_scope(
             request_state[QUEUES_KEY] = (entry.queues, entry.name)
         key = f"token:{entry.name}"
     else:
-        client = connection.client
-        key = f"addr:{client.host if client else '?'}"
+        actor = Actor("anonymous", "api", _address(connection))
+        key = f"addr:{actor.address or '?'}"
     wait = state.limiter.check(key)
     if wait is not None:
         seconds = max(1, math.ceil(wait))
@@ -134,3 +171,4 @@ def check_scope(
             f"rate limit of {state.config.rate_limit_per_minute} requests per minute exceeded",
             headers={"Retry-After": str(seconds)},
         )
+    set_actor(actor)

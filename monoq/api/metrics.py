@@ -14,6 +14,10 @@ Families:
 - ``monoq_queue_jobs{queue,state}`` and ``monoq_queue_paused{queue}``: read from the backend
   when ``/metrics`` is scraped (one ``stats`` call per scrape).
 - ``monoq_backend_up``: 1 if that read succeeded, else 0 (and the queue families are left out).
+- ``monoq_queue_memory_bytes{queue}``, ``monoq_backend_memory_used_bytes`` and
+  ``monoq_backend_memory_max_bytes`` (0: no limit): on a backend that measures its memory
+  (``MemoryUse``: Redis), its estimate per queue and its ``used_memory`` and ``maxmemory``,
+  read at scrape time (a report is reused for a few seconds).
 
 A queue-limited token's scrape leaves out every sample labelled with another queue.
 """
@@ -26,6 +30,7 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 import monoq.metrics as worker_metrics
+from monoq.core.backend import MemoryReport
 from monoq.core.models import JobState, QueueStats
 
 _MAX_CHILDREN: Final = 10_000  # cached label children (the families keep every child anyway)
@@ -58,6 +63,35 @@ class QueueDepthCollector(Collector):
         yield paused
 
 
+class MemoryCollector(Collector):
+    """Yields the memory families from the latest report the /metrics route got (nothing on
+    a backend that does not measure its memory, or when the read failed)."""
+
+    def __init__(self) -> None:
+        self.report: MemoryReport | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        """The report as gauges."""
+        report = self.report
+        if report is None:
+            return
+        used = GaugeMetricFamily("monoq_backend_memory_used_bytes",
+                                 "Memory the job store uses (Redis used_memory).")
+        used.add_metric([], float(report.used_bytes))
+        limit = GaugeMetricFamily("monoq_backend_memory_max_bytes",
+                                  "The job store's memory limit (Redis maxmemory); 0: none.")
+        limit.add_metric([], float(report.max_bytes))
+        queues = GaugeMetricFamily(
+            "monoq_queue_memory_bytes",
+            "Estimated memory of each queue's jobs and indexes in the job store (sampled).",
+            labels=["queue"])
+        for queue, size in sorted(report.queues.items()):
+            queues.add_metric([queue], float(size))
+        yield used
+        yield limit
+        yield queues
+
+
 class ApiMetrics:
     """The api's metric objects, registered in ``registry`` (a fresh one by default)."""
 
@@ -80,6 +114,8 @@ class ApiMetrics:
         self._enqueued_children: dict[tuple[str, str], Any] = {}
         self.queues = QueueDepthCollector()
         self.registry.register(self.queues)
+        self.memory = MemoryCollector()
+        self.registry.register(self.memory)
         # The worker's and scheduler's families: live in an all-in-one process, empty otherwise.
         worker_metrics.register(self.registry)
 
@@ -103,11 +139,14 @@ class ApiMetrics:
         child.inc(count)
 
     def render(
-        self, snapshot: Sequence[QueueStats] | None, allowed: frozenset[str] | None = None
+        self, snapshot: Sequence[QueueStats] | None, allowed: frozenset[str] | None = None,
+        memory: MemoryReport | None = None,
     ) -> bytes:
-        """The text exposition format, with queue depths from ``snapshot``; with ``allowed``
-        (a queue-limited token), samples labelled with another queue are left out."""
+        """The text exposition format, with queue depths from ``snapshot`` and the memory
+        families from ``memory``; with ``allowed`` (a queue-limited token), samples labelled
+        with another queue are left out."""
         self.queues.snapshot = snapshot
+        self.memory.report = memory
         if allowed is None:
             return generate_latest(self.registry)
         return generate_latest(QueueFilter(self.registry, allowed))

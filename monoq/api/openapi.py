@@ -20,6 +20,7 @@ Links join a created job to the routes of that job (get, cancel, retry, attempts
 created schedule to its routes, through the ``id`` of the answer.
 """
 
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from http import HTTPStatus
@@ -410,6 +411,47 @@ class QueueStats(Component):
         "queues": Schema(type=OBJECT, additional_properties=ref(StateCounts),
                          property_names=name()),
     })
+
+
+# The audit log's query texts (action, actor, target), as GET /api/v1/audit takes them.
+AUDIT_TEXT_RE: Final = re.compile(r"^[A-Za-z0-9_.:/@+-]{1,200}$")
+AUDIT_SOURCE_RE: Final = re.compile(r"^(?:api|cli|ui|python)$")
+AUDIT_CURSOR_RE: Final = re.compile(r"^[0-9]{1,15}-[0-9A-Za-z]{1,64}$")
+AUDIT_ACTIONS: Final = ("cancel", "retry", "requeue", "purge", "pause", "resume",
+                        "schedule.put", "schedule.delete", "schedule.enable",
+                        "schedule.disable", "schedule.trigger", "denied")
+
+
+class AuditEntry(Component):
+    schema = closed({
+        "id": text(description="The entry's id."),
+        "at": time_text("When the action happened."),
+        "actor": text(description="Who: the token's name (API, dashboard; `anonymous` with "
+                      "auth off) or the OS user (CLI)."),
+        "source": Schema(type=STRING, enum=["api", "cli", "ui", "python"],
+                         description="Where from."),
+        "action": text(description=f"What: one of {', '.join(AUDIT_ACTIONS)}."),
+        "target": nullable(text(description="The job id, queue, schedule id or (`denied`) "
+                                "path acted on; null for every queue.")),
+        "queue": nullable(name("The queue concerned, when one is.")),
+        "outcome": Schema(type=STRING,
+                          enum=["ok", "refused", "not_found", "conflict", "invalid", "failed"],
+                          description="ok, or why the action did not happen."),
+        "detail": Schema(type=OBJECT, description="Counts, filters, the error message."),
+        "address": nullable(text(description="The client's address (API and dashboard).")),
+    }, description="One operator action in the audit log.")
+
+
+class AuditPage(Component):
+    schema = closed(
+        {
+            "entries": Schema(type=ARRAY, items=ref(AuditEntry), description="Newest first."),
+            "next_cursor": nullable(text(AUDIT_CURSOR_RE.pattern, "Pass as `cursor` for the "
+                                         "next page; null on the last page.")),
+        },
+        description="One page of the audit log. A page may hold fewer than `limit` entries "
+        "(even none) and still have a `next_cursor` when the filters match rarely.",
+    )
 
 
 class Health(Component):

@@ -24,7 +24,15 @@ import attrs
 from litestar import Request
 
 from monoq.api.state import ApiState
-from monoq.client import Client
+from monoq.client import (
+    Client,
+    _job_detail,
+    _purge_detail,
+    _requeue_detail,
+    _schedule_detail,
+)
+from monoq.core.audit import AuditPage, audit_cursor, audited, parse_audit_cursor
+from monoq.core.backend import MemoryReport
 from monoq.core.models import (
     Enqueued,
     Job,
@@ -205,23 +213,35 @@ class ScopedClient(Client):
                 found.append(attrs.evolve(worker, queues=mine))
         return found
 
+    async def memory_use(self) -> MemoryReport | None:
+        """The storage's totals, and the estimates of the token's queues only."""
+        report = await super().memory_use()
+        if report is None:
+            return None
+        return attrs.evolve(report, queues={q: n for q, n in report.queues.items()
+                                            if q in self.allowed})
+
     # -- administering --------------------------------------------------------------------------
 
+    @audited("cancel", target="job_id", describe=_job_detail)
     async def cancel(self, job_id: str) -> Job:
         """Only a job of the token's queues."""
         await self.get(job_id)
         return await super().cancel(job_id)
 
+    @audited("retry", target="job_id", describe=_job_detail)
     async def retry(self, job_id: str) -> Job:
         """Only a job of the token's queues."""
         await self.get(job_id)
         return await super().retry(job_id)
 
+    @audited("pause", target="queue", queue="queue")
     async def pause(self, queue: str) -> None:
         """Only one of the token's queues."""
         self.check(queue)
         await super().pause(queue)
 
+    @audited("resume", target="queue", queue="queue")
     async def resume(self, queue: str) -> None:
         """Only one of the token's queues."""
         self.check(queue)
@@ -235,6 +255,7 @@ class ScopedClient(Client):
             async for job in super().dead_jobs(queue=q, handler=handler):
                 yield job
 
+    @audited("requeue", target="queue", queue="queue", describe=_requeue_detail)
     async def requeue_dead(
         self,
         ids: Sequence[str] | None = None,
@@ -254,6 +275,7 @@ class ScopedClient(Client):
             self.check(queue)
         return await super().requeue_dead(queue=queue, handler=handler)
 
+    @audited("purge", target="queue", queue="queue", describe=_purge_detail)
     async def purge_dead(
         self, *, queue: str | None = None, older_than: timedelta = timedelta(0)
     ) -> int:
@@ -263,8 +285,37 @@ class ScopedClient(Client):
             total += await super().purge_dead(queue=q, older_than=older_than)
         return total
 
+    # -- audit log ------------------------------------------------------------------------------
+
+    async def list_audit(self, *, queue: str | None = None, limit: int = 50,
+                         cursor: str | None = None, **filters: Any) -> AuditPage:
+        """The entries about one of the token's queues (``queue``), or about any of them
+        merged newest first; entries about other queues, or about every queue at once (a
+        purge without a queue), are not the token's to read.
+
+        Cursors are ``(at, id)`` positions, so one cursor serves every queue; a queue whose
+        page ended early bounds the merged page, as in ``list_jobs``.
+        """
+        targets = self._targets(queue)
+        if len(targets) == 1:
+            return await super().list_audit(queue=targets[0], limit=limit, cursor=cursor,
+                                            **filters)
+        pages = [await Client.list_audit(self, queue=q, limit=limit, cursor=cursor, **filters)
+                 for q in targets]
+        bounds = [parse_audit_cursor(p.next_cursor) for p in pages if p.next_cursor is not None]
+        bound = max(bounds) if bounds else None
+        merged = heapq.merge(*(p.entries for p in pages), key=lambda e: e.sort_key,
+                             reverse=True)
+        entries = [e for e in merged if bound is None or e.sort_key >= bound]
+        if len(entries) > limit:
+            return AuditPage(entries=entries[:limit], next_cursor=audit_cursor(entries[limit - 1]))
+        return AuditPage(entries=entries,
+                         next_cursor=None if bound is None else f"{bound[0]}-{bound[1]}")
+
     # -- schedules ------------------------------------------------------------------------------
 
+    @audited("schedule.put", target="schedule.id", queue="schedule.queue",
+             describe=_schedule_detail)
     async def put_schedule(self, schedule: Schedule) -> Schedule:
         """Only a schedule targeting one of the token's queues, and never over a schedule of
         another queue with the same id."""
@@ -285,6 +336,7 @@ class ScopedClient(Client):
         """The schedules targeting the token's queues."""
         return [s for s in await super().list_schedules() if s.queue in self.allowed]
 
+    @audited("schedule.delete", target="schedule_id")
     async def delete_schedule(self, schedule_id: str) -> None:
         """Only a schedule targeting one of the token's queues."""
         await self.get_schedule(schedule_id)

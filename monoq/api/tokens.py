@@ -5,8 +5,10 @@ is stored: in ``[[api.tokens]]`` of config.toml, or in ``api.tokens_file``. Scop
 
 - ``enqueue``: the submit routes only (``POST /api/v1/jobs``, ``/jobs/batch``, ``/enqueue``,
   ``POST /jobs``).
-- ``read``: every GET of the API (jobs, queues, dead letters, workers, stats, metrics).
-- ``admin``: everything, including submit, cancel, retry, pause/resume and the dead-letter queue.
+- ``read``: every GET of the API (jobs, queues, dead letters, workers, stats, metrics) but
+  the audit log.
+- ``admin``: everything, including submit, cancel, retry, pause/resume, the dead-letter queue
+  and the audit log.
 
 A token may also be limited to some queues (``queues = ["mail", "reports"]``: it then gets 403
 for anything about another queue, and lists and stats show only its queues) and may expire

@@ -29,6 +29,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import attrs
 
+from monoq.core.audit import AuditEntry, AuditFilter, AuditPage
 from monoq.core.models import (
     Attempt,
     DepthLimits,
@@ -106,6 +107,36 @@ class Doctor(Protocol):
         (``"redis.maxmemory-policy"``), ``level`` one of ``ok``, ``warn`` or ``error``,
         ``message`` a sentence for the operator. Reads only, changes nothing; raises
         ``BackendError`` (or ``BackendUnavailable``) when the storage cannot be asked."""
+        ...
+
+
+@attrs.frozen
+class MemoryReport:
+    """What ``MemoryUse.memory_use`` answers: the storage's memory in bytes, and an estimate
+    per queue."""
+
+    used_bytes: int  # what the storage uses in all (Redis ``used_memory``; summed on a cluster)
+    max_bytes: int  # its limit (Redis ``maxmemory``), 0 when it has none
+    queues: Mapping[str, int]  # estimated bytes of each known queue's jobs and indexes
+    taken_at: datetime  # when it was measured (a report may be reused for a few seconds)
+
+
+@runtime_checkable
+class MemoryUse(Protocol):
+    """Optional: a backend whose storage has a memory limit worth watching (Redis).
+
+    The API's ``/metrics`` exports the report as ``monoq_queue_memory_bytes{queue}``,
+    ``monoq_backend_memory_used_bytes`` and ``monoq_backend_memory_max_bytes``, so that an
+    operator sees a queue filling memory before the storage refuses writes. Test with
+    ``isinstance(backend, MemoryUse)``.
+    """
+
+    async def memory_use(self) -> MemoryReport:
+        """The storage's memory and an estimate per known queue. Bounded work whatever the
+        number of jobs (sampling, never a walk of every job): the cost grows with the number
+        of queues only. A backend may answer the report it took within the last few seconds
+        (``taken_at`` says when), so that frequent scrapes cost nothing more. Reads only;
+        raises ``BackendUnavailable`` or ``BackendError`` like any call."""
         ...
 
 
@@ -527,6 +558,33 @@ class Backend(Protocol):
         walk the runs in several atomic steps of a bounded number of runs each (Redis: 2000),
         so that many unfinished old runs never hold the storage for long.
         """
+        ...
+
+    # -- audit log ----------------------------------------------------------------------------
+
+    async def append_audit(self, entry: AuditEntry) -> None:
+        """Store one audit log entry (``core.audit``) as given, every field exactly. Entries
+        are never changed afterwards; ``purge_audit`` deletes old ones. One atomic step (on
+        Redis one key, so it works on Redis Cluster)."""
+        ...
+
+    async def list_audit(self, *, filters: AuditFilter | None = None, limit: int = 50,
+                         cursor: str | None = None) -> AuditPage:
+        """Audit entries matching ``filters`` (every given field exactly; ``since`` inclusive,
+        ``until`` exclusive on ``at``), newest first: by ``(at, id)`` descending.
+
+        ``cursor`` is the ``next_cursor`` of the previous page (``core.audit.audit_cursor``
+        of its last entry): the next page holds the entries below it. ``next_cursor`` is None
+        on the last page. Like ``list_jobs``, a page costs bounded work: a backend may end it
+        early, with fewer than ``limit`` entries (even none) and a ``next_cursor``, when the
+        filters match rarely; paging on until ``next_cursor`` is None visits every matching
+        entry once. A malformed cursor raises ``ValidationError``.
+        """
+        ...
+
+    async def purge_audit(self, *, before: datetime, limit: int = 1000) -> int:
+        """Delete up to ``limit`` audit entries whose ``at`` is before ``before``, oldest
+        first; answer how many went (callers repeat until fewer than ``limit`` go)."""
         ...
 
     # -- workers ------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from litestar import Request, Response, get, post
 from litestar.datastructures import Cookie
 from litestar.response import Redirect
 
+from monoq.core.audit import Actor, set_actor
 from monoq.ui.core import VIEWER_KEY, UiState, page, ui_state, viewer_of
 from monoq.ui.session import OPEN_VIEWER, SESSION_COOKIE, Viewer, ViewerScope
 
@@ -90,6 +91,7 @@ async def guard(request: Request[Any, Any, Any]) -> Response[Any] | None:
                         message="Without tokens the dashboard answers only on loopback "
                                 "addresses (localhost, 127.0.0.1, [::1]).")
         request.scope.setdefault("state", {})[VIEWER_KEY] = OPEN_VIEWER
+        set_actor(_actor(request, OPEN_VIEWER))
         return None
     viewer = ui.sessions.check(request.cookies.get(SESSION_COOKIE))
     if viewer is not None:
@@ -105,11 +107,25 @@ async def guard(request: Request[Any, Any, Any]) -> Response[Any] | None:
         return page(request, "error.html", status=401, title="Logged out",
                     message="Your session has ended. Log in again, then repeat the action.",
                     link=login)
+    set_actor(_actor(request, viewer))
+    if required == "admin" and not viewer.can_act and request.method not in ("GET", "HEAD"):
+        async with ui.client.auditing("denied", target=ui.prefix + request.scope["path"]) \
+                as note:
+            note.outcome = "refused"
+            note.detail.update(method=request.method, route=request.route_handler.handler_name,
+                               reason="a read viewer may not act")
     if required == "admin" and not viewer.can_act:
         return page(request, "error.html", status=403, title="Forbidden",
                     message=f"Token {viewer.name!r} has scope {viewer.scope!r}: it may look at "
                             "the dashboard but not act. Actions need an admin token.")
     return None
+
+
+def _actor(request: Request[Any, Any, Any], viewer: Viewer) -> Actor:
+    """The audit log's actor of a dashboard request: the viewer's token name (``anonymous``
+    on an open dashboard), source ``ui``, the client's address."""
+    client = request.client
+    return Actor(viewer.name or "anonymous", "ui", client.host if client else None)
 
 
 @get("/login", opt={"ui": "public"}, name="ui-login-form")

@@ -152,14 +152,20 @@ async def requeue(request: Request[Any, Any, Any]) -> Response[Any]:
             raise ValidationError(name, message)
         moved = 0
         cursor: str | None = None
-        while True:
-            result = await client.list_jobs(
-                attrs.evolve(filters.job_query(cursor), limit=REQUEUE_PAGE))
-            if result.jobs:
-                moved += len(await client.requeue_dead([j.id for j in result.jobs]))
-            if result.next_cursor is None:
-                break
-            cursor = result.next_cursor
+        query = filters.job_query()
+        # one audit entry for the whole requeue, not one per page
+        async with client.auditing("requeue", target=query.queue, queue=query.queue) as note:
+            while True:
+                result = await client.list_jobs(
+                    attrs.evolve(query, cursor=cursor, limit=REQUEUE_PAGE))
+                if result.jobs:
+                    moved += len(await client.requeue_dead([j.id for j in result.jobs]))
+                if result.next_cursor is None:
+                    break
+                cursor = result.next_cursor
+            shown = ("queue", "handler", "error_type", "finished_after", "finished_before")
+            note.detail.update(requeued=moved, filters={
+                k: str(getattr(query, k)) for k in shown if getattr(query, k) is not None})
         return back(ui, "/dead", "requeued", moved, filters.query())
     ids = [job_id(str(value)) for value in form.getall("ids", [])]
     if not ids:

@@ -237,4 +237,18 @@ async def workers(request: Request[Any, Any, Any]) -> Response[Any]:
     return page(request, "workers.html", nav="workers", title="Workers", workers=found)
 
 
-HANDLERS: Final = [overview, queues, pause_queue, resume_queue, workers]
+@get("/audit", opt={"ui": "admin"}, name="ui-audit")
+async def audit(request: Request[Any, Any, Any]) -> Response[Any]:
+    """The audit log, newest first (admin viewers; a queue-limited one sees its queues'
+    entries), filtered by queue, actor and action, 100 entries a page."""
+    params = request.query_params
+    values = {k: (params.get(k) or "").strip() for k in ("queue", "actor", "action")}
+    cursor = (params.get("cursor") or "").strip() or None
+    found = await client_of(request).list_audit(
+        queue=values["queue"] or None, actor=values["actor"] or None,
+        action=values["action"] or None, limit=100, cursor=cursor)
+    return page(request, "audit.html", nav="audit", title="Audit log", entries=found.entries,
+                next_cursor=found.next_cursor, values=values)
+
+
+HANDLERS: Final = [overview, queues, pause_queue, resume_queue, workers, audit]

@@ -72,6 +72,7 @@ RECIPES: dict[tuple[str, str], dict[str, Any]] = {
     ("GET", "/api/v1/dead-letter"): {},
     ("POST", "/api/v1/dead-letter/requeue"): {"json": {"all": True}},
     ("DELETE", "/api/v1/dead-letter"): {},
+    ("GET", "/api/v1/audit"): {},
     ("GET", "/api/v1/workers"): {},
     ("GET", "/api/v1/stats"): {},
     ("GET", "/metrics"): {},
@@ -94,7 +95,8 @@ def test_every_route_declares_a_scope_and_has_a_recipe() -> None:
     public = {(m, p) for m, p, s in ROUTES if s == "public"}
     assert public == {("GET", "/healthz"), ("GET", "/readyz")}
     scopes = {(m, p): s for m, p, s in ROUTES}
-    # submit routes only for enqueue; every other write is admin; GETs are read
+    # submit routes only for enqueue; every other write is admin; GETs are read, but the
+    # audit log (who did what, from which address) is for admins
     assert {k for k, s in scopes.items() if s == "enqueue"} == {
         ("POST", "/api/v1/jobs"),
         ("POST", "/api/v1/jobs/batch"),
@@ -103,7 +105,7 @@ def test_every_route_declares_a_scope_and_has_a_recipe() -> None:
     }
     for (method, path), scope in scopes.items():
         if method == "GET" and scope != "public":
-            assert scope == "read", path
+            assert scope == ("admin" if path == "/api/v1/audit" else "read"), path
         if method in ("DELETE",) or path.endswith(("/cancel", "/retry", "/pause", "/resume")):
             assert scope == "admin", path
 

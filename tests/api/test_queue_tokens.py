@@ -20,6 +20,7 @@ from monoq.api.tokens import create_token, load_tokens, parse_tokens_file, token
 from monoq.backends.memory import MemoryBackend
 from monoq.client import Client
 from monoq.config import ApiConfig, ApiToken, load_config
+from monoq.core.audit import Actor, acting_as
 from monoq.core.models import JobQuery, Outcome, WorkerInfo
 from monoq.errors import ConfigError
 from tests.api._support import finish_job
@@ -78,7 +79,7 @@ FILTERED = {
     ("GET", "/api/v1/jobs"), ("GET", "/api/v1/queues"), ("GET", "/api/v1/dead-letter"),
     ("POST", "/api/v1/dead-letter/requeue"), ("DELETE", "/api/v1/dead-letter"),
     ("GET", "/api/v1/workers"), ("GET", "/api/v1/stats"), ("GET", "/metrics"),
-    ("GET", "/queue/stats"), ("GET", "/api/v1/schedules"),
+    ("GET", "/queue/stats"), ("GET", "/api/v1/schedules"), ("GET", "/api/v1/audit"),
 }
 
 
@@ -90,7 +91,8 @@ async def test_every_route_respects_the_queue_limit(
     queued = await client.enqueue("echo", {"n": 1})
     await client.put_schedule(client.build_schedule({"id": "nightly", "handler": "echo",
                                                      "cron": "0 3 * * *"}))
-    cancelled = await client.cancel((await client.enqueue("echo", {"n": 2})).id)
+    with acting_as(Actor("setup", "python")):  # an audit entry about "default"
+        cancelled = await client.cancel((await client.enqueue("echo", {"n": 2})).id)
     dead = await client.enqueue("echo", {"n": 3}, max_retries=0)
     await finish_job(client, dead.id, Outcome.DEAD)
     now = client.clock()
@@ -135,6 +137,9 @@ async def test_every_route_respects_the_queue_limit(
         assert data["queues"] == {} and sum(data["totals"].values()) == 0
     elif path == "/api/v1/schedules":
         assert data["schedules"] == []
+    elif path == "/api/v1/audit":
+        assert data["entries"] == []
+        assert [e.action for e in (await client.list_audit()).entries] == ["cancel"]
     elif method == "POST":
         assert data == {"requeued": 0, "ids": []}
     else:
@@ -407,6 +412,7 @@ THROUGH_CHECKED = {  # they call a checked method of the ScopedClient first
 }
 QUEUE_NEUTRAL = {  # they read or build nothing of a queue the caller did not name or get
     "beats", "build", "build_from_dict", "build_schedule", "schedule_status",
+    "auditing",  # records what the caller does; the action itself is checked
 }
 
 

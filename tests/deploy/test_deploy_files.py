@@ -60,8 +60,9 @@ from monoq.backends.memory import MemoryBackend
 from monoq.cli import build_parser
 from monoq.client import Client
 from monoq.config import CONFIG_ENV, Config, config_keys, load_config
+from monoq.core.backend import MemoryReport
 from monoq.core.durations import parse_duration
-from monoq.core.models import JobState, QueueStats
+from monoq.core.models import JobState, QueueStats, utcnow
 from monoq.health import PROBE_TIMEOUT as HEALTH_PROBE_TIMEOUT
 from monoq.health import HealthState, create_health_app, health_registry, serve_health
 from monoq.registry import open_backend
@@ -823,7 +824,8 @@ def exported_metrics() -> dict[str, set[str]]:
     """Family name -> label names, as the api's /metrics and the health listener's render
     them."""
     metrics = ApiMetrics()
-    texts = [metrics.render([QueueStats("default", dict.fromkeys(JobState, 1))]),
+    memory = MemoryReport(used_bytes=1, max_bytes=2, queues={"default": 1}, taken_at=utcnow())
+    texts = [metrics.render([QueueStats("default", dict.fromkeys(JobState, 1))], None, memory),
              generate_latest(health_registry(("worker",), {"worker": 0}))]
     families: dict[str, set[str]] = {}
     suffixes = {"counter": ("_total",), "histogram": ("", "_bucket", "_count", "_sum")}

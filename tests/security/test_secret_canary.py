@@ -13,8 +13,8 @@ The canary is used at once as
 
 Then every log record (everything, at DEBUG, with its exception text and extra fields), every
 API answer (bodies and headers: jobs, lists, attempts, waits, dead letters, queues, stats,
-workers, schedules and their runs, the compatibility routes), the Prometheus metrics and every
-dashboard page is searched for it.
+workers, schedules and their runs, the compatibility routes, the audit log), the Prometheus
+metrics and every dashboard page is searched for it.
 
 What "only where it must" means, and so what this test asserts:
 
@@ -307,6 +307,13 @@ async def _read_everything(tc: Any, seen: Seen, bearer: dict[str, str], ids: lis
     metrics = await tc.get("/metrics", headers=bearer)
     assert metrics.status_code == 200 and "monoq_jobs_enqueued_total" in metrics.text
     seen.check("metrics", metrics, json_api=False)
+    # the audit log names the token and what it did (the schedule holding the canary in its
+    # payload, its trigger), never the token or the payload
+    audit = await tc.get("/api/v1/audit", headers=bearer)
+    assert audit.status_code == 200, audit.text
+    seen.check("audit", audit, json_api=False)
+    entries = audit.json()["entries"]
+    assert {"schedule.put", "schedule.trigger"} <= {e["action"] for e in entries}
 
 
 async def _browse_the_dashboard(tc: Any, seen: Seen, ids: list[str]) -> None:

@@ -23,6 +23,7 @@ import pytest
 from monoq.backends.sqlite import SCHEMA_VERSION, SqliteBackend, _fs
 from monoq.backends.sqlite import _backend as sqlite_backend_module
 from monoq.backends.sqlite import _schema as sqlite_schema_module
+from monoq.core.audit import AuditEntry
 from monoq.core.backend import Backend
 from monoq.core.ids import new_id
 from monoq.core.models import JobQuery, JobState, NewJob, Schedule
@@ -340,8 +341,15 @@ async def test_version_1_file_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> 
         assert schema_shape(old) == schema_shape(new)
 
 
+def _back_to_version_7(conn: sqlite3.Connection) -> None:
+    """Undo what version 8 added to a fresh file: the audit log."""
+    conn.execute("DROP TABLE audit")
+
+
 def _back_to_version_6(conn: sqlite3.Connection) -> None:
-    """Undo what version 7 added to a fresh file: the jobs' trace context and progress."""
+    """Undo what versions 7 and 8 added to a fresh file: the jobs' trace context and progress,
+    the audit log."""
+    _back_to_version_7(conn)
     for column in ("trace_context", "progress", "progress_message", "stack_requested", "stack",
                    "stack_at"):
         conn.execute(f"ALTER TABLE jobs DROP COLUMN {column}")
@@ -369,6 +377,34 @@ async def test_version_6_jobs_gain_trace_context_and_progress(tmp_path: Path) ->
         assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
         columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
         assert {"trace_context", "progress", "progress_message"} <= columns
+
+
+async def test_version_7_file_gains_the_audit_log_and_keeps_its_jobs(tmp_path: Path) -> None:
+    assert SCHEMA_VERSION >= 8
+    path = tmp_path / "v7.db"
+    old = SqliteBackend(url_of(path))
+    await old.connect()
+    [stored] = await old.enqueue([new_job()], now=T0)
+    await old.aclose()
+    with plain_connection(path) as conn:
+        _back_to_version_7(conn)
+        conn.execute("PRAGMA user_version = 7")
+    backend = SqliteBackend(url_of(path))
+    await backend.connect()
+    try:
+        assert await backend.get(stored.job.id) == stored.job
+        entry = AuditEntry(id=new_id(), at=T0, actor="ops", source="cli", action="pause",
+                           target="mail", queue="mail")
+        await backend.append_audit(entry)
+        assert (await backend.list_audit()).entries == [entry]
+    finally:
+        await backend.aclose()
+    fresh = SqliteBackend(url_of(tmp_path / "fresh.db"))
+    await fresh.connect()
+    await fresh.aclose()
+    with plain_connection(path) as conn, plain_connection(tmp_path / "fresh.db") as new:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert schema_shape(conn) == schema_shape(new)
 
 
 async def test_version_5_schedule_times_become_microseconds(tmp_path: Path) -> None:

@@ -340,7 +340,9 @@ async def test_counts_stay_exact_when_several_backends_write_one_file(db_path: P
 
 
 def _drop_version_7_columns(conn: sqlite3.Connection) -> None:
-    """What version 7 added to the jobs (trace context, progress): an older file lacks it."""
+    """What versions 7 and 8 added (the jobs' trace context and progress, the audit log): an
+    older file lacks it."""
+    conn.execute("DROP TABLE audit")
     for column in ("trace_context", "progress", "progress_message", "stack_requested", "stack",
                    "stack_at"):
         conn.execute(f"ALTER TABLE jobs DROP COLUMN {column}")

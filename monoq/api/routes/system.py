@@ -30,6 +30,7 @@ from monoq.api.routes._common import ClientDep, Json, StateDep, answer
 from monoq.api.scoping import ScopedClient, count_finished
 from monoq.api.state import WINDOWS, enqueued_in
 from monoq.client import Client
+from monoq.core.backend import MemoryReport
 from monoq.core.models import JobState, QueueStats, rfc3339
 from monoq.errors import BackendError
 
@@ -146,17 +147,20 @@ async def readyz(client: ClientDep) -> Response[Json]:
     **documented(401, 403, 429, 500),
 )
 async def metrics(client: ClientDep, api: StateDep) -> Response[bytes]:
-    """The Prometheus text format: requests, enqueues, queue depth (read at scrape time) and,
-    when the process shares its registry with a worker, the worker's families. A queue-limited
+    """The Prometheus text format: requests, enqueues, queue depth and, on Redis, memory per
+    queue (read at scrape time) and, when the process shares its registry with a worker, the
+    worker's families. A queue-limited
     token gets only the samples of its queues among those labelled by queue."""
     snapshot: list[QueueStats] | None = None
+    memory: MemoryReport | None = None
     with anyio.move_on_after(PROBE_TIMEOUT):
         try:
             snapshot = await client.queues()
+            memory = await client.memory_use()
         except BackendError:
             logger.warning("metrics scrape: the job store is unavailable")
     allowed = client.allowed if isinstance(client, ScopedClient) else None
-    body = api.metrics.render(snapshot, allowed)
+    body = api.metrics.render(snapshot, allowed, memory)
     return Response(content=body, media_type=METRICS_TYPE)
 
 

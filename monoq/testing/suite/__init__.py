@@ -15,6 +15,7 @@ import pytest
 from monoq.testing.suite import (
     admin,
     agreement,
+    audit,
     backpressure,
     claim,
     dashboard,
@@ -35,6 +36,7 @@ from monoq.testing.suite import (
 MODULES: tuple[ModuleType, ...] = (
     admin,
     agreement,
+    audit,
     backpressure,
     claim,
     dashboard,

@@ -1,5 +1,6 @@
 """The optional protocols of ``monoq.core.backend``, run where a backend implements them:
-``ServerTime`` (a clock of the storage's own) and ``Doctor`` (checks of the storage's setup)."""
+``ServerTime`` (a clock of the storage's own), ``Doctor`` (checks of the storage's setup) and
+``MemoryUse`` (the storage's memory, per queue)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ from datetime import timedelta
 
 import pytest
 
-from monoq.core.backend import Backend, Doctor, ServerTime
+from monoq.core.backend import Backend, Doctor, MemoryUse, ServerTime
+from monoq.testing.support import enqueue, new_job
 
 pytestmark = pytest.mark.anyio  # the suite's tests are async, in any host project
 
@@ -30,3 +32,14 @@ async def test_doctor_answers_named_checks_with_a_level_each(backend: Backend) -
         assert isinstance(check, str) and check
         assert level in {"ok", "warn", "error"}
         assert isinstance(message, str) and message
+
+
+async def test_memory_use_covers_every_known_queue(backend: Backend) -> None:
+    if not isinstance(backend, MemoryUse):
+        pytest.skip(f"{type(backend).__name__} does not implement MemoryUse")
+    await enqueue(backend, new_job(queue="mem-a"), new_job(queue="mem-b"))
+    report = await backend.memory_use()
+    assert {"mem-a", "mem-b"} <= set(report.queues)
+    assert all(size > 0 for size in report.queues.values())
+    assert report.used_bytes > 0 and report.max_bytes >= 0
+    assert report.taken_at.utcoffset() == timedelta(0)
