@@ -28,8 +28,8 @@ from litestar.routes import HTTPRoute
 from litestar.types import Message, Receive, Scope, Send
 from prometheus_client import CollectorRegistry
 
+from monoq.api.api_metrics import ApiMetrics
 from monoq.api.auth import ROUTE_SCOPES, authorize, route_scope
-from monoq.api.metrics import ApiMetrics
 from monoq.api.openapi import ComponentSchemas, request_bodies
 from monoq.api.problems import EXCEPTION_HANDLERS
 from monoq.api.routes import audit, compat, dlq, jobs, queues, schedules, system

@@ -10,7 +10,7 @@ from typing import Any, Final
 import attrs
 from litestar.connection import ASGIConnection
 
-from monoq.api.metrics import ApiMetrics
+from monoq.api.api_metrics import ApiMetrics
 from monoq.api.tokens import TokenTable
 from monoq.client import Client
 from monoq.config import ApiConfig

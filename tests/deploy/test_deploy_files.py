@@ -53,7 +53,7 @@ import trustme
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from monoq.api.metrics import ApiMetrics
+from monoq.api.api_metrics import ApiMetrics
 from monoq.api.role import DEFAULT_SHUTDOWN_TIMEOUT, ApiRole, check_bind
 from monoq.api.routes.system import ROOT_HANDLERS
 from monoq.backends.memory import MemoryBackend
