@@ -45,7 +45,7 @@ from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -57,11 +57,9 @@ from monoq.config import SOURCE_ENV_NAMES
 from monoq.core.codec import json_decode
 from monoq.core.loop import loop_name
 from monoq.core.models import Job, JobState
+from monoq.progress import Progress
 from monoq.registry import Registry, open_backend
 from monoq.worker import Worker, WorkerSettings
-
-if TYPE_CHECKING:
-    from monoq.cli import Progress
 
 SECTIONS = ("single", "enqueue", "drain", "sleep", "latency", "floor", "backlog", "scale")
 SCALE_PROCESSES = (1, 2, 4)  # worker children of the scale section, one drain each
@@ -384,8 +382,6 @@ class Bench:
                  fresh: Callable[[], None] | None = None, loop: str = "auto",
                  progress: Progress | None = None,
                  processes: Sequence[int] = SCALE_PROCESSES) -> None:
-        from monoq.cli import Progress
-
         self.url = _absolute(url)
         self.progress = progress if progress is not None else Progress(enabled=False)
         scheme = self.url.split("://", 1)[0]

@@ -14,6 +14,7 @@ security headers stay inside it; both are ASGI routes, outside the API's token s
 dashboard checks its own sessions).
 """
 
+import ipaddress
 from typing import Any, Final
 
 from litestar import Litestar, Request, Router, asgi
@@ -47,14 +48,22 @@ UI_PATH: Final = "/ui"
 _ROUTER_KEYS: Final = ("route_handler", "path_template", "path_params", "state")
 
 
+def is_loopback(host: str) -> bool:
+    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _ui_routes(state: ApiState, ui_config: UiConfig, api_config: ApiConfig) -> list[Any]:
     """The dashboard mounted under ``/ui`` and the ``/`` redirect to it (ASGI routes).
 
     The dashboard app is built on its first request: an API that nobody browses (and every
     test app) does not pay for it.
     """
-    from monoq.api.role import is_loopback  # role imports this module
-
     host_check = is_loopback(api_config.host) and not api_config.allow_public_bind
     built: list[Litestar] = []
 

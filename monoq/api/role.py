@@ -17,7 +17,6 @@ is a ConfigError naming the key.
 """
 
 import contextlib
-import ipaddress
 import logging
 import math
 import socket
@@ -32,7 +31,7 @@ import uvicorn
 from litestar import Litestar
 from prometheus_client import CollectorRegistry
 
-from monoq.api.app import create_app
+from monoq.api.app import create_app, is_loopback
 from monoq.api.state import STATE_KEY, ApiState
 from monoq.client import Client
 from monoq.config import ApiConfig, UiConfig
@@ -51,16 +50,6 @@ class EmbeddedServer(uvicorn.Server):
     def capture_signals(self) -> Iterator[None]:
         """Install no signal handlers."""
         yield
-
-
-def is_loopback(host: str) -> bool:
-    """True for ``localhost`` and loopback addresses (127.0.0.0/8, ::1)."""
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_bind(api_config: ApiConfig, *, auth_enabled: bool) -> None:

@@ -12,8 +12,8 @@ from litestar.routes import HTTPRoute
 from litestar.testing import AsyncTestClient
 
 from monoq.api import ApiRole, create_app
+from monoq.api.app import is_loopback
 from monoq.api.auth import route_scope
-from monoq.api.role import is_loopback
 from monoq.api.tokens import (
     ACCEPTED_SCOPES,
     TokenTable,
