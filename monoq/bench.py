@@ -815,7 +815,7 @@ class Bench:
 
     def _node_kwargs(self) -> dict[str, Any]:
         """How the bench's own connections reach cluster nodes: the URL's credentials, TLS."""
-        from monoq.backends.redis._backend import parse_cluster_url
+        from monoq.backends.redis._connect import parse_cluster_url
 
         target = parse_cluster_url(self.url)
         kwargs: dict[str, Any] = {"username": target.username, "password": target.password,
@@ -826,7 +826,7 @@ class Bench:
         return kwargs
 
     def _startup_nodes(self) -> list[tuple[str, int]]:
-        from monoq.backends.redis._backend import parse_cluster_url
+        from monoq.backends.redis._connect import parse_cluster_url
 
         return list(parse_cluster_url(self.url).nodes)
 

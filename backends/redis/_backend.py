@@ -8,28 +8,52 @@ import importlib.resources
 import logging
 import secrets
 import time
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final, TypeVar, cast
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
-import attrs
 import msgspec
 import redis.asyncio as aioredis
 import redis.exceptions as rex
-from redis.asyncio.cluster import ClusterNode, ClusterPipeline, RedisCluster
+from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry as ConnectionRetry  # a driver's retries, not a job's
-from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
+from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.crc import key_slot
-from redis.typing import EncodableT, FieldT
 
 try:  # a dependency through redis[hiredis]; redis-py works without it, only slower
     import hiredis
 except ImportError:  # pragma: no cover
     hiredis = None  # type: ignore[assignment]
 
+from monoq.backends.redis._codec import (
+    _LEASE_STATUS,
+    _bytes,
+    _decode_attempt,
+    _decode_job,
+    _decode_lease,
+    _decode_schedule,
+    _dt,
+    _encode_schedule,
+    _from_hash,
+    _ms,
+    _text,
+    _unpack,
+    _us,
+)
+from monoq.backends.redis._connect import (
+    ClusterTarget,
+    SentinelTarget,
+    _Cluster,
+    _driver_errors,
+    _packing_in_c,
+    _SentinelBlockingPool,
+    parse_cluster_url,
+    parse_sentinel_url,
+)
+from monoq.backends.redis._doctor import server_checks
 from monoq.backends.redis._keys import STATE_INDEX, Keys
 from monoq.core.audit import AuditEntry, AuditFilter, AuditPage, scan_page
 from monoq.core.backend import Capabilities, MemoryReport
@@ -48,7 +72,6 @@ from monoq.core.models import (
     OUTCOME_TO_ATTEMPT,
     TERMINAL_STATES,
     Attempt,
-    AttemptOutcome,
     DepthLimits,
     Enqueued,
     Finish,
@@ -57,17 +80,13 @@ from monoq.core.models import (
     JobState,
     Lease,
     LeaseStatus,
-    MisfirePolicy,
     NewJob,
-    OverlapPolicy,
     Page,
     Progress,
     QueueStats,
     Schedule,
     ThroughputBucket,
     WorkerInfo,
-    from_ms,
-    to_ms,
     to_ms_ceil,
     utcnow,
 )
@@ -79,7 +98,7 @@ from monoq.core.options import (
     str_option,
 )
 from monoq.core.rules import admitted
-from monoq.errors import BackendError, BackendUnavailable, ConfigError, QueueFull
+from monoq.errors import BackendUnavailable, ConfigError, QueueFull
 
 logger = logging.getLogger(__name__)
 
@@ -110,7 +129,6 @@ _STATES: Final = tuple(str(s) for s in JobState)
 _TPUT_PRUNE_AT: Final = COUNTER_RETENTION_MINUTES + 60
 # Ready-queue scores are priority * 10**13 + run_at_ms (see _keys.py).
 _BAND: Final = 10**13
-_MIN_VERSION: Final = (6, 2)
 
 _SCRIPTS: Final = (
     "enqueue",
@@ -151,195 +169,11 @@ _JOB_SAMPLES: Final = 5
 _USAGE_SAMPLES: Final = 5
 MEMORY_REPORT_SECONDS: Final = 5.0
 
-_UNAVAILABLE: Final = (
-    rex.ConnectionError,  # includes BusyLoadingError, MaxConnectionsError, AuthenticationError
-    rex.TimeoutError,
-    rex.ReadOnlyError,  # a replica during failover
-    rex.TryAgainError,
-    rex.ClusterDownError,
-    OSError,  # includes the builtin TimeoutError (asyncio timeouts) and SSL errors
-)
-
-_LEASE_STATUS: Final = {
-    b"h": LeaseStatus.HELD,
-    b"c": LeaseStatus.CANCEL_REQUESTED,
-    b"s": LeaseStatus.STACK_REQUESTED,
-    b"l": LeaseStatus.LOST,
-}
-
-
-_ms = to_ms
-
-
-def _dt(ms: bytes | str | float) -> datetime:
-    return from_ms(int(ms))
-
-
-_US: Final = timedelta(microseconds=1)
-
-
-def _us(dt: datetime) -> int:
-    """Exact epoch microseconds (schedule times round-trip whole)."""
-    return (dt - _EPOCH) // _US
-
-
-def _dt_us(us: bytes | str) -> datetime:
-    return _EPOCH + timedelta(microseconds=int(us))
-
-
-def _encode_schedule(s: Schedule) -> dict[FieldT, EncodableT]:
-    """A schedule's hash (field names in _keys.SCHEDULE_FIELDS); None fields are left out."""
-    fields: dict[FieldT, EncodableT] = {
-        "id": s.id,
-        "h": s.handler,
-        "tz": s.timezone,
-        "p": s.payload_json,
-        "q": s.queue,
-        "pr": s.priority,
-        "en": "1" if s.enabled else "0",
-        "ov": str(s.overlap),
-        "mf": str(s.misfire),
-        "or": s.origin,
-    }
-    if s.cron is not None:
-        fields["c"] = s.cron
-    if s.every is not None:
-        fields["ev"] = repr(float(s.every))
-    if s.max_retries is not None:
-        fields["mr"] = s.max_retries
-    if s.timeout is not None:
-        fields["to"] = repr(float(s.timeout))
-    for name, value in (("ca", s.created_at), ("ua", s.updated_at), ("lf", s.last_fire_at)):
-        if value is not None:
-            fields[name] = _us(value)
-    return fields
-
-
-def _decode_schedule(h: Mapping[Any, Any]) -> Schedule:
-    f: dict[str, bytes] = {_text(k): _bytes(v) for k, v in h.items()}
-
-    def text(name: str) -> str | None:
-        value = f.get(name)
-        return None if value is None else value.decode()
-
-    def when(name: str) -> datetime | None:
-        value = f.get(name)
-        return None if value is None else _dt_us(value)
-
-    every, max_retries, timeout = text("ev"), text("mr"), text("to")
-    return Schedule(
-        id=f["id"].decode(),
-        handler=f["h"].decode(),
-        cron=text("c"),
-        every=None if every is None else float(every),
-        timezone=f["tz"].decode(),
-        payload_json=f["p"],
-        queue=f["q"].decode(),
-        priority=int(f["pr"]),
-        max_retries=None if max_retries is None else int(max_retries),
-        timeout=None if timeout is None else float(timeout),
-        enabled=f["en"] == b"1",
-        overlap=OverlapPolicy(f["ov"].decode()),
-        misfire=MisfirePolicy(f["mf"].decode()),
-        origin=f["or"].decode(),
-        created_at=when("ca"),
-        updated_at=when("ua"),
-        last_fire_at=when("lf"),
-    )
-
-
-@contextlib.contextmanager
-def _driver_errors(op: str) -> Iterator[None]:
-    """Turn redis-py exceptions into monoq's: transient -> BackendUnavailable, else BackendError."""
-    try:
-        yield
-    except _UNAVAILABLE as exc:
-        raise BackendUnavailable(f"redis {op}: {exc or type(exc).__name__}") from exc
-    except rex.RedisError as exc:
-        raise BackendError(f"redis {op}: {exc}") from exc
-
 
 def _load_script(name: str) -> str:
     files = importlib.resources.files(__package__)
     common = files.joinpath("_common.lua").read_text(encoding="utf-8")
     return common + files.joinpath(f"{name}.lua").read_text(encoding="utf-8")
-
-
-def _unpack(reply: Sequence[Any]) -> dict[str, Any]:
-    """A job as the scripts answer it (``job_reply`` in _common.lua): the JSON of every field
-    but payload and result, the payload, the result or None. Three reply elements instead of
-    HGETALL's ~40 keep redis-py's pure-Python reply parser off the hot path."""
-    fields: dict[str, Any] = msgspec.json.decode(reply[0])
-    fields["p"] = reply[1]
-    fields["r"] = reply[2]
-    return fields
-
-
-def _from_hash(h: Mapping[bytes, bytes]) -> dict[str, Any]:
-    """A job's HGETALL, in the form ``_unpack`` gives."""
-    fields: dict[str, Any] = {k.decode(): v.decode() for k, v in h.items() if k not in (b"p", b"r")}
-    fields["p"] = h[b"p"]
-    fields["r"] = h.get(b"r")
-    return fields
-
-
-def _decode_job(f: Mapping[str, Any]) -> Job:
-    """A Job from its fields (names in _keys.FIELDS)."""
-    started = f.get("sa")
-    finished = f.get("fa")
-    lease = f.get("le")
-    progress = f.get("pg")
-    stack_at = f.get("sx")
-    return Job(
-        id=f["id"],
-        queue=f["q"],
-        handler=f["h"],
-        payload_json=f["p"],
-        priority=int(f["pr"]),
-        state=JobState(f["st"]),
-        attempt=int(f["a"]),
-        max_retries=int(f["mr"]),
-        timeout=float(f["to"]),
-        run_at=_dt(f["ra"]),
-        created_at=_dt(f["ca"]),
-        started_at=None if started is None else _dt(started),
-        finished_at=None if finished is None else _dt(finished),
-        idempotency_key=f.get("ik"),
-        schedule_id=f.get("si"),
-        result_json=f["r"],
-        error=f.get("e"),
-        cancel_requested=f.get("cr") == "1",
-        worker_id=f.get("w"),
-        lease_expires_at=None if lease is None else _dt(lease),
-        trace_context=f.get("tc"),
-        progress=None if progress is None else float(progress),
-        progress_message=f.get("pm"),
-        stack_requested=f.get("sr") == "1",
-        stack=f.get("sk"),
-        stack_at=None if stack_at is None else _dt(stack_at),
-    )
-
-
-def _decode_lease(f: Mapping[str, Any]) -> Lease:
-    job = _decode_job(f)
-    assert job.lease_expires_at is not None  # noqa: S101 - a running job always has a lease
-    return Lease(job=job, token=f["tk"], expires_at=job.lease_expires_at)
-
-
-def _decode_attempt(job_id: str, raw: bytes) -> Attempt:
-    rec = msgspec.json.decode(raw)
-    finished = rec.get("f")
-    return Attempt(
-        job_id=job_id,
-        attempt=int(rec["n"]),
-        worker_id=str(rec["w"]),
-        started_at=_dt(rec["s"]),
-        finished_at=None if finished is None else _dt(finished),
-        outcome=AttemptOutcome(rec.get("o", "running")),
-        error_type=rec.get("et"),
-        error_message=rec.get("em"),
-        traceback=rec.get("tb"),
-    )
 
 
 _TLS_OPTIONS: Final = ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs")
@@ -362,176 +196,9 @@ _SCHEMES: Final = ("redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel
 _REPLICATED: Final = frozenset({"enqueue", "enqueue_server", "finish"})
 
 
-@attrs.frozen
-class SentinelTarget:
-    """Where a ``redis+sentinel://`` URL points: the sentinels, the service they watch, the
-    database, and the credentials of the master (the sentinels' own are options)."""
-
-    sentinels: tuple[tuple[str, int], ...]
-    service: str
-    db: int = 0
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False
-
-
-def parse_sentinel_url(url: str) -> SentinelTarget:
-    """``redis+sentinel://[user:password@]host:port[,host:port...]/service[/db]``
-    (``rediss+sentinel://`` for TLS to the master and the sentinels). Errors name the part."""
-    scheme, _, rest = url.partition("://")
-    netloc, _, path = rest.partition("/")
-    path = path.split("?", 1)[0]
-    creds, at, hosts = netloc.rpartition("@")
-    username = password = None
-    if at:
-        user, colon, secret = creds.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if colon else None
-    sentinels: list[tuple[str, int]] = []
-    for part in hosts.split(","):
-        host, colon, port = part.strip().rpartition(":")
-        if not colon:
-            host, port = part.strip(), "26379"
-        host = host.strip("[]")  # [::1]:26379
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(
-                f"backend.url: {part.strip()!r} is not a sentinel host:port "
-                "(expected redis+sentinel://host:port[,host:port...]/service[/db])")
-        sentinels.append((host, int(port)))
-    segments = [unquote(x) for x in path.split("/") if x]
-    if not segments or len(segments) > 2:
-        raise ConfigError(
-            "backend.url: a sentinel URL names the monitored service and optionally the "
-            "database: redis+sentinel://host:port[,host:port...]/service[/db]")
-    db = 0
-    if len(segments) == 2:
-        if not segments[1].isdigit():
-            raise ConfigError(f"backend.url: the database must be a number, got "
-                              f"{segments[1]!r}")
-        db = int(segments[1])
-    return SentinelTarget(sentinels=tuple(sentinels), service=segments[0], db=db,
-                          username=username, password=password,
-                          tls=scheme == "rediss+sentinel")
-
-
-class _ClusterPipeline(ClusterPipeline):
-    """redis-py's cluster pipeline, which also makes its client re-read the cluster's layout
-    after a connection error, as the client's own commands do (redis-py 8's pipeline does
-    not: after a master dies, every pipeline would keep going to the dead node)."""
-
-    async def execute(self, raise_on_error: bool = True, allow_redirections: bool = True
-                      ) -> list[Any]:
-        client = self.cluster_client
-        try:
-            replies = await super().execute(raise_on_error, allow_redirections)
-        except (rex.ConnectionError, rex.TimeoutError, rex.ClusterDownError, OSError):
-            client._initialize = True  # the flag its own commands set
-            raise
-        if any(isinstance(r, rex.ConnectionError | rex.TimeoutError | rex.ClusterDownError)
-               for r in replies):
-            client._initialize = True
-        return replies
-
-
-class _Cluster(RedisCluster):
-    """redis-py's cluster client with ``_ClusterPipeline`` pipelines."""
-
-    def pipeline(self, transaction: Any | None = None, shard_hint: Any | None = None
-                 ) -> ClusterPipeline:
-        if shard_hint:
-            raise rex.RedisClusterException("shard_hint is deprecated in cluster mode")
-        return _ClusterPipeline(self, transaction)  # type: ignore[abstract]
-
-
-@attrs.frozen
-class ClusterTarget:
-    """Where a ``redis+cluster://`` URL points: some of the cluster's nodes (the client learns
-    the others from them) and the credentials."""
-
-    nodes: tuple[tuple[str, int], ...]
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False
-
-
-def _hosts(netloc: str, default_port: int, expected: str
-           ) -> tuple[tuple[tuple[str, int], ...], str | None, str | None]:
-    """The ``host:port`` list and the credentials of a multi-host URL's network location."""
-    creds, at, hosts = netloc.rpartition("@")
-    username = password = None
-    if at:
-        user, colon, secret = creds.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if colon else None
-    found: list[tuple[str, int]] = []
-    for part in hosts.split(","):
-        host, colon, port = part.strip().rpartition(":")
-        if not colon:
-            host, port = part.strip(), str(default_port)
-        host = host.strip("[]")  # [::1]:6379
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"backend.url: {part.strip()!r} is not a host:port (expected "
-                              f"{expected})")
-        found.append((host, int(port)))
-    return tuple(found), username, password
-
-
-def parse_cluster_url(url: str) -> ClusterTarget:
-    """``redis+cluster://[user:password@]host:port[,host:port...][/0]`` (``rediss+cluster://``
-    for TLS): one or more nodes of the cluster to start from. A cluster has only database 0."""
-    scheme, _, rest = url.partition("://")
-    netloc, _, path = rest.partition("/")
-    path = path.split("?", 1)[0].strip("/")
-    expected = "redis+cluster://host:port[,host:port...]/"
-    nodes, username, password = _hosts(netloc, 6379, expected)
-    if path not in ("", "0"):
-        raise ConfigError(f"backend.url: a Redis Cluster has only database 0, got /{path} "
-                          f"(expected {expected})")
-    return ClusterTarget(nodes=nodes, username=username, password=password,
-                         tls=scheme == "rediss+cluster")
-
-
-class _SentinelBlockingPool(SentinelConnectionPool, aioredis.BlockingConnectionPool):
-    """A pool whose connections go to the master the sentinels name (asked again whenever a
-    connection is made, so a failover is followed without a restart) and that waits, as the
-    plain pool does, for a free connection instead of failing at once."""
-
-
 _pack = msgspec.msgpack.Encoder().encode
 # The states of the finish script's first six keys (their id indexes follow the queue keys).
 _FINISH_STATES: Final = ("queued", "running", "retrying", "completed", "dead", "cancelled")
-
-
-_PACKING_IN_C: dict[type[Any], type[Any]] = {}
-
-
-def _packing_in_c(cls: type[Any]) -> type[Any]:
-    """``cls`` with commands packed by hiredis' C packer instead of redis-py's Python one.
-
-    redis-py's asyncio connection encodes every argument in Python (about 2 µs each): a finish
-    of ten jobs with its claim is some 70 arguments. hiredis (a dependency, through
-    ``redis[hiredis]``) packs the same bytes in C. Arguments it does not take fall back to
-    redis-py, which raises its usual error for them.
-    """
-    if hiredis is None:
-        return cls
-    fast = _PACKING_IN_C.get(cls)
-    if fast is None:
-        base_pack = cls.pack_command
-
-        def pack_command(self: Any, *args: Any) -> list[bytes]:
-            first = args[0]
-            if isinstance(first, str | bytes) and (" " in first if isinstance(first, str)
-                                                   else b" " in first):
-                args = (*first.split(), *args[1:])  # "CONFIG GET": one word per argument
-            try:
-                return [hiredis.pack_command(args)]
-            except TypeError:
-                return base_pack(self, *args)  # type: ignore[no-any-return]
-
-        fast = type(cls.__name__, (cls,), {"pack_command": pack_command})
-        _PACKING_IN_C[cls] = fast
-    return fast
 
 
 class RedisBackend:
@@ -2151,7 +1818,7 @@ class RedisBackend:
         masters that are not ok), and ``redis.cluster`` reports ``cluster_state``.
         """
         if self._target is None:
-            return await self._doctor_on(self._r())
+            return await server_checks(self._r())
         cluster = cast(RedisCluster, self._r())
         with _driver_errors("doctor"):
             await cluster.initialize()
@@ -2161,7 +1828,7 @@ class RedisBackend:
         for node in masters:
             plain = self._node_client(node.host, int(node.port))
             try:
-                for name, level, message in await self._doctor_on(plain):
+                for name, level, message in await server_checks(plain):
                     found.setdefault(name, []).append((node.name, level, message))
             finally:
                 await plain.aclose()
@@ -2189,95 +1856,6 @@ class RedisBackend:
                               socket_timeout=self._socket_timeout,
                               socket_connect_timeout=self._connect_timeout,
                               retry=ConnectionRetry(NoBackoff(), 0), **tls)
-
-    async def _doctor_on(self, client: aioredis.Redis) -> list[tuple[str, str, str]]:
-        """``doctor``'s checks of one server."""
-        checks: list[tuple[str, str, str]] = []
-        with _driver_errors("doctor"):
-            server = await client.info("server")
-            version = str(server.get("redis_version", "0"))
-            parts = tuple(int(p) for p in version.split(".")[:2] if p.isdigit())
-            if parts >= _MIN_VERSION:
-                checks.append(("redis.version", "ok", f"Redis {version}"))
-            else:
-                checks.append(
-                    (
-                        "redis.version",
-                        "error",
-                        f"Redis {version} is older than 6.2, which monoq needs",
-                    )
-                )
-            try:
-                policy_raw = await client.config_get("maxmemory-policy")
-            except rex.ResponseError as exc:
-                checks.append(
-                    (
-                        "redis.maxmemory-policy",
-                        "warn",
-                        f"cannot read (CONFIG GET refused: {exc}); make sure it is noeviction",
-                    )
-                )
-            else:
-                policy = _config_value(policy_raw, "maxmemory-policy")
-                if policy == "noeviction":
-                    checks.append(("redis.maxmemory-policy", "ok", "noeviction"))
-                else:
-                    checks.append(
-                        (
-                            "redis.maxmemory-policy",
-                            "error",
-                            (
-                                f"{policy}: Redis may evict job keys under memory pressure and "
-                                "lose jobs; set maxmemory-policy noeviction"
-                            ),
-                        )
-                    )
-            persistence = await client.info("persistence")
-            aof = str(persistence.get("aof_enabled", "0")) == "1"
-            try:
-                save_raw = await client.config_get("save")
-                save = _config_value(save_raw, "save").strip()
-            except rex.ResponseError:
-                save = ""
-            if aof:
-                checks.append(("redis.persistence", "ok", "AOF enabled"))
-            elif save:
-                checks.append(
-                    (
-                        "redis.persistence",
-                        "warn",
-                        (
-                            f"RDB snapshots only (save {save}): jobs acknowledged since the last "
-                            "snapshot are lost if Redis crashes; enable appendonly yes"
-                        ),
-                    )
-                )
-            else:
-                checks.append(
-                    (
-                        "redis.persistence",
-                        "warn",
-                        (
-                            "no persistence (AOF off, no RDB snapshots): a Redis restart loses "
-                            "every job; enable appendonly yes"
-                        ),
-                    )
-                )
-        return checks
-
-
-def _text(value: object) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
-
-
-def _bytes(value: bytes | str) -> bytes:
-    return value if isinstance(value, bytes) else value.encode()
-
-
-def _config_value(reply: Mapping[Any, Any], name: str) -> str:
-    """One value of a CONFIG GET reply (keys are bytes or str depending on decoding)."""
-    value = reply.get(name, reply.get(name.encode(), ""))
-    return _text(value)
 
 
 def _group(items: Sequence[_T], queue_of: Callable[[_T], str]) -> dict[str, list[int]]:

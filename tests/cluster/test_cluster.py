@@ -14,7 +14,8 @@ import pytest
 from redis.crc import key_slot
 
 import monoq
-from monoq.backends.redis._backend import ClusterTarget, RedisBackend, parse_cluster_url
+from monoq.backends.redis import RedisBackend
+from monoq.backends.redis._connect import ClusterTarget, parse_cluster_url
 from monoq.client import Client, connect
 from monoq.context import Context
 from monoq.core.models import JobQuery, JobState, NewJob

@@ -8,7 +8,7 @@ import pytest
 import redis.asyncio.connection as aioconn
 import redis.exceptions as rex
 
-from monoq.backends.redis._backend import _packing_in_c
+from monoq.backends.redis._connect import _packing_in_c
 
 CASES: list[tuple[Any, ...]] = [
     ("EVALSHA", "d06da559d32ea25aa5c6b7d4243e8d1a1d63c75a", 2, "monoq:q:{mail}:ready", "k2",

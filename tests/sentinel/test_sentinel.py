@@ -10,7 +10,8 @@ import anyio
 import pytest
 
 import monoq
-from monoq.backends.redis._backend import RedisBackend, SentinelTarget, parse_sentinel_url
+from monoq.backends.redis import RedisBackend
+from monoq.backends.redis._connect import SentinelTarget, parse_sentinel_url
 from monoq.client import Client, connect
 from monoq.context import Context
 from monoq.core.models import JobState, NewJob
