@@ -43,35 +43,20 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
     scheme, _, rest = url.partition("://")
     netloc, _, path = rest.partition("/")
     path = path.split("?", 1)[0]
-    creds, at, hosts = netloc.rpartition("@")
-    username = password = None
-    if at:
-        user, colon, secret = creds.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if colon else None
-    sentinels: list[tuple[str, int]] = []
-    for part in hosts.split(","):
-        host, colon, port = part.strip().rpartition(":")
-        if not colon:
-            host, port = part.strip(), "26379"
-        host = host.strip("[]")  # [::1]:26379
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(
-                f"backend.url: {part.strip()!r} is not a sentinel host:port "
-                "(expected redis+sentinel://host:port[,host:port...]/service[/db])")
-        sentinels.append((host, int(port)))
+    expected = "redis+sentinel://host:port[,host:port...]/service[/db]"
+    sentinels, username, password = _hosts(netloc, 26379, expected, what="sentinel host:port")
     segments = [unquote(x) for x in path.split("/") if x]
     if not segments or len(segments) > 2:
         raise ConfigError(
             "backend.url: a sentinel URL names the monitored service and optionally the "
-            "database: redis+sentinel://host:port[,host:port...]/service[/db]")
+            f"database: {expected}")
     db = 0
     if len(segments) == 2:
         if not segments[1].isdigit():
             raise ConfigError(f"backend.url: the database must be a number, got "
                               f"{segments[1]!r}")
         db = int(segments[1])
-    return SentinelTarget(sentinels=tuple(sentinels), service=segments[0], db=db,
+    return SentinelTarget(sentinels=sentinels, service=segments[0], db=db,
                           username=username, password=password,
                           tls=scheme == "rediss+sentinel")
 
@@ -116,9 +101,10 @@ class ClusterTarget:
     tls: bool = False
 
 
-def _hosts(netloc: str, default_port: int, expected: str
+def _hosts(netloc: str, default_port: int, expected: str, *, what: str = "host:port"
            ) -> tuple[tuple[tuple[str, int], ...], str | None, str | None]:
-    """The ``host:port`` list and the credentials of a multi-host URL's network location."""
+    """The ``host:port`` list and the credentials of a multi-host URL's network location
+    (Sentinel's and Cluster's); a bad part is "not a ``what``"."""
     creds, at, hosts = netloc.rpartition("@")
     username = password = None
     if at:
@@ -132,7 +118,7 @@ def _hosts(netloc: str, default_port: int, expected: str
             host, port = part.strip(), str(default_port)
         host = host.strip("[]")  # [::1]:6379
         if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"backend.url: {part.strip()!r} is not a host:port (expected "
+            raise ConfigError(f"backend.url: {part.strip()!r} is not a {what} (expected "
                               f"{expected})")
         found.append((host, int(port)))
     return tuple(found), username, password

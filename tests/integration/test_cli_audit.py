@@ -3,33 +3,17 @@
 
 from __future__ import annotations
 
-import io
 import json
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from monoq.backends.sqlite import SqliteBackend
-from monoq.cli import main
 from monoq.client import Client
 from monoq.core.audit import Actor, acting_as
 from monoq.scheduler import Scheduler, SchedulerSettings
-
-
-class Cli:
-    def __init__(self, tmp_path: Path) -> None:
-        self.url = f"sqlite:///{tmp_path / 'cli.db'}"
-
-    def __call__(self, *argv: str, code: int = 0) -> str:
-        out = io.StringIO()
-        got = main([*argv, "--backend", self.url], out=out)
-        assert got == code, out.getvalue()
-        return out.getvalue()
-
-    def json(self, *argv: str) -> Any:
-        return json.loads(self(*argv, "--json"))
+from tests.integration.test_cli import Cli
 
 
 @pytest.fixture
