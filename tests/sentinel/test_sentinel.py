@@ -14,9 +14,11 @@ from monoq.backends.redis import RedisBackend
 from monoq.backends.redis._connect import SentinelTarget, parse_sentinel_url
 from monoq.client import Client, connect
 from monoq.context import Context
-from monoq.core.models import JobState, NewJob
+from monoq.core.models import NewJob
+from monoq.core.retry import RetryPolicy
 from monoq.errors import BackendUnavailable, ConfigError
 from monoq.registry import Registry
+from monoq.scheduler import Scheduler, SchedulerSettings
 from monoq.worker import Worker, WorkerSettings
 
 from .conftest import SentinelSetup
@@ -84,15 +86,19 @@ async def _submit_until_acknowledged(client: Client, new: NewJob) -> None:
 
 
 async def _wait_all_completed(client: Client, ids: list[str], timeout: float) -> None:
-    with anyio.fail_after(timeout):
+    states: Counter[str] = Counter()
+    with anyio.move_on_after(timeout):
         while True:
             try:
                 jobs = await client.backend.get_many(ids)
             except BackendUnavailable:
-                jobs = []
-            if jobs and all(j is not None and j.state is JobState.COMPLETED for j in jobs):
+                await anyio.sleep(0.1)
+                continue
+            states = Counter("missing" if j is None else str(j.state) for j in jobs)
+            if states == Counter({"completed": len(ids)}):
                 return
             await anyio.sleep(0.1)
+    raise AssertionError(f"not every acknowledged job completed within {timeout:g}s: {states}")
 
 
 async def _failover_run(setup: SentinelSetup, options: dict[str, Any], *,
@@ -107,8 +113,15 @@ async def _failover_run(setup: SentinelSetup, options: dict[str, Any], *,
         worker = Worker(client, registry, WorkerSettings(
             concurrency=4, lease=timedelta(seconds=3), heartbeat=timedelta(seconds=1),
             grace=timedelta(seconds=5), idle_wait=0.5))
+        # A scheduler runs too, as in every deployment: a claim the old master replicated but
+        # whose answer the worker never got leaves a job RUNNING under a lease nobody holds,
+        # and only the reaper puts it back to work once the lease expires.
+        scheduler = Scheduler(client, SchedulerSettings(
+            reap_margin=timedelta(0), max_sleep=timedelta(seconds=1),
+            retry_policy=RetryPolicy(base=0.1, max=0.5)))
         async with anyio.create_task_group() as tg:
             await tg.start(worker.run)
+            await tg.start(scheduler.run)
 
             async def produce(n: int) -> None:
                 for i in range(n):
@@ -130,6 +143,7 @@ async def _failover_run(setup: SentinelSetup, options: dict[str, Any], *,
             await produce(60)  # work goes on after the failover, with no restart
             await _wait_all_completed(client, acked, timeout=90)
             worker.stop()
+            scheduler.stop()
     return acked, RUNS.copy()
 
 
