@@ -188,7 +188,7 @@ async def test_delayed_job_runs_after_its_delay_not_before() -> None:
 
 async def test_idle_worker_wakes_on_enqueue() -> None:
     async with running() as (client, _):
-        await anyio.sleep(0.1)  # let the worker go idle
+        await anyio.wait_all_tasks_blocked()  # the worker has found nothing and waits
         job = await client.enqueue("echo", 1)
         with anyio.fail_after(1):  # far below the worker's idle wait of 5 s
             assert (await client.wait(job.id)).result == 1

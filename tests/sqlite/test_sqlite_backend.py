@@ -706,31 +706,49 @@ async def test_closed_backend_is_unavailable(db_path: Path) -> None:
 NO_POLL = {"poll_interval_ms": 600_000, "poll_max_ms": 600_000}
 
 
-async def test_same_process_enqueue_wakes_a_waiter_without_polling(db_path: Path) -> None:
+def _after_first_look(backend: SqliteBackend, monkeypatch: pytest.MonkeyPatch) -> anyio.Event:
+    """An event set once a waiter's first read has answered: from then on it waits on its
+    wake-up event (no await lies between the two), so only a wake-up can end its wait."""
+    looked = anyio.Event()
+    read = backend._read
+
+    async def read_then_tell(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await read(*args, **kwargs)
+        finally:
+            looked.set()
+
+    monkeypatch.setattr(backend, "_read", read_then_tell)
+    return looked
+
+
+async def test_same_process_enqueue_wakes_a_waiter_without_polling(
+        db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     backend = SqliteBackend(url_of(db_path), NO_POLL)
     await backend.connect()
     try:
         assert await backend.claim(["q"], limit=1, lease_for=LEASE, worker_id="w", now=T0) == []
         with anyio.fail_after(WAIT):
             async with anyio.create_task_group() as tg:
+                looked = _after_first_look(backend, monkeypatch)
                 tg.start_soon(lambda: backend.wait_for_jobs(["q", "other"], timeout=600))
-                await anyio.wait_all_tasks_blocked()
-                await anyio.sleep(0.05)  # let the waiter get past its first look
+                await looked.wait()  # it found nothing: only the enqueue can wake it now
                 await backend.enqueue([new_job("q")], now=T0)
     finally:
         await backend.aclose()
 
 
-async def test_same_process_delayed_enqueue_wakes_wait_for_changes(db_path: Path) -> None:
+async def test_same_process_delayed_enqueue_wakes_wait_for_changes(
+        db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     backend = SqliteBackend(url_of(db_path), NO_POLL)
     await backend.connect()
     try:
         assert await backend.next_wakeup(now=T0) is None
         with anyio.fail_after(WAIT):
             async with anyio.create_task_group() as tg:
+                looked = _after_first_look(backend, monkeypatch)
                 tg.start_soon(lambda: backend.wait_for_changes(timeout=600))
-                await anyio.wait_all_tasks_blocked()
-                await anyio.sleep(0.05)
+                await looked.wait()
                 later = T0 + timedelta(seconds=10)
                 await backend.enqueue([new_job(run_at=later)], now=T0)
         assert await backend.next_wakeup(now=T0) == later
