@@ -2,8 +2,10 @@
 
 One task claims up to the free slots (never a hidden prefetch) and starts one task per job; each
 job runs in its own cancel scope under its timeout. A heartbeat task extends every held lease in
-one backend call and learns about cancellations and lost leases. Acks that finish close together
-are coalesced into one backend call by an ack task. On stop the worker claims nothing more, lets
+one backend call and learns about cancellations and lost leases. Outcomes that come close together
+travel in one backend call, which also claims for the slots they freed; two such calls may be in
+flight at once, each claiming for at most half the slots, so that the handlers of one half run
+while the backend serves the other's call. On stop the worker claims nothing more, lets
 running jobs finish within the grace period, and releases the rest back to their queue with the
 attempt refunded.
 """
@@ -50,6 +52,8 @@ from monoq.stacks import render, task_stack, thread_stack, where
 
 logger = logging.getLogger(__name__)
 
+# Ack calls a worker keeps in flight at once (see Worker._ack_loop).
+ACK_LANES = 2
 
 
 def resident_mib() -> float | None:
@@ -134,8 +138,15 @@ class Worker:
         self._slot_freed = anyio.Event()
         self._acks: list[Finish] = []
         self._ack_ready = anyio.Event()
-        self._flushing: anyio.Event | None = None  # set while a flush is running
-        self._claiming = 0  # slots reserved by a claim in flight (claim loop or ack flush)
+        # Ack calls in flight, at most ``_lanes`` at once, each claiming for at most
+        # ``_per_call`` freed slots: the slots fall into cohorts that take turns, so that the
+        # handlers of one run while the backend serves the call of another.
+        self._lanes = max(1, min(settings.concurrency, ACK_LANES))
+        self._per_call = -(-settings.concurrency // self._lanes)
+        self._flights = 0
+        self._flight_ended = anyio.Event()
+        self._sending = 0  # outcomes in the calls in flight
+        self._claiming = 0  # slots reserved by a claim in flight (claim loop or ack call)
         self._jobs: anyio.abc.TaskGroup | None = None  # where runs start, while it is open
         self._limiter = anyio.CapacityLimiter(settings.concurrency)
         self._rotation = 0
@@ -203,10 +214,10 @@ class Worker:
             # call in flight (even one retrying through an outage), for a bounded time.
             with anyio.move_on_after(settings.grace.total_seconds() + 10):
                 await self._flush_acks()
-            if self._acks:
+            if self._acks or self._sending:
                 logger.error("worker %s: %d outcomes could not be recorded; those jobs will "
                              "run again when their leases expire", settings.worker_id,
-                             len(self._acks))
+                             len(self._acks) + self._sending)
             service.cancel_scope.cancel()
         with anyio.move_on_after(2, shield=True):
             try:
@@ -229,9 +240,10 @@ class Worker:
         return self.settings.concurrency - len(self._running) - self._claiming
 
     def _acks_claim(self) -> bool:
-        """Whether buffered outcomes are about to be (or being) sent: their call claims for
-        the freed slots too (``finish_and_claim``), so the claim loop leaves those to it."""
-        return bool(self._acks) or self._flushing is not None
+        """Whether buffered outcomes are about to be sent: their call claims for the freed
+        slots too (``finish_and_claim``), so the claim loop leaves those to it. Slots that an
+        ack call in flight claims for are already reserved (``_claiming``)."""
+        return bool(self._acks)
 
     async def _claim_loop(self, jobs: anyio.abc.TaskGroup) -> None:
         settings = self.settings
@@ -242,7 +254,7 @@ class Worker:
                 if (self._free() <= 0 or self._acks_claim()) and not self._stopping.is_set():
                     await self._slot_freed.wait()
                 continue
-            free = self._free()
+            free = min(self._free(), self._per_call)
             self._claiming += free
             try:
                 leases = await self.backend.claim(
@@ -480,60 +492,78 @@ class Worker:
         )
 
     async def _ack_loop(self) -> None:
-        while True:
-            await self._ack_ready.wait()
-            self._ack_ready = anyio.Event()
-            await self._flush_acks()
+        """Send buffered outcomes as soon as they are there, in up to ``_lanes`` calls at once
+        (each also claims for the slots its outcomes freed)."""
+        async with anyio.create_task_group() as flights:
+            while True:
+                await self._ack_ready.wait()
+                self._ack_ready = anyio.Event()
+                while self._acks and self._flights < self._lanes:
+                    flights.start_soon(self._send_acks, self._take_acks())
+
+    def _take_acks(self) -> list[Finish]:
+        """Take the next batch out of the buffer for a call about to start."""
+        batch = self._acks[:500]
+        del self._acks[: len(batch)]
+        self._flights += 1
+        self._sending += len(batch)
+        return batch
 
     async def _flush_acks(self) -> None:
-        """Send every buffered outcome; on a backend error keep them and try again.
+        """Send every outcome: wait for the calls in flight, then send what is left."""
+        while self._flights or self._acks:
+            if self._flights:
+                self._flight_ended = anyio.Event()
+                await self._flight_ended.wait()
+            else:
+                await self._send_acks(self._take_acks())
 
-        One flush at a time, and a batch leaves the buffer only once the backend
-        answered, so a flush that is cancelled or interrupted loses nothing.
+    async def _send_acks(self, batch: list[Finish]) -> None:
+        """Send ``batch`` until the backend answers; on a backend error keep it and try again.
+
+        The batch is back at the head of the buffer if the call is cancelled or interrupted
+        before the backend answered, so nothing is lost.
         """
-        # A flag and an event rather than a lock: taking an anyio lock yields to the loop, and
-        # on the hot path that cost 15% of no-op throughput.
-        while self._flushing is not None:  # another flush runs: let it finish, then do the rest
-            await self._flushing.wait()
-        if not self._acks:
-            return
-        self._flushing = anyio.Event()
-        try:
-            await self._flush_acks_locked()
-        finally:
-            done, self._flushing = self._flushing, None
-            done.set()
-            self._slot_freed.set()  # the claim loop takes over the slots left free
-
-    async def _flush_acks_locked(self) -> None:
         settings = self.settings
         backoff = 0.05
-        while self._acks:
-            batch = self._acks[:500]
-            # The same call claims for the free slots (none while stopping), BullMQ's
-            # moveToFinished way: a freed slot costs one round trip, not two.
-            limit = 0 if self._stopping.is_set() else max(0, self._free())
-            self._claiming += limit
-            try:
-                applied, leases = await self.backend.finish_and_claim(
-                    batch, self._queues(), limit=limit, lease_for=settings.lease,
-                    worker_id=settings.worker_id, now=self.clock(),
-                )
-            except BackendError as exc:
-                logger.warning("worker %s: ack of %d jobs failed (%s); retrying",
-                               settings.worker_id, len(batch), exc)
-                await anyio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            finally:
-                self._claiming -= limit
-            del self._acks[: len(batch)]
-            self._start(leases, self._jobs)
-            for item, ok in zip(batch, applied, strict=True):
-                if not ok:
-                    metrics.stale_ack()
-                    logger.warning("job %s: %s refused, the lease was lost (stale token)",
-                                   item.lease.job_id, item.outcome)
+        sent = False
+        try:
+            while True:
+                # The same call claims for the free slots (none while stopping), BullMQ's
+                # moveToFinished way: a freed slot costs one round trip, not two.
+                limit = 0 if self._stopping.is_set() else max(0, min(self._free(),
+                                                                     self._per_call))
+                self._claiming += limit
+                try:
+                    applied, leases = await self.backend.finish_and_claim(
+                        batch, self._queues(), limit=limit, lease_for=settings.lease,
+                        worker_id=settings.worker_id, now=self.clock(),
+                    )
+                except BackendError as exc:
+                    logger.warning("worker %s: ack of %d jobs failed (%s); retrying",
+                                   settings.worker_id, len(batch), exc)
+                    await anyio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                    continue
+                finally:
+                    self._claiming -= limit
+                sent = True
+                break
+        finally:
+            self._flights -= 1
+            self._sending -= len(batch)
+            if not sent:
+                self._acks[0:0] = batch
+            self._flight_ended.set()
+            self._slot_freed.set()  # the claim loop takes over the slots left free
+            if self._acks:
+                self._ack_ready.set()  # outcomes that waited for a free lane
+        self._start(leases, self._jobs)
+        for item, ok in zip(batch, applied, strict=True):
+            if not ok:
+                metrics.stale_ack()
+                logger.warning("job %s: %s refused, the lease was lost (stale token)",
+                               item.lease.job_id, item.outcome)
 
     async def _drain(self) -> None:
         """Wait up to the grace period for running jobs, then release the rest."""

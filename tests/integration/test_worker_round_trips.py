@@ -92,3 +92,54 @@ async def test_freed_slots_are_refilled_by_the_ack_call_within_the_concurrency()
     assert backend.calls.get("finish", 0) == 0
     assert backend.calls["finish_and_claim"] >= 300 // 4 // 2
     assert backend.calls.get("claim", 0) <= 10, backend.calls
+
+
+class StallingBackend(MemoryBackend):
+    """The first ``finish_and_claim`` call waits until ``release`` is set; the others answer
+    at once. Counts the outcomes other calls handed back while that call was held."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = anyio.Event()
+        self.held = anyio.Event()
+        self.calls = 0
+        self.completed_while_held = 0
+        self.twenty_while_held = anyio.Event()
+
+    async def finish_and_claim(self, items: Sequence[Finish], queues: Sequence[str],
+                               **kw: Any) -> tuple[list[bool], list[Lease]]:
+        self.calls += 1
+        if self.calls == 1:
+            self.held.set()
+            await self.release.wait()
+        elif self.held.is_set() and not self.release.is_set():
+            self.completed_while_held += len(items)
+            if self.completed_while_held >= 20:
+                self.twenty_while_held.set()
+        return await super().finish_and_claim(items, queues, **kw)
+
+
+async def test_while_one_ack_call_waits_on_the_backend_the_other_half_of_the_slots_works_on(
+) -> None:
+    global most_at_once
+    most_at_once = 0
+    backend = StallingBackend()
+    registry = Registry()
+    registry.add_function(step)
+    client = Client(backend, registry=registry)
+    jobs = await client.enqueue_many([{"handler": "test.step", "payload": n}
+                                      for n in range(200)])
+    worker = Worker(client, registry, WorkerSettings(
+        concurrency=4, heartbeat=timedelta(seconds=5), grace=timedelta(seconds=5)))
+    async with anyio.create_task_group() as tg:
+        await tg.start(worker.run)
+        with anyio.fail_after(30):
+            await backend.held.wait()
+            # One call is held with its outcomes and the slots it would refill; the other
+            # slots keep taking jobs and handing back outcomes meanwhile.
+            await backend.twenty_while_held.wait()
+            backend.release.set()
+            done = [await client.wait(job.id) for job in jobs]
+        worker.stop()
+    assert {job.state for job in done} == {JobState.COMPLETED}
+    assert most_at_once <= 4
