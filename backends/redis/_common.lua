@@ -13,8 +13,9 @@ local function push_tokens(key, n, cap)
   if n > cap then n = cap end
   local tokens = {}
   for i = 1, n do tokens[i] = '1' end
-  redis.call('LPUSH', key, unpack(tokens))
-  redis.call('LTRIM', key, 0, cap - 1)
+  if redis.call('LPUSH', key, unpack(tokens)) > cap then
+    redis.call('LTRIM', key, 0, cap - 1)
+  end
 end
 
 -- One pending token is enough for a scheduler: it re-reads next_wakeup when woken.
@@ -84,11 +85,9 @@ local function new_job_fields(F, a, queue, now)
     'id', F[a + 1], 'q', queue, 'h', F[a + 3], 'p', F[a + 4], 'pr', F[a + 5],
     'st', state, 'a', '0', 'mr', F[a + 7], 'to', F[a + 8], 'ra', run_at, 'ca', now,
   }
-  for _, extra in ipairs({{9, 'ik'}, {10, 'si'}, {11, 'tc'}}) do
-    if F[a + extra[1]] ~= '' then
-      fields[#fields + 1] = extra[2]
-      fields[#fields + 1] = F[a + extra[1]]
-    end
-  end
+  local n = 22
+  if F[a + 9] ~= '' then fields[n + 1] = 'ik'; fields[n + 2] = F[a + 9]; n = n + 2 end
+  if F[a + 10] ~= '' then fields[n + 1] = 'si'; fields[n + 2] = F[a + 10]; n = n + 2 end
+  if F[a + 11] ~= '' then fields[n + 1] = 'tc'; fields[n + 2] = F[a + 11] end
   return fields, state, run_at
 end

@@ -35,33 +35,41 @@ _ERROR = BaseParser.parse_error  # an error reply's text -> the redis-py excepti
 
 
 class _Protocol(asyncio.Protocol):
-    """Answers each reply to the oldest call still waiting, in the order they were sent."""
+    """Answers each reply to the oldest call still waiting, in the order they were sent.
 
-    def __init__(self, transport: asyncio.Transport, writer: asyncio.StreamWriter) -> None:
+    One timer watches the oldest call: when it is not answered by its deadline, the connection
+    is closed and every call in flight fails with ``TimeoutError`` (the calls behind it would
+    wait for it anyway). A timer per call would cost each call more than the rest of its
+    bookkeeping."""
+
+    def __init__(self, transport: asyncio.Transport, writer: asyncio.StreamWriter,
+                 timeout: float | None) -> None:
         self.transport = transport
         # asyncio closes a StreamWriter's transport when the writer is collected: keep it.
         self._writer = writer
         self.reader = hiredis.Reader(protocolError=rex.InvalidResponse, replyError=_ERROR)
         self.waiting: deque[asyncio.Future[Any]] = deque()
+        self.deadlines: deque[float] = deque()  # of the calls in ``waiting``
+        self.timeout = timeout
+        self.timer: asyncio.TimerHandle | None = None
         self.lost: BaseException | None = None
 
     def data_received(self, data: bytes) -> None:
-        reader, waiting = self.reader, self.waiting
+        reader, waiting, deadlines = self.reader, self.waiting, self.deadlines
         reader.feed(data)
         while True:
             try:
                 reply = reader.gets()
             except rex.InvalidResponse as exc:
-                self._fail(exc)
-                self.transport.abort()
+                self._close(exc)
                 return
             if reply is False:  # hiredis: no whole reply yet
                 return
             if not waiting:  # a reply nobody asked for: the stream cannot be trusted
-                self._fail(rex.InvalidResponse("a reply came that no call was waiting for"))
-                self.transport.abort()
+                self._close(rex.InvalidResponse("a reply came that no call was waiting for"))
                 return
             future = waiting.popleft()
+            deadlines.popleft()
             if not future.done():  # a cancelled caller's reply is dropped
                 future.set_result(reply)
 
@@ -69,19 +77,47 @@ class _Protocol(asyncio.Protocol):
         self._fail(rex.ConnectionError(f"Connection closed by server ({exc})" if exc else
                                        "Connection closed by server."))
 
+    def _close(self, exc: BaseException) -> None:
+        self._fail(exc)
+        self.transport.abort()
+
     def _fail(self, exc: BaseException) -> None:
         if self.lost is None:
             self.lost = exc
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        self.deadlines.clear()
         while self.waiting:
             future = self.waiting.popleft()
             if not future.done():
                 future.set_exception(exc)
+
+    def _watch(self) -> None:
+        """The timer: fail everything if the oldest call is past its deadline, else look
+        again at the deadline of the oldest call then."""
+        self.timer = None
+        if not self.deadlines:
+            return
+        loop = asyncio.get_running_loop()
+        oldest = self.deadlines[0]
+        if loop.time() >= oldest:
+            self._close(rex.TimeoutError("Timeout reading from the server"))
+        else:
+            self.timer = loop.call_at(oldest, self._watch)
 
     def send(self, payload: bytes, n: int) -> list[asyncio.Future[Any]]:
         """Write ``payload`` (``n`` packed commands); one future per reply."""
         loop = asyncio.get_running_loop()
         futures = [loop.create_future() for _ in range(n)]
         self.waiting.extend(futures)
+        if self.timeout is not None:
+            deadline = loop.time() + self.timeout
+            self.deadlines.extend([deadline] * n)
+            if self.timer is None:
+                self.timer = loop.call_at(deadline, self._watch)
+        else:
+            self.deadlines.extend([0.0] * n)
         self.transport.write(payload)
         return futures
 
@@ -114,16 +150,7 @@ class Wire:
         if protocol is None or protocol.lost is not None or protocol.transport.is_closing():
             protocol = await self._open()
         futures = protocol.send(payload, len(commands))
-        last = futures[-1]
-        if self._timeout is None:
-            await last
-        else:
-            try:
-                async with asyncio.timeout(self._timeout):
-                    await last
-            except TimeoutError:
-                protocol.transport.abort()
-                raise rex.TimeoutError("Timeout reading from the server") from None
+        await futures[-1]  # the replies come in order: the others are in
         return [f.result() for f in futures]
 
     async def _open(self) -> _Protocol:
@@ -141,7 +168,7 @@ class Wire:
             writer: asyncio.StreamWriter = connection._writer
             connection._writer = connection._reader = None
             transport: asyncio.Transport = writer.transport  # type: ignore[assignment]
-            protocol = _Protocol(transport, writer)
+            protocol = _Protocol(transport, writer, self._timeout)
             transport.set_protocol(protocol)
             self._protocol = protocol
             return protocol

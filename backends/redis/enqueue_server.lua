@@ -44,8 +44,11 @@ for j = 1, nj do
   local k = QK + (qi - 1) * QN
   local jobkey = KEYS[JK + j]
   local existing = nil
-  local stored_in = redis.call('HGET', KEYS[2], id)
-  if redis.call('EXISTS', jobkey) == 1 then
+  -- A new id (the common case) has no entry in the id index yet: one HSETNX both finds that
+  -- out and writes the entry. An id with an entry is checked as before.
+  local indexed = redis.call('HSETNX', KEYS[2], id, ARGV[QA + qi]) == 0
+  local stored_in = indexed and redis.call('HGET', KEYS[2], id)
+  if indexed and redis.call('EXISTS', jobkey) == 1 then
     existing = jobkey  -- the same id again (a replayed call): answer what is stored
   elseif stored_in and redis.call('EXISTS', P .. ':{' .. stored_in .. '}:job:' .. id) == 1 then
     existing = P .. ':{' .. stored_in .. '}:job:' .. id  -- the id, stored in another queue
@@ -58,6 +61,9 @@ for j = 1, nj do
     end
   end
   if existing then
+    if not indexed then  -- answered by its idempotency key: take back the entry just written
+      redis.call('HDEL', KEYS[2], id)
+    end
     out[j] = job_reply(existing)
   else
     local fields, state, run_at = new_job_fields(F, a, ARGV[QA + qi], now)
@@ -65,7 +71,9 @@ for j = 1, nj do
       redis.call('ZADD', KEYS[4] .. F[a + 10], 0, id)  -- the schedule's run index
     end
     redis.call('HSET', jobkey, unpack(fields))
-    redis.call('HSET', KEYS[2], id, ARGV[QA + qi])
+    if indexed then  -- an entry left by a job that is gone: it names this one now
+      redis.call('HSET', KEYS[2], id, ARGV[QA + qi])
+    end
     if state == 'scheduled' then
       redis.call('ZADD', KEYS[k + 2], run_at, id)
       sched_n[qi] = sched_n[qi] + 1

@@ -491,3 +491,18 @@ async def test_doctor_flags_eviction_and_rdb_only(
         assert checks["redis.persistence"] == ("ok", "AOF enabled")
     finally:
         await client.aclose()
+
+
+async def test_a_submit_answered_by_its_idempotency_key_leaves_no_entry_in_the_id_index(
+    redis_backend: RedisBackend, redis_client: aioredis.Redis
+) -> None:
+    first = job(idempotency_key="order-7")
+    [stored] = await redis_backend.enqueue([first], now=T0)
+    # Retries of a request that build a new job (a new id) each time, with the same key.
+    retries = [job(idempotency_key="order-7") for _ in range(20)]
+    for retry in retries:
+        [answer] = await redis_backend.enqueue([retry], now=T0)
+        assert not answer.created and answer.job.id == first.id
+    assert await redis_client.hlen("monoq:jobq") == 1
+    assert await redis_backend.get_many([r.id for r in retries]) == [None] * 20
+    assert stored.created
