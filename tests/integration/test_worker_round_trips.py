@@ -143,3 +143,70 @@ async def test_while_one_ack_call_waits_on_the_backend_the_other_half_of_the_slo
         worker.stop()
     assert {job.state for job in done} == {JobState.COMPLETED}
     assert most_at_once <= 4
+
+
+handler_ended = anyio.Event()
+handler_started = anyio.Event()
+
+
+@monoq.handler("test.forever")
+async def forever(ctx: monoq.Context, payload: Any) -> None:
+    handler_started.set()
+    try:
+        await anyio.sleep_forever()
+    finally:
+        handler_ended.set()
+
+
+@monoq.handler("test.reports")
+async def reports(ctx: monoq.Context, payload: Any) -> None:
+    ctx.progress(0.5)
+
+
+class BrokenProgress(MemoryBackend):
+    """A bug outside any handler: storing progress raises what no backend should."""
+
+    async def report_progress(self, items: Any, *, now: Any) -> list[bool]:
+        raise ZeroDivisionError("a bug in the backend")
+
+
+async def test_a_worker_torn_down_mid_job_stops_the_handler_and_records_no_outcome() -> None:
+    global handler_started, handler_ended
+    handler_started, handler_ended = anyio.Event(), anyio.Event()
+    backend = MemoryBackend()
+    registry = Registry()
+    registry.add_function(forever)
+    client = Client(backend, registry=registry)
+    job = await client.enqueue("test.forever")
+    worker = Worker(client, registry, WorkerSettings(
+        concurrency=2, heartbeat=timedelta(seconds=5), grace=timedelta(seconds=5)))
+    with anyio.fail_after(10):
+        async with anyio.create_task_group() as tg:
+            await tg.start(worker.run)
+            await handler_started.wait()
+            tg.cancel_scope.cancel()  # not a graceful stop: the worker itself is cancelled
+        await handler_ended.wait()
+    # No outcome: the job stays RUNNING under its lease, for the reaper to hand out again.
+    stored = await client.get(job.id)
+    assert stored is not None and stored.state is JobState.RUNNING
+
+
+async def test_an_error_outside_the_handler_stops_the_worker_and_is_raised() -> None:
+    backend = BrokenProgress()
+    registry = Registry()
+    registry.add_function(reports)
+    client = Client(backend, registry=registry)
+    await client.enqueue("test.reports")
+    worker = Worker(client, registry, WorkerSettings(
+        concurrency=2, heartbeat=timedelta(seconds=5), grace=timedelta(seconds=5)))
+    with anyio.fail_after(10), pytest.raises(BaseException) as raised:
+        async with anyio.create_task_group() as tg:
+            await tg.start(worker.run)
+    assert [type(e) for e in leaves(raised.value)] == [ZeroDivisionError]
+
+
+def leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside (nested) exception groups."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in leaves(inner)]
+    return [error]
