@@ -199,7 +199,7 @@ async def test_an_error_outside_the_handler_stops_the_worker_and_is_raised() -> 
     await client.enqueue("test.reports")
     worker = Worker(client, registry, WorkerSettings(
         concurrency=2, heartbeat=timedelta(seconds=5), grace=timedelta(seconds=5)))
-    with anyio.fail_after(10), pytest.raises(BaseException) as raised:
+    with anyio.fail_after(10), pytest.raises(BaseExceptionGroup) as raised:
         async with anyio.create_task_group() as tg:
             await tg.start(worker.run)
     assert [type(e) for e in leaves(raised.value)] == [ZeroDivisionError]
