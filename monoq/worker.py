@@ -3,9 +3,10 @@
 One task claims up to the free slots (never a hidden prefetch) and starts one asyncio task per
 job, which the worker cancels when the job passes its timeout. A heartbeat task extends every
 held lease in one backend call and learns about cancellations and lost leases. Outcomes that
-come close together travel in one backend call, which also claims for the slots they freed; two
-such calls may be in flight at once, each claiming for at most half the slots, so that the
-handlers of one half run while the backend serves the other's call. On stop the worker claims
+come close together travel in one backend call, which also claims for the slots they freed. On a
+backend served by another process (Redis) two such calls may be in flight at once, each claiming
+for at most half the slots, so that the handlers of one half run while the server works on the
+other half's call. On stop the worker claims
 nothing more, lets running jobs finish within the grace period, and releases the rest back to
 their queue with the attempt refunded.
 """
@@ -52,7 +53,8 @@ from monoq.stacks import render, task_stack, thread_stack, where
 
 logger = logging.getLogger(__name__)
 
-# Ack calls a worker keeps in flight at once (see Worker._ack_loop).
+# Ack calls a worker keeps in flight at once (see Worker._ack_loop), on a backend served out of
+# process (Capabilities.served_out_of_process); one on the others.
 ACK_LANES = 2
 
 
@@ -162,7 +164,8 @@ class Worker:
         # Ack calls in flight, at most ``_lanes`` at once, each claiming for at most
         # ``_per_call`` freed slots: the slots fall into cohorts that take turns, so that the
         # handlers of one run while the backend serves the call of another.
-        self._lanes = max(1, min(settings.concurrency, ACK_LANES))
+        lanes = ACK_LANES if client.backend.capabilities.served_out_of_process else 1
+        self._lanes = max(1, min(settings.concurrency, lanes))
         self._per_call = -(-settings.concurrency // self._lanes)
         self._flights = 0
         self._flight_ended = anyio.Event()
@@ -573,15 +576,19 @@ class Worker:
                 await self._ack_ready.wait()
                 self._ack_ready = anyio.Event()
                 while self._acks and self._flights < self._lanes:
-                    flights.start_soon(self._send_acks, self._take_acks())
+                    flights.start_soon(self._send_acks, *self._take_acks())
 
-    def _take_acks(self) -> list[Finish]:
-        """Take the next batch out of the buffer for a call about to start."""
+    def _take_acks(self) -> tuple[list[Finish], int]:
+        """Take the next batch out of the buffer for a call about to start, and reserve the
+        free slots it will claim for (at most ``_per_call``; none while stopping) now, so that
+        the claim loop does not claim them in the meantime."""
         batch = self._acks[:500]
         del self._acks[: len(batch)]
         self._flights += 1
         self._sending += len(batch)
-        return batch
+        limit = 0 if self._stopping.is_set() else max(0, min(self._free(), self._per_call))
+        self._claiming += limit
+        return batch, limit
 
     async def _flush_acks(self) -> None:
         """Send every outcome: wait for the calls in flight, then send what is left."""
@@ -590,10 +597,11 @@ class Worker:
                 self._flight_ended = anyio.Event()
                 await self._flight_ended.wait()
             else:
-                await self._send_acks(self._take_acks())
+                await self._send_acks(*self._take_acks())
 
-    async def _send_acks(self, batch: list[Finish]) -> None:
-        """Send ``batch`` until the backend answers; on a backend error keep it and try again.
+    async def _send_acks(self, batch: list[Finish], limit: int) -> None:
+        """Send ``batch``, claiming for up to ``limit`` reserved slots, until the backend
+        answers; on a backend error keep it and try again.
 
         The batch is back at the head of the buffer if the call is cancelled or interrupted
         before the backend answered, so nothing is lost.
@@ -605,13 +613,11 @@ class Worker:
             while True:
                 # The same call claims for the free slots (none while stopping), BullMQ's
                 # moveToFinished way: a freed slot costs one round trip, not two.
-                limit = 0 if self._stopping.is_set() else max(0, min(self._free(),
-                                                                     self._per_call))
-                self._claiming += limit
                 try:
                     applied, leases = await self.backend.finish_and_claim(
-                        batch, self._queues(), limit=limit, lease_for=settings.lease,
-                        worker_id=settings.worker_id, now=self.clock(),
+                        batch, self._queues(), limit=0 if self._stopping.is_set() else limit,
+                        lease_for=settings.lease, worker_id=settings.worker_id,
+                        now=self.clock(),
                     )
                 except BackendError as exc:
                     logger.warning("worker %s: ack of %d jobs failed (%s); retrying",
@@ -619,11 +625,10 @@ class Worker:
                     await anyio.sleep(backoff)
                     backoff = min(backoff * 2, 5.0)
                     continue
-                finally:
-                    self._claiming -= limit
                 sent = True
                 break
         finally:
+            self._claiming -= limit
             self._flights -= 1
             self._sending -= len(batch)
             if not sent:

@@ -260,7 +260,8 @@ class RedisBackend:
     ``server_now()``.
     """
 
-    capabilities = Capabilities(shared_across_processes=True, cross_process_wakeup=True)
+    capabilities = Capabilities(shared_across_processes=True, cross_process_wakeup=True,
+                                served_out_of_process=True)
 
     def __init__(self, url: str, options: Mapping[str, Any] | None = None) -> None:
         scheme = url.partition("://")[0].lower()

@@ -13,6 +13,7 @@ import pytest
 import monoq
 from monoq.backends.memory import MemoryBackend
 from monoq.client import Client
+from monoq.core.backend import Capabilities
 from monoq.core.models import Finish, JobState, Lease
 from monoq.registry import Registry
 from monoq.worker import Worker, WorkerSettings
@@ -96,7 +97,10 @@ async def test_freed_slots_are_refilled_by_the_ack_call_within_the_concurrency()
 
 class StallingBackend(MemoryBackend):
     """The first ``finish_and_claim`` call waits until ``release`` is set; the others answer
-    at once. Counts the outcomes other calls handed back while that call was held."""
+    at once. Counts the outcomes other calls handed back while that call was held. It says it
+    is served out of process, as a network backend is."""
+
+    capabilities = Capabilities(shared_across_processes=False, served_out_of_process=True)
 
     def __init__(self) -> None:
         super().__init__()
