@@ -767,11 +767,13 @@ class RedisBackend:
         keys = [k.queues, k.jobq, k.changes, k.runs_prefix, *queue_keys]
         answers = await self._run("enqueue_server", keys, [*args, k.prefix])
         out: list[Enqueued] = []
+        stored_at = _dt(now_ms)
         for job, answer in zip(jobs, answers, strict=True):
             if isinstance(answer, list):
                 out.append(Enqueued(job=_decode_job(_unpack(answer)), created=False))
             else:
-                out.append(Enqueued(job=self._stored(job, now_ms), created=True))
+                # as the script stored it (new_job_fields in _common.lua applies this rule)
+                out.append(Enqueued(job=admitted(job, stored_at), created=True))
         return out
 
     async def _index(self, entries: Sequence[tuple[str, str, str]]) -> list[str]:

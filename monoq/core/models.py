@@ -107,8 +107,20 @@ def to_ms_ceil(dt: datetime) -> int:
 
 
 def from_ms(ms: int) -> datetime:
-    """The aware UTC datetime of epoch milliseconds, exactly."""
-    return EPOCH + timedelta(milliseconds=ms)
+    """The aware UTC datetime of epoch milliseconds, exactly.
+
+    Memoised (datetimes are immutable): the jobs of one claim share their start and lease
+    expiry, those of one batch their creation time, and decoding a job makes four of these."""
+    dt = _FROM_MS_CACHE.get(ms)
+    if dt is None:
+        if len(_FROM_MS_CACHE) >= _FROM_MS_CACHE_SIZE:
+            _FROM_MS_CACHE.clear()
+        dt = _FROM_MS_CACHE[ms] = EPOCH + timedelta(milliseconds=ms)
+    return dt
+
+
+_FROM_MS_CACHE: dict[int, datetime] = {}
+_FROM_MS_CACHE_SIZE = 4096
 
 
 def truncate_ms(dt: datetime) -> datetime:
