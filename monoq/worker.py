@@ -158,9 +158,9 @@ class Worker:
         self._running: dict[str, _Run] = {}
         self._stopping = anyio.Event()
         self._idle_scope: anyio.CancelScope | None = None
-        self._slot_freed = anyio.Event()
+        self._slot_freed = asyncio.Event()
         self._acks: list[Finish] = []
-        self._ack_ready = anyio.Event()
+        self._ack_ready = asyncio.Event()
         # Ack calls in flight, at most ``_lanes`` at once, each claiming for at most
         # ``_per_call`` freed slots: the slots fall into cohorts that take turns, so that the
         # handlers of one run while the backend serves the call of another.
@@ -168,7 +168,7 @@ class Worker:
         self._lanes = max(1, min(settings.concurrency, lanes))
         self._per_call = -(-settings.concurrency // self._lanes)
         self._flights = 0
-        self._flight_ended = anyio.Event()
+        self._flight_ended = asyncio.Event()
         self._sending = 0  # outcomes in the calls in flight
         self._claiming = 0  # slots reserved by a claim in flight (claim loop or ack call)
         self._jobs: anyio.abc.TaskGroup | None = None  # helper tasks, while runs may start
@@ -283,7 +283,7 @@ class Worker:
         backoff = 0.05
         while not self._stopping.is_set():
             if self._free() <= 0 or self._acks_claim():
-                self._slot_freed = anyio.Event()
+                self._slot_freed = asyncio.Event()
                 if (self._free() <= 0 or self._acks_claim()) and not self._stopping.is_set():
                     await self._slot_freed.wait()
                 continue
@@ -574,7 +574,7 @@ class Worker:
         async with anyio.create_task_group() as flights:
             while True:
                 await self._ack_ready.wait()
-                self._ack_ready = anyio.Event()
+                self._ack_ready = asyncio.Event()
                 while self._acks and self._flights < self._lanes:
                     flights.start_soon(self._send_acks, *self._take_acks())
 
@@ -594,7 +594,7 @@ class Worker:
         """Send every outcome: wait for the calls in flight, then send what is left."""
         while self._flights or self._acks:
             if self._flights:
-                self._flight_ended = anyio.Event()
+                self._flight_ended = asyncio.Event()
                 await self._flight_ended.wait()
             else:
                 await self._send_acks(*self._take_acks())
@@ -652,7 +652,7 @@ class Worker:
                     len(self._running), self.settings.grace.total_seconds())
         with anyio.move_on_after(self.settings.grace.total_seconds()):
             while self._running:
-                self._slot_freed = anyio.Event()
+                self._slot_freed = asyncio.Event()
                 await self._slot_freed.wait()
         for run in list(self._running.values()):
             logger.info("job %s released back to %s", run.lease.job_id, run.lease.job.queue)

@@ -907,7 +907,8 @@ class RedisBackend:
                 k.ids(q, "queued"),
                 k.ids(q, "running"),
             ]
-        tokens = [secrets.token_hex(12) for _ in range(want)]
+        raw = secrets.token_hex(12 * want)  # one read of the OS's random source for them all
+        tokens = [raw[i : i + 24] for i in range(0, 24 * want, 24)]
         return keys, [_ms(now), lease_for // _MS, worker_id, WAITS_KEPT, len(queues), *tokens]
 
     async def wait_for_jobs(self, queues: Sequence[str], *, timeout: float) -> None:

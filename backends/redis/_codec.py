@@ -47,6 +47,7 @@ _LEASE_STATUS: Final = {
 
 
 _ms = to_ms
+_STATES: Final = {state.value: state for state in JobState}  # faster than JobState(value)
 
 
 def _dt(ms: bytes | str | float) -> datetime:
@@ -154,7 +155,7 @@ def _decode_job(f: Mapping[str, Any]) -> Job:
         handler=f["h"],
         payload_json=f["p"],
         priority=int(f["pr"]),
-        state=JobState(f["st"]),
+        state=_STATES[f["st"]],
         attempt=int(f["a"]),
         max_retries=int(f["mr"]),
         timeout=float(f["to"]),
