@@ -111,9 +111,9 @@ async def test_a_cancelled_caller_does_not_shift_the_answers_of_later_ones(
 async def test_a_call_that_is_not_answered_in_time_fails_and_the_next_one_reconnects(
     private_redis: RedisServer,
 ) -> None:
-    async with wire_to(private_redis.url, timeout=0.2) as wire:
+    async with wire_to(private_redis.url, timeout=0.5) as wire:
         assert await wire.call("PING") == b"PONG"
-        async with paused(private_redis.url, 1500):
+        async with paused(private_redis.url, 3000):
             with pytest.raises(rex.TimeoutError):
                 await wire.call("INCR", "n")
         # The late reply of the INCR must not be read as the answer of a later call.
@@ -141,7 +141,7 @@ async def test_calls_in_flight_when_the_server_dies_fail_at_once_and_the_next_ca
                 async with anyio.create_task_group() as tg:
                     for _ in range(5):
                         tg.start_soon(enqueue_while_paused)
-                    await anyio.sleep(0.1)
+                    await anyio.wait_all_tasks_blocked()  # all five are waiting on Redis
                     private_redis.kill()
         assert len(failed) == 5
         private_redis.start()
