@@ -54,7 +54,6 @@ CAs, are honoured), and cookies are never kept between requests.
 from __future__ import annotations
 
 import codecs
-import contextlib
 import email.utils
 import ipaddress
 import json
@@ -62,19 +61,19 @@ import logging
 import math
 import os
 import re
-import socket
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.cookiejar import CookieJar, DefaultCookiePolicy
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import anyio
-import httpcore
-import httpx
 
 import monoq
+
+if TYPE_CHECKING:  # httpx loads with the first http job (monoq.plugins._http_transport)
+    import httpx
 
 __all__ = [
     "RESULT_HEADERS",
@@ -287,93 +286,6 @@ class AllowList:
                    for c in candidates for net in self.networks)
 
 
-class GuardedNetworkBackend(httpcore.AsyncNetworkBackend):
-    """The httpcore network backend of the pool: resolves the host itself, refuses it when any of
-    its addresses is refused (``OutboundRefused``), and connects to the checked address.
-
-    Every connection of every request and redirect hop is made here, so no later DNS answer can
-    change where it goes. TLS is started by httpcore on the returned stream with the URL's host
-    name for SNI and certificate checks.
-    """
-
-    def __init__(self, allow: AllowList, inner: httpcore.AsyncNetworkBackend | None = None
-                 ) -> None:
-        self.allow = allow
-        self._inner = inner or httpcore.AnyIOBackend()
-
-    async def _resolve(self, host: str, port: int, timeout: float | None
-                       ) -> list[IPAddress]:
-        with contextlib.suppress(ValueError):
-            return [ipaddress.ip_address(host)]
-        try:
-            with anyio.fail_after(timeout):
-                infos = await anyio.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-        except TimeoutError:
-            raise httpcore.ConnectTimeout(f"resolving {host} took longer than {timeout:g}s"
-                                          ) from None
-        except OSError as exc:
-            raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from None
-        found: list[IPAddress] = []
-        for info in infos:
-            ip = ipaddress.ip_address(info[4][0])
-            if ip not in found:
-                found.append(ip)
-        if not found:
-            raise httpcore.ConnectError(f"{host} has no address")
-        return found
-
-    def check(self, host: str, addresses: Iterable[IPAddress]) -> None:
-        """Raise OutboundRefused unless every address of ``host`` is allowed."""
-        if self.allow.allows_name(host):
-            return
-        for ip in addresses:
-            if self.allow.allows_address(ip):
-                continue
-            reason = address_refusal(ip)
-            if reason is None:
-                continue
-            where = f"{host} is" if _is_literal(host) else f"{host} resolves to {ip},"
-            raise OutboundRefused(f"refused: {where} {reason}; {ALLOW_HINT}")
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        """Resolve, check, then connect to the first checked address that answers."""
-        deadline = math.inf if timeout is None else anyio.current_time() + timeout
-        addresses = await self._resolve(host, port, timeout)
-        self.check(host, addresses)
-        failure: httpcore.ConnectError | None = None
-        for ip in addresses:
-            embedded = _embedded_ipv4(ip)
-            target = str(embedded[1]) if embedded and embedded[0] == "IPv4-mapped" else str(ip)
-            left = None if timeout is None else max(0.0, deadline - anyio.current_time())
-            try:
-                return await self._inner.connect_tcp(target, port, timeout=left,
-                                                     local_address=local_address,
-                                                     socket_options=socket_options)
-            except httpcore.ConnectError as exc:  # try the host's next address
-                failure = exc
-        raise failure or httpcore.ConnectError(f"cannot connect to {host}")
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        """Never used by the pool (it has no ``uds``); refused all the same."""
-        raise OutboundRefused("refused: Unix sockets are not reachable from http jobs")
-
-    async def sleep(self, seconds: float) -> None:
-        """Delegated (httpcore sleeps between its own connect retries, which are off)."""
-        await self._inner.sleep(seconds)
-
-
 def _is_literal(host: str) -> bool:
     try:
         ipaddress.ip_address(host)
@@ -385,90 +297,6 @@ def _is_literal(host: str) -> bool:
 # -- transport: httpx requests over the guarded httpcore pool -------------------------------------
 
 # httpcore's errors and the httpx errors that stand for them, the most specific first.
-_EQUIVALENT_ERRORS: Final[tuple[tuple[type[Exception], type[httpx.TransportError]], ...]] = (
-    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
-    (httpcore.ReadTimeout, httpx.ReadTimeout),
-    (httpcore.WriteTimeout, httpx.WriteTimeout),
-    (httpcore.PoolTimeout, httpx.PoolTimeout),
-    (httpcore.TimeoutException, httpx.TimeoutException),
-    (httpcore.ConnectError, httpx.ConnectError),
-    (httpcore.ReadError, httpx.ReadError),
-    (httpcore.WriteError, httpx.WriteError),
-    (httpcore.NetworkError, httpx.NetworkError),
-    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
-    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
-    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
-    (httpcore.ProtocolError, httpx.ProtocolError),
-)
-
-
-@contextlib.contextmanager
-def _as_httpx_errors() -> Iterator[None]:
-    """Raise httpcore's errors as their httpx counterparts, as an httpx transport must."""
-    try:
-        yield
-    except Exception as exc:
-        for core_error, httpx_error in _EQUIVALENT_ERRORS:
-            if isinstance(exc, core_error):
-                raise httpx_error(str(exc)) from exc
-        raise
-
-
-class _ResponseBody(httpx.AsyncByteStream):
-    def __init__(self, stream: AsyncIterable[bytes]) -> None:
-        self._stream = stream
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        with _as_httpx_errors():
-            async for chunk in self._stream:
-                yield chunk
-
-    async def aclose(self) -> None:
-        close = getattr(self._stream, "aclose", None)
-        if close is not None:
-            with _as_httpx_errors():
-                await close()
-
-
-class GuardedTransport(httpx.AsyncBaseTransport):
-    """An httpx transport over an ``httpcore.AsyncConnectionPool`` that connects through
-    ``GuardedNetworkBackend``: every connection is checked where it is made."""
-
-    def __init__(self, allow: AllowList, *, max_connections: int) -> None:
-        self.network = GuardedNetworkBackend(allow)
-        self._pool = httpcore.AsyncConnectionPool(
-            # SSL_CERT_FILE / SSL_CERT_DIR may name a private CA; certificates are always checked
-            ssl_context=httpx.create_ssl_context(),
-            max_connections=max_connections,
-            max_keepalive_connections=min(max_connections, 20),
-            keepalive_expiry=5.0,
-            network_backend=self.network,
-        )
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        """Send ``request`` through the pool."""
-        if not isinstance(request.stream, httpx.AsyncByteStream):
-            raise TypeError("the http plugin's transport needs an async request body")
-        core_request = httpcore.Request(
-            method=request.method,
-            url=httpcore.URL(scheme=request.url.raw_scheme, host=request.url.raw_host,
-                             port=request.url.port, target=request.url.raw_path),
-            headers=request.headers.raw,
-            content=request.stream,
-            extensions=request.extensions,
-        )
-        with _as_httpx_errors():
-            response = await self._pool.handle_async_request(core_request)
-        if not isinstance(response.stream, AsyncIterable):
-            raise TypeError("httpcore answered with a sync body")
-        return httpx.Response(status_code=response.status, headers=response.headers,
-                              stream=_ResponseBody(response.stream),
-                              extensions=response.extensions)
-
-    async def aclose(self) -> None:
-        """Close every pooled connection."""
-        await self._pool.aclose()
-
 
 # -- the payload ---------------------------------------------------------------------------------
 
@@ -507,6 +335,8 @@ def _parse_url(value: object) -> httpx.URL:
         raise _bad("url", f"must be a non-empty string, got {_describe(value)}")
     if len(value) > _MAX_URL:
         raise _bad("url", f"longer than {_MAX_URL} characters")
+    import httpx  # loaded with the first http job
+
     try:
         url = httpx.URL(value)
     except httpx.InvalidURL as exc:
@@ -745,8 +575,8 @@ def _scrub(value: Any, secrets: tuple[str, ...]) -> Any:
 class HttpPlugin(monoq.Plugin):
     """The ``[plugins.http]`` settings and the worker's one pooled ``httpx.AsyncClient``.
 
-    The client is made in ``start`` and closed in ``stop``; every job of the worker process
-    shares its connections.
+    The client is made by the first job that uses it and closed in ``stop``; every job of the
+    worker process shares its connections.
     """
 
     name = "http"
@@ -781,27 +611,37 @@ class HttpPlugin(monoq.Plugin):
                                         "printable ASCII (it is sent as a header)")
         options.finish()
         self._client: httpx.AsyncClient | None = None
+        self._started = False
 
     @property
     def client(self) -> httpx.AsyncClient:
-        """The pooled client (RuntimeError before ``start``)."""
-        if self._client is None:
+        """The pooled client (RuntimeError before ``start``), opened on first use, so that
+        httpx loads only in a worker that runs http jobs: no proxies or .netrc from the
+        environment, no cookie store, redirects followed by ``perform`` itself."""
+        if not self._started:
             raise RuntimeError("the http plugin is not started")
+        if self._client is None:
+            import httpx  # here, not at the top: see above
+
+            from monoq.plugins._http_transport import GuardedTransport
+
+            transport = GuardedTransport(self.allow, max_connections=self.max_connections)
+            # Jobs of different senders share this client: a cookie kept from one job's
+            # response must never ride along on another's request.
+            no_cookies = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
+            self._client = httpx.AsyncClient(
+                transport=transport, trust_env=False, follow_redirects=False,
+                timeout=self.timeout, headers={"User-Agent": self.user_agent},
+                cookies=no_cookies)
         return self._client
 
     async def start(self) -> None:
-        """Open the pooled client: no proxies or .netrc from the environment, no cookie store,
-        redirects followed by ``perform`` itself."""
-        transport = GuardedTransport(self.allow, max_connections=self.max_connections)
-        # Jobs of different senders share this client: a cookie kept from one job's response
-        # must never ride along on another's request.
-        no_cookies = CookieJar(DefaultCookiePolicy(allowed_domains=[]))
-        self._client = httpx.AsyncClient(
-            transport=transport, trust_env=False, follow_redirects=False,
-            timeout=self.timeout, headers={"User-Agent": self.user_agent}, cookies=no_cookies)
+        """Let jobs use the client (made on first use)."""
+        self._started = True
 
     async def stop(self) -> None:
         """Close the client and its connections."""
+        self._started = False
         client, self._client = self._client, None
         if client is not None:
             await client.aclose()
@@ -871,6 +711,8 @@ class HttpPlugin(monoq.Plugin):
 
     def _status_outcome(self, response: httpx.Response, request: HttpRequest) -> Exception:
         status = response.status_code
+        import httpx  # loaded by now (the client)
+
         phrase = httpx.codes.get_reason_phrase(status)
         line = f"HTTP {status}{' ' + phrase if phrase else ''} from " + self._where(
             response.request, request)
@@ -894,6 +736,7 @@ class HttpPlugin(monoq.Plugin):
                         ) -> tuple[httpx.Response, bytes, bool]:
         """Send, follow redirects (each hop connects through the guard), read the body."""
         client = self.client
+        import httpx  # loaded by now (the client)
         hops = 0
         while True:
             try:
@@ -942,6 +785,8 @@ class HttpPlugin(monoq.Plugin):
 
     def _timeout(self, exc: httpx.TimeoutException, outgoing: httpx.Request,
                  request: HttpRequest) -> HttpTimeout:
+        import httpx  # loaded by now (the client)
+
         phase = {httpx.ConnectTimeout: "connecting", httpx.ReadTimeout: "waiting for data",
                  httpx.WriteTimeout: "sending",
                  httpx.PoolTimeout: "waiting for a free connection"}.get(type(exc), "waiting")

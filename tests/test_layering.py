@@ -16,7 +16,8 @@ ALLOWED: dict[str, tuple[str, ...]] = {
     "monoq/core": ("monoq.core.*", "monoq.errors"),
     "monoq/errors.py": (),
     "backends": ("monoq.core.*", "monoq.errors", "monoq.backends.*"),
-    "plugins": ("monoq", "monoq.errors"),
+    # the public API, and a plugin's own modules (the http kind's transport loads lazily)
+    "plugins": ("monoq", "monoq.errors", "monoq.plugins.*"),
     "monoq/api": ("monoq.core.*", "monoq.errors", "monoq.client", "monoq.registry",
                   "monoq.config", "monoq.api.*", "monoq.metrics", "monoq.ui.*", "monoq.tracing"),
     "monoq/ui": ("monoq.core.*", "monoq.errors", "monoq.client", "monoq.registry",

@@ -1014,3 +1014,29 @@ async def test_secrets_stay_out_of_jobs_attempts_and_logs(
                  *(a.error_message for a in attempts), *(a.traceback for a in attempts)):
         assert _secret_free(text)
     assert any("503" in r.getMessage() for r in caplog.records)  # the worker did log the failure
+
+
+def test_a_worker_that_runs_no_http_job_does_not_load_httpx() -> None:
+    """httpx and httpcore load with the first http job (about 10 MiB of a worker's memory):
+    discovering the handlers and starting and stopping the plugins, as every worker does,
+    does not import them; the first use of the client does."""
+    code = """
+import asyncio, sys
+from monoq.registry import Registry
+
+async def main():
+    plugins = Registry.discover().build_plugins({})
+    for plugin in plugins.values():
+        await plugin.start()
+    print(sorted(m for m in ("httpx", "httpcore") if m in sys.modules))
+    [http] = [p for p in plugins.values() if p.name == "http"]
+    http.client
+    print(sorted(m for m in ("httpx", "httpcore") if m in sys.modules))
+    for plugin in plugins.values():
+        await plugin.stop()
+
+asyncio.run(main())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60)
+    assert out.stdout.split("\n")[:2] == ["[]", "['httpcore', 'httpx']"]
