@@ -14,7 +14,7 @@ import monoq
 from monoq.backends.memory import MemoryBackend
 from monoq.client import Client
 from monoq.core.backend import Capabilities
-from monoq.core.models import Finish, JobState, Lease
+from monoq.core.models import Finish, Job, JobState, Lease
 from monoq.registry import Registry
 from monoq.worker import Worker, WorkerSettings
 
@@ -35,6 +35,21 @@ async def step(ctx: monoq.Context, payload: Any) -> int:
         return int(payload)
     finally:
         running_now -= 1
+
+
+async def steps(backend: MemoryBackend, n: int) -> tuple[Client, list[Job], Worker]:
+    """``n`` test.step jobs enqueued on ``backend``, and a worker of concurrency 4 for them
+    (not started); resets the most-at-once count."""
+    global most_at_once
+    most_at_once = 0
+    registry = Registry()
+    registry.add_function(step)
+    client = Client(backend, registry=registry)
+    jobs = await client.enqueue_many([{"handler": "test.step", "payload": i}
+                                      for i in range(n)])
+    worker = Worker(client, registry, WorkerSettings(
+        concurrency=4, heartbeat=timedelta(seconds=5), grace=timedelta(seconds=5)))
+    return client, jobs, worker
 
 
 class CountingBackend(MemoryBackend):
@@ -70,16 +85,8 @@ class CountingBackend(MemoryBackend):
 
 
 async def test_freed_slots_are_refilled_by_the_ack_call_within_the_concurrency() -> None:
-    global most_at_once
-    most_at_once = 0
     backend = CountingBackend()
-    registry = Registry()
-    registry.add_function(step)
-    client = Client(backend, registry=registry)
-    jobs = await client.enqueue_many([{"handler": "test.step", "payload": n}
-                                      for n in range(300)])
-    worker = Worker(client, registry, WorkerSettings(
-        concurrency=4, heartbeat=timedelta(seconds=5), grace=timedelta(seconds=5)))
+    client, jobs, worker = await steps(backend, 300)
     async with anyio.create_task_group() as tg:
         await tg.start(worker.run)
         with anyio.fail_after(30):
@@ -125,16 +132,8 @@ class StallingBackend(MemoryBackend):
 
 async def test_while_one_ack_call_waits_on_the_backend_the_other_half_of_the_slots_works_on(
 ) -> None:
-    global most_at_once
-    most_at_once = 0
     backend = StallingBackend()
-    registry = Registry()
-    registry.add_function(step)
-    client = Client(backend, registry=registry)
-    jobs = await client.enqueue_many([{"handler": "test.step", "payload": n}
-                                      for n in range(200)])
-    worker = Worker(client, registry, WorkerSettings(
-        concurrency=4, heartbeat=timedelta(seconds=5), grace=timedelta(seconds=5)))
+    client, jobs, worker = await steps(backend, 200)
     async with anyio.create_task_group() as tg:
         await tg.start(worker.run)
         with anyio.fail_after(30):
