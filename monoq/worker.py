@@ -6,9 +6,8 @@ held lease in one backend call and learns about cancellations and lost leases. O
 come close together travel in one backend call, which also claims for the slots they freed. On a
 backend served by another process (Redis) two such calls may be in flight at once, each claiming
 for at most half the slots, so that the handlers of one half run while the server works on the
-other half's call. On stop the worker claims
-nothing more, lets running jobs finish within the grace period, and releases the rest back to
-their queue with the attempt refunded.
+other half's call. On stop the worker claims nothing more, lets running jobs finish within the
+grace period, and releases the rest back to their queue with the attempt refunded.
 """
 
 from __future__ import annotations
