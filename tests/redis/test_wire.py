@@ -10,7 +10,15 @@ database are those the connection uses.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+import os
+import shutil
+import socket
+import ssl
+import subprocess
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import timedelta
+from pathlib import Path
 
 import anyio
 import pytest
@@ -21,7 +29,8 @@ from monoq.backends.redis import RedisBackend
 from monoq.backends.redis._wire import Wire, opener
 from monoq.client import Client
 from monoq.errors import BackendUnavailable
-from tests.conftest import RedisServer
+from tests.conftest import RedisServer, redis_server_binary
+from tests.ports import free_port
 
 pytestmark = [pytest.mark.redis, pytest.mark.anyio]
 
@@ -184,3 +193,77 @@ async def test_an_argument_it_cannot_send_is_refused_before_anything_is_written(
         with pytest.raises(rex.DataError, match="cannot send"):
             await wire.calls([("SET", "a", "1"), ("SET", "b", None)])
         assert await wire.call("EXISTS", "a") == 0
+
+
+@pytest.fixture
+def tls_redis(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A redis-server that speaks TLS only, on a free loopback port, with a self-signed
+    certificate for 127.0.0.1: yields its ``rediss://`` URL and the certificate to trust."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        if os.environ.get("CI"):  # CI must run the TLS test, never skip it silently
+            pytest.fail("the openssl command is not installed", pytrace=False)
+        pytest.skip("the openssl command is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
+                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
+                    str(cert), "-days", "2", "-subj", "/CN=127.0.0.1", "-addext",
+                    "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    port = free_port()
+    process = subprocess.Popen(
+        [redis_server_binary(), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file",
+         str(cert), "--tls-auth-clients", "no", "--save", "", "--appendonly", "no",
+         "--dir", str(tmp_path)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    context = ssl.create_default_context(cafile=str(cert))
+    try:
+        deadline = time.monotonic() + 10
+        while True:
+            if process.poll() is not None:
+                _, err = process.communicate()
+                pytest.fail(f"redis-server with TLS exited: {err.decode(errors='replace')}",
+                            pytrace=False)
+            with contextlib.suppress(OSError), socket.create_connection(
+                    ("127.0.0.1", port), timeout=1) as raw, context.wrap_socket(
+                    raw, server_hostname="127.0.0.1") as tls:
+                tls.sendall(b"PING\r\n")
+                if tls.recv(16).startswith(b"+PONG"):
+                    break
+            assert time.monotonic() < deadline, "redis-server with TLS did not answer"
+            time.sleep(0.02)
+        yield f"rediss://127.0.0.1:{port}/0", cert
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stderr is not None:
+            process.stderr.close()
+
+
+async def test_script_calls_travel_over_tls(tls_redis: tuple[str, Path]) -> None:
+    """``rediss://``: the shared connection is opened by redis-py with TLS and the certificate
+    checked, and concurrent enqueues and a claim work over it (the server has no plain-text
+    port at all); a certificate the client does not trust is refused."""
+    url, cert = tls_redis
+    backend = RedisBackend(url, {"ssl_ca_certs": str(cert)})
+    await backend.connect()
+    try:
+        client = Client(backend)
+        jobs = [client.build("test.echo", f"over tls {n}") for n in range(20)]
+
+        async def one(n: int) -> None:
+            await backend.enqueue([jobs[n]], now=client.clock())
+
+        async with anyio.create_task_group() as tg:
+            for n in range(20):
+                tg.start_soon(one, n)
+        leases = await backend.claim(["default"], limit=20, lease_for=timedelta(seconds=30),
+                                     worker_id="w", now=client.clock())
+        assert sorted(lease.job.payload for lease in leases) == sorted(
+            f"over tls {n}" for n in range(20))
+    finally:
+        await backend.aclose()
+    untrusted = RedisBackend(url)  # the system's CAs do not know this certificate
+    with pytest.raises(BackendUnavailable):
+        await untrusted.connect()
+    await untrusted.aclose()
