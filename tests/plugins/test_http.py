@@ -8,7 +8,6 @@ import email.utils
 import json
 import logging
 import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -50,6 +49,7 @@ from monoq.plugins.http import (
     http_request,
 )
 from monoq.registry import Registry
+from tests.certs import self_signed
 from tests.integration._inprocess import supervised
 from tests.ports import free_port
 
@@ -857,16 +857,7 @@ def test_options_come_from_the_environment_too() -> None:
 def tls_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[TestServer]:
     """An HTTPS server whose certificate names only ``localhost``; the plugin trusts it through
     SSL_CERT_FILE (read when the plugin starts)."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        if os.environ.get("CI"):  # CI must run the TLS test, never skip it silently
-            pytest.fail("the openssl command is not installed", pytrace=False)
-        pytest.skip("the openssl command is not installed")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "2", "-subj", "/CN=localhost", "-addext",
-                    "subjectAltName=DNS:localhost"], check=True, capture_output=True)
+    cert, key = self_signed(tmp_path, "localhost", "DNS:localhost")
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(cert, key)
     monkeypatch.setenv("SSL_CERT_FILE", str(cert))

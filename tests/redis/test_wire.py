@@ -10,8 +10,6 @@ database are those the connection uses.
 from __future__ import annotations
 
 import contextlib
-import os
-import shutil
 import socket
 import ssl
 import subprocess
@@ -29,6 +27,7 @@ from monoq.backends.redis import RedisBackend
 from monoq.backends.redis._wire import Wire, opener
 from monoq.client import Client
 from monoq.errors import BackendUnavailable
+from tests.certs import self_signed
 from tests.conftest import RedisServer, redis_server_binary
 from tests.ports import free_port
 
@@ -199,16 +198,7 @@ async def test_an_argument_it_cannot_send_is_refused_before_anything_is_written(
 def tls_redis(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     """A redis-server that speaks TLS only, on a free loopback port, with a self-signed
     certificate for 127.0.0.1: yields its ``rediss://`` URL and the certificate to trust."""
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        if os.environ.get("CI"):  # CI must run the TLS test, never skip it silently
-            pytest.fail("the openssl command is not installed", pytrace=False)
-        pytest.skip("the openssl command is not installed")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "ec", "-pkeyopt",
-                    "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out",
-                    str(cert), "-days", "2", "-subj", "/CN=127.0.0.1", "-addext",
-                    "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    cert, key = self_signed(tmp_path, "127.0.0.1", "IP:127.0.0.1")
     port = free_port()
     process = subprocess.Popen(
         [redis_server_binary(), "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
