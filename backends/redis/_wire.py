@@ -14,9 +14,9 @@ hold up every caller); neither do Sentinel, Cluster or ``replicas_ack`` calls.
 
 Replies are redis-py's: bytes, ints, lists, and an error reply becomes the redis-py exception
 its code names (``NOSCRIPT`` → ``NoScriptError``...), returned as the reply's value. A lost
-connection fails every call in flight with ``ConnectionError``; a call not answered within
-``timeout`` raises ``TimeoutError`` and closes the connection (a late reply would otherwise be
-read as the answer to a later call). The next call opens a new one. A caller that is cancelled
+connection fails every call in flight with ``ConnectionError``; when the oldest call is not
+answered within ``timeout``, it and every call behind it fail with ``TimeoutError`` and the
+connection is closed (a late reply would otherwise be read as the answer to a later call). The next call opens a new one. A caller that is cancelled
 leaves its reply to be read and dropped, so the order stays right.
 """
 
@@ -53,6 +53,11 @@ class _Protocol(asyncio.Protocol):
         self.timeout = timeout
         self.timer: asyncio.TimerHandle | None = None
         self.lost: BaseException | None = None
+
+    @property
+    def usable(self) -> bool:
+        """Neither lost nor closing: calls may be sent on it."""
+        return self.lost is None and not self.transport.is_closing()
 
     def data_received(self, data: bytes) -> None:
         reader, waiting, deadlines = self.reader, self.waiting, self.deadlines
@@ -147,7 +152,7 @@ class Wire:
         except TypeError as exc:  # as redis-py's encoder refuses what it cannot send
             raise rex.DataError(f"cannot send that argument: {exc}") from None
         protocol = self._protocol
-        if protocol is None or protocol.lost is not None or protocol.transport.is_closing():
+        if protocol is None or not protocol.usable:
             protocol = await self._open()
         futures = protocol.send(payload, len(commands))
         await futures[-1]  # the replies come in order: the others are in
@@ -158,8 +163,7 @@ class Wire:
             self._opening = asyncio.Lock()
         async with self._opening:
             protocol = self._protocol
-            if protocol is not None and protocol.lost is None \
-                    and not protocol.transport.is_closing():
+            if protocol is not None and protocol.usable:  # another caller just opened it
                 return protocol
             connection = self._make()
             await connection.connect()
