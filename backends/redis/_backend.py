@@ -696,6 +696,7 @@ class RedisBackend:
             return await self._enqueue_one_server(jobs, now)
         k = self._keys
         now_ms = _ms(now)
+        stored_at = _dt(now_ms)  # the created_at (and run_at when due) of the jobs stored
         todo = list(range(len(jobs)))
         answers: dict[int, Enqueued] = {}
         stale: dict[int, str] = {}
@@ -730,7 +731,8 @@ class RedisBackend:
                     if isinstance(answer, list):
                         answers[i] = Enqueued(job=_decode_job(_unpack(answer)), created=False)
                         continue
-                    answers[i] = Enqueued(job=self._stored(job, now_ms), created=True)
+                    # as the script stored it (new_job_fields in _common.lua applies this rule)
+                    answers[i] = Enqueued(job=admitted(job, stored_at), created=True)
                     if job.schedule_id:
                         after.append(("ZADD", k.runs(job.schedule_id), 0, job.id))
                     if i not in fresh:
@@ -839,12 +841,6 @@ class RedisBackend:
             groups.setdefault(key_slot(self._keys.q(q, "").encode()) if self._cluster else 0,
                               []).append(n)
         return groups
-
-    @staticmethod
-    def _stored(job: NewJob, now_ms: int) -> Job:
-        """The job as the enqueue script stored it (``new_job_fields`` in _common.lua applies
-        the same rule as ``core.rules.admitted``)."""
-        return admitted(job, _dt(now_ms))
 
     # -- consumer -----------------------------------------------------------------------------
 
