@@ -100,11 +100,18 @@ _INSERT_JOB: Final = (
 _CLAIM: Final = (
     "UPDATE jobs SET state = 'running', attempt = attempt + 1, started_at = ?, worker_id = ?, "  # noqa: S608
     "lease_token = lower(hex(randomblob(12))), lease_expires_at = ? "
-    "WHERE id IN (SELECT id FROM jobs WHERE queue = ? AND state = 'queued' "
-    "ORDER BY priority, run_at, id LIMIT ?) "
+    "WHERE id IN (SELECT id FROM jobs INDEXED BY jobs_claim WHERE queue = ? "
+    "AND state = 'queued' ORDER BY priority, run_at, id LIMIT ?) "
     f"RETURNING {_JOB_COLUMNS}"
 )
 _IDS_PARAM: Final = "(SELECT value FROM json_each(?))"
+# Due jobs of one waiting state back to the queue. The state is written in the statement, not
+# bound, so that the planner may use that state's partial index (jobs_scheduled, jobs_retrying).
+_PROMOTE: Final = tuple(
+    (state, ("UPDATE jobs SET state = 'queued' WHERE id IN (SELECT id FROM jobs "  # noqa: S608
+             f"WHERE state = '{state}' AND run_at <= ? LIMIT ?) RETURNING queue"))
+    for state in ("scheduled", "retrying")
+)
 
 _TERMINAL: Final = tuple(sorted(s.value for s in TERMINAL_STATES))
 # The state a finished run leaves its job in, by the outcome finish applies.
@@ -412,9 +419,10 @@ _THROUGHPUT_ONE: Final = (
 
 
 def count_jobs_sql(
-    *, states: Sequence[str], queue: str | None, before_ms: int | None
+    *, states: Sequence[str], queue: str | None, before_ms: int
 ) -> tuple[str | None, list[Any]]:
-    """count_jobs' query and parameters (None when ``states`` is empty)."""
+    """count_jobs' query and parameters for jobs finished before ``before_ms`` (None when
+    ``states`` is empty); without that bound count_jobs sums job_counts rows instead."""
     if not states:
         return None, []
     clauses = [f"state IN ({', '.join('?' for _ in states)})"]
@@ -422,9 +430,8 @@ def count_jobs_sql(
     if queue is not None:
         clauses.append("queue = ?")
         params.append(queue)
-    if before_ms is not None:
-        clauses.append("finished_at < ?")
-        params.append(before_ms)
+    clauses.append("finished_at < ?")
+    params.append(before_ms)
     return f"SELECT count(*) FROM jobs WHERE {' AND '.join(clauses)}", params  # noqa: S608
 
 
@@ -557,11 +564,21 @@ def _deleted(conn: sqlite3.Connection, fx: Effects, rows: list[tuple[str, str, s
     return len(rows)
 
 
+# All waiting jobs, up to ?1 of each state: one bounded walk of each state's partial index.
+_WAITING_TOTAL: Final = " + ".join(
+    f"(SELECT count(*) FROM (SELECT 1 FROM jobs INDEXED BY {index} "  # noqa: S608
+    f"WHERE state = '{state}' LIMIT ?1))"
+    for state, index in (("queued", "jobs_claim"), ("scheduled", "jobs_scheduled"),
+                         ("retrying", "jobs_retrying"))
+).join(("SELECT ", ""))
+
+
 def _check_depth(conn: sqlite3.Connection, batch: Sequence[NewJob], limits: DepthLimits) -> None:
     """Backpressure (see Backend.enqueue): count the waiting jobs of each limited queue, up to
-    its limit (a bounded range count on the claim index, which sees the rows this transaction
-    already wrote), and of all queues (the counts table plus this transaction's rows are not
-    both visible here, so the total is counted on the jobs themselves, bounded the same way)."""
+    its limit (a bounded range count on jobs_queue_state_id, which sees the rows this
+    transaction already wrote), and of all queues (the counts table plus this transaction's
+    rows are not both visible here, so the total is counted on the jobs themselves, on the
+    waiting states' partial indexes, bounded the same way)."""
     waiting_sql = (
         "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE queue = ? AND state IN "
         "('queued', 'scheduled', 'retrying') LIMIT ?)")
@@ -570,9 +587,7 @@ def _check_depth(conn: sqlite3.Connection, batch: Sequence[NewJob], limits: Dept
         if depth + n > limit:
             raise QueueFull(queue, depth, limit)
     if limits.total:
-        [total] = conn.execute(
-            "SELECT count(*) FROM (SELECT 1 FROM jobs WHERE state IN "
-            "('queued', 'scheduled', 'retrying') LIMIT ?)", (limits.total + 1,)).fetchone()
+        [total] = conn.execute(_WAITING_TOTAL, (limits.total + 1,)).fetchone()
         if total + len(batch) > limits.total:
             raise QueueFull(None, total, limits.total)
 
@@ -1174,7 +1189,7 @@ class SqliteBackend:
         info = item.error
         conn.execute(
             "UPDATE attempts SET finished_at = ?, outcome = ?, error_type = ?, "
-            "error_message = ?, traceback = ? WHERE token = ? AND job_id = ?",
+            "error_message = ?, traceback = ? WHERE job_id = ? AND token = ?",
             (
                 now_ms,
                 # The attempt records how the run itself ended (as the worker reported it),
@@ -1183,8 +1198,8 @@ class SqliteBackend:
                 None if info is None else info.type,
                 None if info is None else info.message,
                 None if info is None else info.traceback,
-                token,
                 job_id,
+                token,
             ),
         )
         return True
@@ -1198,19 +1213,15 @@ class SqliteBackend:
         now_ms = _ms(now)
 
         def fn(conn: sqlite3.Connection, fx: Effects) -> int:
-            # No ORDER BY: jobs_due yields each state's due jobs by run_at and the LIMIT stops
-            # the walk, where a global order would sort the whole due backlog every call. The
-            # caller repeats until fewer than ``limit`` move, so every due job moves.
-            # One UPDATE per state, so the counts know what each job left.
+            # No ORDER BY: each state's partial index yields its due jobs by run_at and the
+            # LIMIT stops the walk, where a global order would sort the whole due backlog
+            # every call. The caller repeats until fewer than ``limit`` move, so every due job
+            # moves. One UPDATE per state, so the counts know what each job left.
             moved = 0
-            for state in ("scheduled", "retrying"):
+            for state, sql in _PROMOTE:
                 if moved >= limit:
                     break
-                rows = conn.execute(
-                    "UPDATE jobs SET state = 'queued' WHERE id IN (SELECT id FROM jobs "
-                    "WHERE state = ? AND run_at <= ? LIMIT ?) RETURNING queue",
-                    (state, now_ms, limit - moved),
-                ).fetchall()
+                rows = conn.execute(sql, (now_ms, limit - moved)).fetchall()
                 for queue, n in collections.Counter(r[0] for r in rows).items():
                     fx.move(queue, state, "queued", n)
                     fx.ready.add(queue)
@@ -1550,8 +1561,9 @@ class SqliteBackend:
 
         Served by jobs_finished (state, finished_at): one range seek per terminal state, so the
         cost follows the jobs finished since ``since``, not the jobs retained. For all queues
-        the index covers the query. With a queue, ``+queue`` keeps the planner off jobs_claim,
-        which it would otherwise pick for ``queue = ? AND state IN (...)`` and then read every
+        the index covers the query. With a queue, ``+queue`` keeps the planner off
+        jobs_queue_state_id, which it would otherwise pick for ``queue = ? AND state IN (...)``
+        and then read every
         retained terminal job of the queue; each job in the window is looked up instead.
         """
         # finished_at is whole milliseconds: ``>= since`` is ``>= since rounded up``.

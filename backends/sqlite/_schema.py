@@ -19,7 +19,7 @@ logger = logging.getLogger("monoq.backends.sqlite._backend")
 # The schema version this code reads and writes, kept in PRAGMA user_version. When the schema
 # changes: bump it, update schema.sql (the full latest schema, for new files) and add
 # MIGRATIONS[old_version] with the statements that take a file from old_version to old + 1.
-SCHEMA_VERSION: Final = 8
+SCHEMA_VERSION: Final = 9
 MIGRATIONS: dict[int, str] = {
     # 1 -> 2: schedules, and the index that finds a schedule's runs.
     1: """
@@ -117,6 +117,18 @@ CREATE TABLE audit (
     address TEXT,
     PRIMARY KEY (at, id)
 ) WITHOUT ROWID;
+""",
+    # 8 -> 9: the claim index and the due-time indexes hold only the jobs in their states, so a
+    # job's claim and finish update fewer index entries; the attempts' token index goes (a
+    # finish finds its attempt among the job's own).
+    8: """
+DROP INDEX jobs_claim;
+DROP INDEX jobs_due;
+DROP INDEX attempts_token;
+CREATE INDEX jobs_claim ON jobs (queue, state, priority, run_at, id)
+    WHERE state = 'queued';
+CREATE INDEX jobs_scheduled ON jobs (state, run_at) WHERE state = 'scheduled';
+CREATE INDEX jobs_retrying ON jobs (state, run_at) WHERE state = 'retrying';
 """,
 }
 

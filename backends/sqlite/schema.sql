@@ -33,11 +33,14 @@ CREATE TABLE IF NOT EXISTS jobs (
     stack_at         INTEGER
 );
 
--- claim: one range scan per queue in (priority, run_at, id) order; also serves stats'
--- GROUP BY queue, state as a covering index, and the oldest queued job of a queue.
-CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (queue, state, priority, run_at, id);
--- promote and next_wakeup: due SCHEDULED / RETRYING jobs by run_at.
-CREATE INDEX IF NOT EXISTS jobs_due ON jobs (state, run_at);
+-- claim: one range scan per queue in (priority, run_at, id) order; also the oldest queued job
+-- of a queue. Partial, like the two below: a job is in each only while it is in that state,
+-- so a claim deletes one entry here and a finish touches none of the three (schema version 9).
+CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (queue, state, priority, run_at, id)
+    WHERE state = 'queued';
+-- promote and next_wakeup: due SCHEDULED and RETRYING jobs by run_at.
+CREATE INDEX IF NOT EXISTS jobs_scheduled ON jobs (state, run_at) WHERE state = 'scheduled';
+CREATE INDEX IF NOT EXISTS jobs_retrying ON jobs (state, run_at) WHERE state = 'retrying';
 -- expired_leases (oldest expiry first) and next_wakeup: running jobs by lease expiry. Only
 -- running jobs hold a lease, so the index stays as small as the set of running jobs.
 CREATE INDEX IF NOT EXISTS jobs_lease ON jobs (state, lease_expires_at, id)
@@ -76,8 +79,8 @@ CREATE TABLE IF NOT EXISTS attempts (
     error_message TEXT,
     traceback     TEXT
 );
+-- A job's attempts in order; a finish finds its run's row among the job's few by token.
 CREATE INDEX IF NOT EXISTS attempts_job ON attempts (job_id, seq);
-CREATE INDEX IF NOT EXISTS attempts_token ON attempts (token);
 
 -- How many jobs each (queue, state) holds (schema version 5), so stats() and count_jobs read
 -- a few rows instead of counting index entries. Every write that creates, moves or deletes

@@ -26,8 +26,9 @@ from monoq.backends.sqlite import _schema as sqlite_schema_module
 from monoq.core.audit import AuditEntry
 from monoq.core.backend import Backend
 from monoq.core.ids import new_id
-from monoq.core.models import JobQuery, JobState, NewJob, Schedule
+from monoq.core.models import Finish, JobQuery, JobState, NewJob, Outcome, Schedule
 from monoq.errors import BackendError, BackendUnavailable, ConfigError
+from tests.sqlite._support import undo_version_9
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 LEASE = timedelta(seconds=30)
@@ -329,6 +330,10 @@ async def test_version_1_file_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> 
         assert await backend.advance_schedule("nightly", T0)
         stored = await backend.get_schedule("nightly")
         assert stored is not None and stored.last_fire_at == T0
+        # the claim index, rebuilt partial by version 9, holds the job queued before it
+        [lease] = await backend.claim(["default"], limit=5, lease_for=LEASE, worker_id="w2",
+                                      now=T0)
+        assert lease.job.id == "01B"
     finally:
         await backend.aclose()
 
@@ -342,7 +347,8 @@ async def test_version_1_file_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> 
 
 
 def _back_to_version_7(conn: sqlite3.Connection) -> None:
-    """Undo what version 8 added to a fresh file: the audit log."""
+    """Undo what versions 8 and 9 added to a fresh file: the audit log, the partial indexes."""
+    undo_version_9(conn)
     conn.execute("DROP TABLE audit")
 
 
@@ -397,6 +403,42 @@ async def test_version_7_file_gains_the_audit_log_and_keeps_its_jobs(tmp_path: P
                            target="mail", queue="mail")
         await backend.append_audit(entry)
         assert (await backend.list_audit()).entries == [entry]
+    finally:
+        await backend.aclose()
+    fresh = SqliteBackend(url_of(tmp_path / "fresh.db"))
+    await fresh.connect()
+    await fresh.aclose()
+    with plain_connection(path) as conn, plain_connection(tmp_path / "fresh.db") as new:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert schema_shape(conn) == schema_shape(new)
+
+
+async def test_version_8_file_gets_partial_indexes_and_keeps_its_jobs(tmp_path: Path) -> None:
+    """Version 9 rebuilds the claim index and splits the due-time index by state: a version-8
+    file's queued, scheduled and running jobs are claimed, promoted and finished as before."""
+    assert SCHEMA_VERSION >= 9
+    path = tmp_path / "v8.db"
+    old = SqliteBackend(url_of(path))
+    await old.connect()
+    ready, running = new_job(), new_job("other")
+    later = new_job(run_at=T0 + timedelta(seconds=5))
+    await old.enqueue([ready, running, later], now=T0)
+    [lease] = await old.claim(["other"], limit=1, lease_for=LEASE, worker_id="w", now=T0)
+    await old.aclose()
+    with plain_connection(path) as conn:
+        undo_version_9(conn)
+        conn.execute("PRAGMA user_version = 8")
+    backend = SqliteBackend(url_of(path))
+    await backend.connect()
+    try:
+        [claimed] = await backend.claim(["default"], limit=5, lease_for=LEASE, worker_id="w",
+                                        now=T0)
+        assert claimed.job.id == ready.id
+        assert await backend.next_wakeup(now=T0) == T0 + timedelta(seconds=5)
+        assert await backend.promote(now=T0 + timedelta(seconds=5), limit=10) == 1
+        assert await backend.finish([Finish(lease, Outcome.COMPLETED)], now=T0) == [True]
+        [attempt] = await backend.attempts(running.id)
+        assert attempt.finished_at == T0
     finally:
         await backend.aclose()
     fresh = SqliteBackend(url_of(tmp_path / "fresh.db"))
@@ -613,16 +655,42 @@ async def test_count_finished_seeks_the_finish_time_index(
     backend: SqliteBackend, db_path: Path, by_queue: bool
 ) -> None:
     """No index was added for count_finished: jobs_finished (state, finished_at) bounds it by
-    the window. Without ``+queue`` the one-queue form would walk jobs_claim instead, reading
-    every retained terminal job of the queue."""
+    the window. Without ``+queue`` the one-queue form would walk jobs_queue_state_id instead,
+    reading every retained terminal job of the queue."""
     sql = sqlite_backend_module.count_finished_sql(by_queue=by_queue)
     params: list[Any] = [*sqlite_backend_module._TERMINAL, 0, *(["q"] if by_queue else [])]
     with plain_connection(db_path) as conn:
         plan = " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
     assert "jobs_finished (state=? AND finished_at>?)" in plan, plan
-    assert "jobs_claim" not in plan, plan
+    assert "jobs_queue_state_id" not in plan, plan
     if not by_queue:
         assert "COVERING INDEX jobs_finished" in plan, plan
+
+
+async def test_the_hot_writes_walk_partial_indexes(backend: SqliteBackend, db_path: Path
+                                                   ) -> None:
+    """A job is in jobs_claim only while queued and in jobs_scheduled / jobs_retrying only while
+    waiting there, so a finish touches none of them; the statements that find jobs in those
+    states must walk those indexes, never the table or an index of every job."""
+    with plain_connection(db_path) as conn:
+
+        def plan(sql: str, params: tuple[Any, ...]) -> str:
+            return " | ".join(row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+
+        claim = plan(sqlite_backend_module._CLAIM, (0, "w", 0, "q", 5))
+        assert "COVERING INDEX jobs_claim (queue=? AND state=?)" in claim, claim
+        assert "TEMP B-TREE" not in claim, claim
+        promote = dict(sqlite_backend_module._PROMOTE)
+        for state in ("scheduled", "retrying"):
+            found = plan(promote[state], (0, 5))
+            assert f"INDEX jobs_{state} (state=? AND run_at<?)" in found, found
+        total = plan(sqlite_backend_module._WAITING_TOTAL, (5,))
+        for index in ("jobs_claim", "jobs_scheduled", "jobs_retrying"):
+            assert f"COVERING INDEX {index}" in total, total
+        assert "jobs_queue_state_id" not in total, total
+        for sql in ("SELECT min(run_at) FROM jobs WHERE state = 'scheduled'",
+                    "SELECT min(run_at) FROM jobs WHERE state = 'retrying'"):
+            assert "COVERING INDEX jobs_" in plan(sql, ()), plan(sql, ())
 
 
 # -- locked database and full disk ------------------------------------------------------------
