@@ -79,7 +79,7 @@ from monoq.core.models import (
     to_ms_ceil,
     utcnow,
 )
-from monoq.core.options import choice_option, int_option, known_options
+from monoq.core.options import bool_option, choice_option, int_option, known_options
 from monoq.core.rules import admitted, finish_outcome
 from monoq.errors import BackendError, BackendUnavailable, ConfigError, QueueFull
 
@@ -615,6 +615,11 @@ class SqliteOptions:
     enqueue survives a power loss. ``NORMAL`` fsyncs only at checkpoints: in WAL mode the
     database can still never be corrupted, but a power loss (not a process crash) may lose the
     last transactions committed before it, i.e. acknowledged jobs. It is faster for bulk work.
+    ``sync_runs``: with ``FULL``, whether a commit that only records runs (claims, outcomes,
+    heartbeats, progress, promotions) is fsynced too. Off (the default), such a commit reaches
+    the disk with the next fsynced one or the next checkpoint: a process crash loses nothing,
+    and a power loss may forget the last outcomes, whose jobs then run again (delivery is at
+    least once) while every acknowledged enqueue and operator action is kept.
     ``busy_timeout_ms``: how long a write waits for another process's write lock before the
     call fails with ``BackendUnavailable``.
     ``poll_interval_ms``: how often an idle ``wait_for_jobs`` / ``wait_for_changes`` checks for
@@ -626,6 +631,7 @@ class SqliteOptions:
     """
 
     synchronous: str = "FULL"
+    sync_runs: bool = False
     busy_timeout_ms: int = 5000
     poll_interval_ms: int = 5
     poll_max_ms: int = 250
@@ -639,6 +645,8 @@ class SqliteOptions:
         if "synchronous" in options:
             values["synchronous"] = choice_option("synchronous", options["synchronous"],
                                                   ("FULL", "NORMAL"), any_case=True)
+        if "sync_runs" in options:
+            values["sync_runs"] = bool_option("sync_runs", options["sync_runs"])
         minimums = {"busy_timeout_ms": 0, "poll_interval_ms": 1, "poll_max_ms": 1, "readers": 1}
         for key, minimum in minimums.items():
             if key in options:
@@ -739,8 +747,10 @@ class SqliteBackend:
             raise
         self._writer_thread = writer_thread
         self._readers = ReaderPool(readers, busy_timeout_ms=busy)
-        self._writer = GroupWriter(writer_thread, busy_timeout_ms=busy, on_commit=self._on_commit,
-                                   before_commit=_write_tallies)
+        self._writer = GroupWriter(
+            writer_thread, busy_timeout_ms=busy, on_commit=self._on_commit,
+            before_commit=_write_tallies, synchronous=opts.synchronous,
+            runs_synchronous=opts.synchronous if opts.sync_runs else "NORMAL")
         self._writer.start()
         self._connected = True
         logger.info(
@@ -807,12 +817,15 @@ class SqliteBackend:
     # -- plumbing -------------------------------------------------------------------------------
 
     async def _write(
-        self, fn: Callable[[sqlite3.Connection, Effects], T], what: str, weight: int = 1
+        self, fn: Callable[[sqlite3.Connection, Effects], T], what: str, weight: int = 1, *,
+        durable: bool = True,
     ) -> T:
+        """Run ``fn`` in the writer's next transaction. ``durable=False`` for a write that
+        only records runs (see ``SqliteOptions.sync_runs``)."""
         writer = self._writer
         if writer is None:
             raise BackendUnavailable(f"sqlite: {what}: the backend is not connected")
-        return await writer.submit(fn, what, weight)
+        return await writer.submit(fn, what, weight, durable=durable)
 
     async def _read(self, fn: Callable[[sqlite3.Connection], T], what: str) -> T:
         return await self._readers.read(fn, what)
@@ -951,7 +964,7 @@ class SqliteBackend:
         if limit <= 0 or not names:
             return []
         claim = _Claim(names, limit, worker_id, _ms(now), _ms(now) + lease_for // _ONE_MS)
-        return await self._write(claim.run, "claim", limit)
+        return await self._write(claim.run, "claim", limit, durable=False)
 
     async def finish_and_claim(
         self,
@@ -977,7 +990,8 @@ class SqliteBackend:
 
         if not batch and claim is None:
             return [], []
-        return await self._write(fn, "finish_and_claim", len(batch) + max(0, limit))
+        return await self._write(fn, "finish_and_claim", len(batch) + max(0, limit),
+                                 durable=False)
 
     async def wait_for_jobs(self, queues: Sequence[str], *, timeout: float) -> None:
         """Return when a job may have become ready in ``queues``, or after ``timeout`` s.
@@ -1064,7 +1078,7 @@ class SqliteBackend:
                     out.append(LeaseStatus.HELD)
             return out
 
-        return await self._write(fn, "extend", len(items))
+        return await self._write(fn, "extend", len(items), durable=False)
 
     async def request_stack(self, job_id: str, *, now: datetime) -> Job | None:
         """Ask the running handler's stack; see ``Backend.request_stack``."""
@@ -1098,7 +1112,7 @@ class SqliteBackend:
                 "WHERE id = ? AND lease_token = ? AND state = 'running'",
                 (stack, now_ms, lease.job_id, lease.token)).rowcount == 1
 
-        return await self._write(fn, "put_stack", 1)
+        return await self._write(fn, "put_stack", 1, durable=False)
 
     async def report_progress(self, items: Sequence[Progress], *, now: datetime) -> list[bool]:
         """Store how far running jobs are, fenced by token; see ``Backend.report_progress``."""
@@ -1113,7 +1127,7 @@ class SqliteBackend:
                 "WHERE id = ? AND lease_token = ? AND state = 'running'", row).rowcount == 1
                 for row in rows]
 
-        return await self._write(fn, "report_progress", len(rows))
+        return await self._write(fn, "report_progress", len(rows), durable=False)
 
     async def finish(self, items: Sequence[Finish], *, now: datetime) -> list[bool]:
         """End runs, fenced by their tokens, in one transaction; see ``Backend.finish``."""
@@ -1125,7 +1139,7 @@ class SqliteBackend:
         def fn(conn: sqlite3.Connection, fx: Effects) -> list[bool]:
             return [self._finish_one(conn, fx, item, now_ms) for item in batch]
 
-        return await self._write(fn, "finish", len(batch))
+        return await self._write(fn, "finish", len(batch), durable=False)
 
     @staticmethod
     def _finish_one(conn: sqlite3.Connection, fx: Effects, item: Finish, now_ms: int) -> bool:
@@ -1228,7 +1242,7 @@ class SqliteBackend:
                 moved += len(rows)
             return moved
 
-        return await self._write(fn, "promote", limit)
+        return await self._write(fn, "promote", limit, durable=False)
 
     async def next_wakeup(self, *, now: datetime) -> datetime | None:
         """The earliest due ``run_at`` or lease expiry; see ``Backend.next_wakeup``."""
@@ -1540,7 +1554,7 @@ class SqliteBackend:
             )
             conn.execute("DELETE FROM beats WHERE at < ?", (horizon_ms,))
 
-        await self._write(fn, "beat")
+        await self._write(fn, "beat", durable=False)
 
     async def beats(self, *, now: datetime | None = None) -> dict[str, datetime]:
         """Components that beat within 24 h of ``now``, by name; see ``Backend.beats``."""
@@ -1771,7 +1785,7 @@ class SqliteBackend:
             # Workers that died without remove_worker would otherwise stay forever.
             conn.execute("DELETE FROM workers WHERE expires_at < ?", (seen_ms,))
 
-        await self._write(fn, "report_worker")
+        await self._write(fn, "report_worker", durable=False)
 
     async def remove_worker(self, worker_id: str) -> None:
         """Forget a worker."""

@@ -186,6 +186,7 @@ class _Request(Generic[T]):
     what: str
     future: asyncio.Future[T]
     weight: int
+    durable: bool
     value: Any = None
     error: BaseException | None = None
     effects: Effects | None = None  # set when the request ran and stayed in the transaction
@@ -213,8 +214,15 @@ class GroupWriter:
         busy_timeout_ms: int,
         on_commit: Callable[[Effects], None],
         before_commit: Callable[[sqlite3.Connection, Effects], None] | None = None,
+        synchronous: str = "FULL",
+        runs_synchronous: str | None = None,
     ) -> None:
         self._thread = thread
+        # The connection's PRAGMA synchronous for a transaction with a durable request, and
+        # for one whose requests all only record runs (None: the same); the level it has now.
+        self._synchronous = synchronous
+        self._runs_synchronous = runs_synchronous or synchronous
+        self._level = synchronous
         self._busy_timeout_ms = busy_timeout_ms
         self._on_commit = on_commit
         self._before_commit = before_commit
@@ -229,17 +237,20 @@ class GroupWriter:
         self._closing = False
         self._loop = asyncio.get_running_loop()
 
-    async def submit(self, fn: WriteFn[T], what: str, weight: int = 1) -> T:
+    async def submit(self, fn: WriteFn[T], what: str, weight: int = 1, *,
+                     durable: bool = True) -> T:
         """Run ``fn(conn, effects)`` inside the next write transaction and answer its result.
 
         ``fn`` runs on the writer thread; it raises to fail (and roll back) only itself.
-        ``weight`` is roughly how many rows it writes, to size transactions.
+        ``weight`` is roughly how many rows it writes, to size transactions. A request that
+        is not ``durable`` only records runs (claims, outcomes, beats): a transaction made of
+        such requests alone commits at ``runs_synchronous``.
         """
         loop = self._loop
         if loop is None or self._closing:
             raise BackendUnavailable(f"sqlite: {what}: the backend is not connected")
         future: asyncio.Future[T] = loop.create_future()
-        request = _Request(fn, what, future, max(1, weight))
+        request = _Request(fn, what, future, max(1, weight), durable)
         with self._lock:
             self._queue.append(request)
             start = not self._draining
@@ -361,7 +372,12 @@ class GroupWriter:
         self, conn: sqlite3.Connection, pending: list[_Request[Any]]
     ) -> sqlite3.Error | None:
         """Run ``pending`` in one transaction; answer the error that forces a restart, if any."""
+        level = (self._synchronous if any(req.durable for req in pending)
+                 else self._runs_synchronous)
         try:
+            if level != self._level:  # outside a transaction, for the COMMIT below
+                conn.execute(f"PRAGMA synchronous = {level}")
+                self._level = level
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
             for req in pending:

@@ -48,6 +48,13 @@ def float_option(key: str, value: object) -> float:
     return float(value)
 
 
+def bool_option(key: str, value: object) -> bool:
+    """``true`` or ``false`` (a TOML boolean, never a string or a number)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"backend.options.{key}: expected true or false, got {value!r}")
+    return value
+
+
 def str_option(key: str, value: object) -> str:
     """A non-empty string."""
     if not isinstance(value, str) or not value:
@@ -67,4 +74,4 @@ def choice_option(key: str, value: object, choices: Sequence[str], *,
                       f"{choices[-1]}, got {value!r}")
 
 
-__all__ = ["choice_option", "float_option", "int_option", "known_options", "str_option"]
+__all__ = ["bool_option", "choice_option", "float_option", "int_option", "known_options", "str_option"]

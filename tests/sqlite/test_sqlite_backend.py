@@ -7,6 +7,7 @@ SQLite-specific promise.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sqlite3
 import stat
@@ -115,6 +116,7 @@ def test_bad_urls_are_config_errors(url: str) -> None:
         ({"busy_timeout_ms": "5"}, "busy_timeout_ms"),
         ({"readers": 0}, "readers"),
         ({"readers": True}, "readers"),
+        ({"sync_runs": "yes"}, "sync_runs"),
         ({"poll_interval_ms": 100, "poll_max_ms": 50}, "poll_max_ms"),
     ],
 )
@@ -126,6 +128,7 @@ def test_bad_options_name_their_key(options: dict[str, Any], key: str) -> None:
 def test_options_defaults_and_case() -> None:
     opts = SqliteBackend("sqlite:///x.db", {"synchronous": "normal"}).options
     assert opts.synchronous == "NORMAL"
+    assert not opts.sync_runs
     assert (opts.busy_timeout_ms, opts.poll_interval_ms, opts.poll_max_ms, opts.readers) == (
         5000,
         5,
@@ -170,6 +173,71 @@ async def test_synchronous_normal_is_applied(db_path: Path) -> None:
         )
         busy = await on_writer(backend, lambda c: c.execute("PRAGMA busy_timeout").fetchone()[0])
         assert busy == 250
+    finally:
+        await backend.aclose()
+
+
+async def _commit_level(backend: SqliteBackend, write: Callable[[], Any]) -> int:
+    """The PRAGMA synchronous (1 NORMAL, 2 FULL) of the transaction that carries ``write()``
+    (a backend call), seen by a probe that only records runs and shares that transaction: the
+    writer is held busy until both wait in its queue, so it takes them as one batch."""
+    writer = backend._writer
+    assert writer is not None
+    started, release = threading.Event(), threading.Event()
+
+    def hold(conn: sqlite3.Connection, fx: Any) -> None:
+        started.set()
+        release.wait(10)
+
+    def probe(conn: sqlite3.Connection, fx: Any) -> int:
+        return int(conn.execute("PRAGMA synchronous").fetchone()[0])
+
+    held = asyncio.ensure_future(backend._write(hold, "hold", durable=False))
+    await asyncio.get_running_loop().run_in_executor(None, started.wait, 10)
+    call = asyncio.ensure_future(write())
+    level = asyncio.ensure_future(backend._write(probe, "probe", durable=False))
+    while len(writer._queue) < 2:  # both requests are queued behind the held batch
+        await asyncio.sleep(0)
+    release.set()
+    await held
+    await call
+    return await level
+
+
+async def test_commits_that_only_record_runs_are_not_fsynced(backend: SqliteBackend) -> None:
+    """With synchronous=FULL (the default), an enqueue or an operator's change commits with an
+    fsync; a claim, an outcome, a beat or a promotion alone commits at NORMAL and reaches the
+    disk with the next fsynced commit. A transaction that carries both is fsynced."""
+    job = new_job()
+    assert await _commit_level(backend, lambda: backend.enqueue([job], now=T0)) == 2
+    leases: list[Any] = []
+
+    async def claim() -> None:
+        leases.extend(await backend.claim(["default"], limit=1, lease_for=LEASE,
+                                          worker_id="w", now=T0))
+
+    assert await _commit_level(backend, claim) == 1
+    assert await _commit_level(backend, lambda: backend.extend(
+        leases, lease_for=LEASE, now=T0)) == 1
+    assert await _commit_level(backend, lambda: backend.finish(
+        [Finish(leases[0], Outcome.COMPLETED)], now=T0)) == 1
+    assert await _commit_level(backend, lambda: backend.set_paused("default", True)) == 2
+    later = new_job(run_at=T0 + timedelta(seconds=1))
+    assert await _commit_level(backend, lambda: backend.enqueue([later], now=T0)) == 2
+    assert await _commit_level(backend, lambda: backend.promote(
+        now=T0 + timedelta(seconds=1), limit=10)) == 1
+    # the finished job is there for every reader
+    stored = await backend.get(job.id)
+    assert stored is not None and stored.state is JobState.COMPLETED
+
+
+async def test_sync_runs_fsyncs_every_commit(db_path: Path) -> None:
+    backend = SqliteBackend(url_of(db_path), {"sync_runs": True})
+    await backend.connect()
+    try:
+        await backend.enqueue([new_job()], now=T0)
+        assert await _commit_level(backend, lambda: backend.claim(
+            ["default"], limit=1, lease_for=LEASE, worker_id="w", now=T0)) == 2
     finally:
         await backend.aclose()
 
