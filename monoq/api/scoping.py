@@ -45,7 +45,7 @@ from monoq.core.models import (
     ThroughputBucket,
     WorkerInfo,
 )
-from monoq.errors import MonoqError, ValidationError
+from monoq.errors import MonoqError
 
 # Request state key of a queue-limited token: (its queues, its name), set by ``monoq.api.auth``.
 QUEUES_KEY: Final = "monoq_queues"
@@ -105,16 +105,7 @@ class ScopedClient(Client):
 
     async def submit_many(self, jobs: Iterable[Mapping[str, Any] | NewJob]) -> list[Enqueued]:
         """Every job is built and checked first: one job in another queue refuses the batch."""
-        now = self.clock()
-        built: list[NewJob] = []
-        for index, item in enumerate(jobs):
-            if isinstance(item, NewJob):
-                built.append(item)
-                continue
-            try:
-                built.append(self.build_from_dict(item, now=now))
-            except ValidationError as exc:
-                raise ValidationError(f"jobs[{index}].{exc.field}", exc.message) from exc
+        built = self.build_many(jobs, now=self.clock())
         for index, new in enumerate(built):
             self.check(new.queue, f"batch's job jobs[{index}]")
         return await self.inner.submit_many(built)

@@ -411,7 +411,7 @@ THROUGH_CHECKED = {  # they call a checked method of the ScopedClient first
     "trigger_schedule": "get_schedule, then submit_job", "schedule_runs": "get_schedule",
 }
 QUEUE_NEUTRAL = {  # they read or build nothing of a queue the caller did not name or get
-    "beats", "build", "build_from_dict", "build_schedule", "schedule_status",
+    "beats", "build", "build_from_dict", "build_many", "build_schedule", "schedule_status",
     "auditing",  # records what the caller does; the action itself is checked
 }
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from monoq.core.ids import encode128, id_time_ms, new_id
+from monoq.core.ids import encode128, id_time_ms, new_id, new_ids
 
 ID_RE = re.compile(r"^[0-9A-HJKMNP-TV-Z]{26}$")
 
@@ -31,3 +31,12 @@ def test_the_encoding_is_crockford_base32_most_significant_first() -> None:
     for value in (0, 1, 0x0123456789AB << 80 | 12345, (1 << 128) - 1):
         expected = "".join(alphabet[(value >> (5 * i)) & 31] for i in reversed(range(26)))
         assert encode128(value) == expected
+
+
+def test_ids_made_in_one_step_keep_the_order_of_ids_made_one_at_a_time() -> None:
+    before = new_id()
+    batch = new_ids(3000)
+    after = new_id()
+    assert [before, *batch, after] == sorted({before, *batch, after})
+    assert all(ID_RE.match(i) for i in batch)
+    assert new_ids(0) == []
