@@ -383,9 +383,13 @@ class GroupWriter:
             for req in pending:
                 self._fail(req, exc)
             return None
+        # A request alone in its transaction needs no savepoint: when it fails, the transaction
+        # is rolled back instead (two statements fewer for each single enqueue, claim or ack).
+        alone = len(pending) == 1
         try:
             for req in pending:
-                conn.execute("SAVEPOINT req")
+                if not alone:
+                    conn.execute("SAVEPOINT req")
                 effects = Effects()
                 try:
                     req.value = req.fn(conn, effects)
@@ -395,17 +399,21 @@ class GroupWriter:
                         _rollback(conn)
                         return exc
                     self._fail(req, exc)
-                    conn.execute("ROLLBACK TO req")
                 except MonoqError as exc:
                     req.error = exc
-                    conn.execute("ROLLBACK TO req")
                 except Exception as exc:  # noqa: BLE001 - a bug fails its own request only
                     err = BackendError(f"sqlite: {req.what}: {exc!r}")
                     err.__cause__ = exc
                     req.error = err
-                    conn.execute("ROLLBACK TO req")
                 else:
                     req.effects = effects
+                if alone:
+                    if req.error is not None:
+                        _rollback(conn)
+                        return None
+                    continue
+                if req.error is not None:
+                    conn.execute("ROLLBACK TO req")
                 conn.execute("RELEASE req")
             if self._before_commit is not None:
                 # What the requests that stayed in the transaction did, written once for all
