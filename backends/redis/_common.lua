@@ -64,6 +64,14 @@ local function zadd0_all(key, members)
   end
 end
 
+-- ZADD the pairs of `flat` (score, member, score, member, ...) to `key`, 500 members a call:
+-- a batch's ready or scheduled jobs in one call per queue rather than one each.
+local function zadd_pairs(key, flat)
+  for i = 1, #flat, 1000 do
+    redis.call('ZADD', key, unpack(flat, i, math.min(i + 999, #flat)))
+  end
+end
+
 local function zrem_all(key, members)
   for i = 1, #members, 500 do
     redis.call('ZREM', key, unpack(members, i, math.min(i + 499, #members)))

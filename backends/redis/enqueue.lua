@@ -22,9 +22,12 @@ local F = cmsgpack.unpack(ARGV[5 + nq])  -- the job fields, NF per job
 local NF = 11
 
 local ready_ids, sched_ids = {}, {}  -- per queue, for its id indexes
+local ready_at, sched_at = {}, {}  -- per queue, (score, id) pairs for its ready and scheduled sets
 for qi = 1, nq do
   ready_ids[qi] = {}
   sched_ids[qi] = {}
+  ready_at[qi] = {}
+  sched_at[qi] = {}
 end
 
 local out = {}
@@ -52,11 +55,15 @@ for j = 1, nj do
     local fields, state, run_at = new_job_fields(F, a, ARGV[QA + qi], now)
     redis.call('HSET', jobkey, unpack(fields))
     if state == 'scheduled' then
-      redis.call('ZADD', KEYS[k + 2], run_at, id)
-      sched_ids[qi][#sched_ids[qi] + 1] = id
+      local n = #sched_ids[qi] + 1
+      sched_ids[qi][n] = id
+      sched_at[qi][2 * n - 1] = run_at
+      sched_at[qi][2 * n] = id
     else
-      redis.call('ZADD', KEYS[k + 1], ready_score(F[a + 5], run_at), id)
-      ready_ids[qi][#ready_ids[qi] + 1] = id
+      local n = #ready_ids[qi] + 1
+      ready_ids[qi][n] = id
+      ready_at[qi][2 * n - 1] = ready_score(F[a + 5], run_at)
+      ready_at[qi][2 * n] = id
     end
     out[j] = 1
   end
@@ -64,6 +71,8 @@ end
 
 for qi = 1, nq do
   local k = (qi - 1) * QN
+  zadd_pairs(KEYS[k + 1], ready_at[qi])
+  zadd_pairs(KEYS[k + 2], sched_at[qi])
   zadd0_all(KEYS[k + 3], ready_ids[qi])
   zadd0_all(KEYS[k + 8], sched_ids[qi])
   push_tokens(KEYS[k + 5], #ready_ids[qi], cap)

@@ -28,11 +28,14 @@ local NF = 11
 
 local ready_n, sched_n = {}, {}
 local ready_ids, sched_ids = {}, {}  -- per queue, for its id indexes
+local ready_at, sched_at = {}, {}  -- per queue, (score, id) pairs for its ready and scheduled sets
 for qi = 1, nq do
   ready_n[qi] = 0
   sched_n[qi] = 0
   ready_ids[qi] = {}
   sched_ids[qi] = {}
+  ready_at[qi] = {}
+  sched_at[qi] = {}
 end
 
 local out = {}
@@ -75,13 +78,17 @@ for j = 1, nj do
       redis.call('HSET', KEYS[2], id, ARGV[QA + qi])
     end
     if state == 'scheduled' then
-      redis.call('ZADD', KEYS[k + 2], run_at, id)
-      sched_n[qi] = sched_n[qi] + 1
-      sched_ids[qi][sched_n[qi]] = id
+      local n = sched_n[qi] + 1
+      sched_n[qi] = n
+      sched_ids[qi][n] = id
+      sched_at[qi][2 * n - 1] = run_at
+      sched_at[qi][2 * n] = id
     else
-      redis.call('ZADD', KEYS[k + 1], ready_score(F[a + 5], run_at), id)
-      ready_n[qi] = ready_n[qi] + 1
-      ready_ids[qi][ready_n[qi]] = id
+      local n = ready_n[qi] + 1
+      ready_n[qi] = n
+      ready_ids[qi][n] = id
+      ready_at[qi][2 * n - 1] = ready_score(F[a + 5], run_at)
+      ready_at[qi][2 * n] = id
     end
     out[j] = 1
   end
@@ -94,6 +101,8 @@ for qi = 1, nq do
   if ready_n[qi] + sched_n[qi] > 0 and redis.call('SADD', KEYS[1], ARGV[QA + qi]) == 1 then
     poke(KEYS[3])  -- a scheduler does not watch this queue's changes list yet
   end
+  zadd_pairs(KEYS[k + 1], ready_at[qi])
+  zadd_pairs(KEYS[k + 2], sched_at[qi])
   zadd0_all(KEYS[k + 3], ready_ids[qi])
   zadd0_all(KEYS[k + 8], sched_ids[qi])
   push_tokens(KEYS[k + 5], ready_n[qi], cap)
