@@ -146,6 +146,32 @@ async def test_finish_batch_answers_per_item(backend: Backend) -> None:
     assert states == [JobState.COMPLETED, JobState.RUNNING]
 
 
+async def test_a_batch_of_outcomes_records_each_run_as_given(backend: Backend) -> None:
+    jobs = await enqueue(backend, *(new_job() for _ in range(4)))
+    leases = sorted(await claim(backend, limit=4), key=lambda lease: lease.job.id)
+    result = b'{"a": [1, "\\u00e9"], "b": "\xc3\xa9"}'  # spaces and escapes kept as sent
+    answers = await backend.finish([
+        Finish(leases[0], Outcome.COMPLETED, result_json=result),
+        Finish(attrs.evolve(leases[1], token=FORGED), Outcome.COMPLETED),
+        Finish(leases[2], Outcome.DEAD, error=BOOM),
+        Finish(leases[3], Outcome.COMPLETED),
+    ], now=at(1))
+    assert answers == [True, False, True, True]
+    done, running_, dead, bare = await backend.get_many([job.id for job in jobs])
+    assert done is not None and done.result_json == result and done.finished_at == at(1)
+    assert done.worker_id is None and done.lease_expires_at is None
+    assert running_ is not None and running_.state is JobState.RUNNING
+    assert dead is not None and dead.state is JobState.DEAD
+    assert bare is not None and bare.state is JobState.COMPLETED and bare.result_json is None
+    outcomes = [[(a.outcome.value, a.finished_at) for a in await backend.attempts(job.id)]
+                for job in jobs]
+    assert outcomes == [[("completed", at(1))], [("running", None)], [("failed", at(1))],
+                        [("completed", at(1))]]
+    [stats] = await backend.stats(["default"])
+    assert (stats.counts[JobState.COMPLETED], stats.counts[JobState.DEAD],
+            stats.counts[JobState.RUNNING]) == (2, 1, 1)
+
+
 # -- fencing ----------------------------------------------------------------------------------
 
 
