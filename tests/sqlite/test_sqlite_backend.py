@@ -405,13 +405,30 @@ async def test_version_1_file_is_migrated_and_keeps_its_jobs(tmp_path: Path) -> 
     finally:
         await backend.aclose()
 
+    await _assert_schema_of_a_new_file(old_path, tmp_path)
+
+
+async def _reopened_as_version(path: Path, version: int,
+                              undo: Callable[[sqlite3.Connection], None]) -> SqliteBackend:
+    """The closed file at ``path`` turned back into a version ``version`` file by ``undo``,
+    then opened (and so migrated) again."""
+    with plain_connection(path) as conn:
+        undo(conn)
+        conn.execute(f"PRAGMA user_version = {version}")
+    backend = SqliteBackend(url_of(path))
+    await backend.connect()
+    return backend
+
+
+async def _assert_schema_of_a_new_file(path: Path, tmp_path: Path) -> None:
+    """The migrated file at ``path`` is at SCHEMA_VERSION with the schema a new file gets: the
+    migrations and schema.sql describe the same schema."""
     fresh = SqliteBackend(url_of(tmp_path / "fresh.db"))
     await fresh.connect()
     await fresh.aclose()
-    with plain_connection(old_path) as old, plain_connection(tmp_path / "fresh.db") as new:
-        assert old.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        # the migrations and schema.sql describe the same schema
-        assert schema_shape(old) == schema_shape(new)
+    with plain_connection(path) as conn, plain_connection(tmp_path / "fresh.db") as new:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        assert schema_shape(conn) == schema_shape(new)
 
 
 def _back_to_version_7(conn: sqlite3.Connection) -> None:
@@ -436,11 +453,7 @@ async def test_version_6_jobs_gain_trace_context_and_progress(tmp_path: Path) ->
     await old.connect()
     [stored] = await old.enqueue([new_job()], now=T0)
     await old.aclose()
-    with plain_connection(path) as conn:
-        _back_to_version_6(conn)
-        conn.execute("PRAGMA user_version = 6")
-    backend = SqliteBackend(url_of(path))
-    await backend.connect()
+    backend = await _reopened_as_version(path, 6, _back_to_version_6)
     try:
         job = await backend.get(stored.job.id)
         assert job == stored.job
@@ -473,12 +486,7 @@ async def test_version_7_file_gains_the_audit_log_and_keeps_its_jobs(tmp_path: P
         assert (await backend.list_audit()).entries == [entry]
     finally:
         await backend.aclose()
-    fresh = SqliteBackend(url_of(tmp_path / "fresh.db"))
-    await fresh.connect()
-    await fresh.aclose()
-    with plain_connection(path) as conn, plain_connection(tmp_path / "fresh.db") as new:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        assert schema_shape(conn) == schema_shape(new)
+    await _assert_schema_of_a_new_file(path, tmp_path)
 
 
 async def test_version_8_file_gets_partial_indexes_and_keeps_its_jobs(tmp_path: Path) -> None:
@@ -493,11 +501,7 @@ async def test_version_8_file_gets_partial_indexes_and_keeps_its_jobs(tmp_path: 
     await old.enqueue([ready, running, later], now=T0)
     [lease] = await old.claim(["other"], limit=1, lease_for=LEASE, worker_id="w", now=T0)
     await old.aclose()
-    with plain_connection(path) as conn:
-        undo_version_9(conn)
-        conn.execute("PRAGMA user_version = 8")
-    backend = SqliteBackend(url_of(path))
-    await backend.connect()
+    backend = await _reopened_as_version(path, 8, undo_version_9)
     try:
         [claimed] = await backend.claim(["default"], limit=5, lease_for=LEASE, worker_id="w",
                                         now=T0)
@@ -509,12 +513,7 @@ async def test_version_8_file_gets_partial_indexes_and_keeps_its_jobs(tmp_path: 
         assert attempt.finished_at == T0
     finally:
         await backend.aclose()
-    fresh = SqliteBackend(url_of(tmp_path / "fresh.db"))
-    await fresh.connect()
-    await fresh.aclose()
-    with plain_connection(path) as conn, plain_connection(tmp_path / "fresh.db") as new:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
-        assert schema_shape(conn) == schema_shape(new)
+    await _assert_schema_of_a_new_file(path, tmp_path)
 
 
 async def test_version_5_schedule_times_become_microseconds(tmp_path: Path) -> None:
