@@ -1174,11 +1174,15 @@ class SqliteBackend:
                  if item.outcome is Outcome.COMPLETED and item.error is None}
         if len(plain) < 2 or len({item.lease.job_id for item in items}) < len(items):
             return [cls._finish_one(conn, fx, item, now_ms) for item in items]
+        try:  # results travel as JSON strings: bytes that are not UTF-8 go the long way
+            done = _json.encode([
+                (job_id, items[n].lease.token,
+                 None if (result := items[n].result_json) is None else result.decode())
+                for job_id, n in plain.items()])
+        except UnicodeDecodeError:
+            return [cls._finish_one(conn, fx, item, now_ms) for item in items]
         applied = [False] * len(items)
-        results = [items[n].result_json for n in plain.values()]
-        rows = conn.execute(_COMPLETE_MANY, (now_ms, _json.encode([
-            (job_id, items[n].lease.token, None if result is None else result.decode())
-            for (job_id, n), result in zip(plain.items(), results, strict=True)]))).fetchall()
+        rows = conn.execute(_COMPLETE_MANY, (now_ms, done)).fetchall()
         minute = now_ms // MINUTE_MS
         for job_id, queue in rows:
             applied[plain[job_id]] = True

@@ -672,6 +672,23 @@ async def test_a_batch_enqueue_is_all_or_nothing(backend: SqliteBackend) -> None
     assert await backend.get_many([job.id for job in jobs]) == [None, None, None]
 
 
+async def test_completions_with_results_that_are_not_utf8_are_stored_as_given(
+        backend: SqliteBackend) -> None:
+    """Completions of one batch are applied together with their results sent as text; a
+    result that is not UTF-8 (no JSON, but bytes all the same) takes the one-by-one path."""
+    jobs = await backend.enqueue([new_job(), new_job(), new_job()], now=T0)
+    leases = await backend.claim(["default"], limit=3, lease_for=timedelta(seconds=30),
+                                 worker_id="w", now=T0)
+    results = {leases[0].job_id: b"\xff\xfe", leases[1].job_id: b'"ok"', leases[2].job_id: None}
+    answers = await backend.finish(
+        [Finish(lease, Outcome.COMPLETED, result_json=results[lease.job_id]) for lease in leases],
+        now=T0)
+    assert answers == [True, True, True]
+    stored = await backend.get_many([answer.job.id for answer in jobs])
+    assert {job.id: job.result_json for job in stored if job} == results
+    assert {job.state for job in stored if job} == {JobState.COMPLETED}
+
+
 async def test_idempotency_is_atomic_across_instances(db_path: Path) -> None:
     first = SqliteBackend(url_of(db_path))
     second = SqliteBackend(url_of(db_path))
