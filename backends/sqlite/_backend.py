@@ -574,6 +574,20 @@ class _Claim:
         return leases
 
 
+def _job_row(nj: NewJob, job: Job, now_ms: int) -> tuple[Any, ...]:
+    """The ``_INSERT_JOB`` parameters of ``nj``, stored as ``job`` (``admitted``) at ``now_ms``."""
+    return (nj.id, nj.queue, nj.handler, nj.payload_json, nj.priority, job.state.value,
+            nj.max_retries, nj.timeout, _ms(job.run_at), now_ms, nj.idempotency_key,
+            nj.schedule_id, nj.trace_context)
+
+
+def _know_queues(conn: sqlite3.Connection, rows: list[tuple[Any, ...]]) -> None:
+    """Record the queues of stored job ``rows``: a queue is known once a job is stored in it
+    (not when a job named it but an already stored one was answered)."""
+    conn.executemany("INSERT OR IGNORE INTO queues (name) VALUES (?)",
+                     [(queue,) for queue in dict.fromkeys(r[1] for r in rows)])
+
+
 def _deleted(conn: sqlite3.Connection, fx: Effects, rows: list[tuple[str, str, str]]) -> int:
     """After a DELETE of jobs ``RETURNING id, queue, state``: delete their attempts and count
     them out of their states; answers how many were deleted."""
@@ -886,6 +900,9 @@ class SqliteBackend:
         def fn(conn: sqlite3.Connection, fx: Effects) -> list[Enqueued]:
             if limits is not None:  # in the transaction: what it counts cannot change before
                 _check_depth(conn, batch, limits)
+            fresh = self._insert_fresh(conn, fx, batch, now_ms)
+            if fresh is not None:
+                return fresh
             # The writer holds the write lock (BEGIN IMMEDIATE), so what these two reads find
             # cannot change before the insert: ids and keys already taken answer the stored
             # job, everything else goes in with one executemany.
@@ -929,23 +946,51 @@ class SqliteBackend:
                 else:
                     fx.ready.add(nj.queue)
                 fx.move(nj.queue, None, job.state.value)
-                rows.append((nj.id, nj.queue, nj.handler, nj.payload_json, nj.priority,
-                             job.state.value, nj.max_retries, nj.timeout, _ms(job.run_at),
-                             now_ms, nj.idempotency_key, nj.schedule_id, nj.trace_context))
+                rows.append(_job_row(nj, job, now_ms))
                 new_ids[nj.id] = job
                 if key is not None:
                     new_keys[key] = job
                 out.append(Enqueued(job, created=True))
             if rows:
                 conn.executemany(_INSERT_JOB, rows)
-                # A queue is known once a job is stored in it (not when a job named it but
-                # an already stored one was answered).
-                conn.executemany("INSERT OR IGNORE INTO queues (name) VALUES (?)",
-                                 [(queue,) for queue in dict.fromkeys(r[1] for r in rows)])
+                _know_queues(conn, rows)
             return [item if isinstance(item, Enqueued)
                     else Enqueued(self._existing(conn, *item), created=False) for item in out]
 
         return await self._write(fn, "enqueue", len(batch))
+
+    @staticmethod
+    def _insert_fresh(conn: sqlite3.Connection, fx: Effects, batch: list[NewJob],
+                      now_ms: int) -> list[Enqueued] | None:
+        """The common case, every job of the batch new: one insert, with no look first.
+
+        None when the insert breaks a uniqueness (an id or a key stored already, or twice in
+        the batch) or another constraint: nothing of it stays (a failed row undoes itself, and
+        a savepoint undoes the rows before it), and the caller looks first.
+        """
+        created_at = _dt(now_ms)
+        jobs = [admitted(nj, created_at) for nj in batch]
+        rows = [_job_row(nj, job, now_ms) for nj, job in zip(batch, jobs, strict=True)]
+        several = len(rows) > 1
+        if several:
+            conn.execute("SAVEPOINT fresh")
+        try:
+            conn.executemany(_INSERT_JOB, rows)
+        except sqlite3.IntegrityError:
+            if several:
+                conn.execute("ROLLBACK TO fresh")
+                conn.execute("RELEASE fresh")
+            return None
+        if several:
+            conn.execute("RELEASE fresh")
+        _know_queues(conn, rows)
+        for job in jobs:
+            if job.state is JobState.SCHEDULED:
+                fx.changes = True
+            else:
+                fx.ready.add(job.queue)
+            fx.move(job.queue, None, job.state.value)
+        return [Enqueued(job, created=True) for job in jobs]
 
     @staticmethod
     def _existing(conn: sqlite3.Connection, nj: NewJob, by_key: bool) -> Job:
