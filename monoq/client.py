@@ -214,8 +214,8 @@ class Client:
                  timeout: object) -> _Options:
         """The handler name checked, and the queue, priority, retries and timeout it runs
         with (given, else the handler's, else the client's defaults), checked."""
-        validate_name("handler", handler)
-        spec = self.registry.find(handler) if self.registry is not None else None  # type: ignore[arg-type]
+        handler = validate_name("handler", handler)
+        spec = self.registry.find(handler) if self.registry is not None else None
         if spec is None and self.known_handlers_only:
             known = ", ".join(s.name for s in self.registry or ()) or "none"
             raise HandlerNotFound(f"handler: no handler named {handler!r} (known: {known})")
@@ -241,8 +241,7 @@ class Client:
                   delay: object, run_at: object, idempotency_key: object,
                   schedule_id: str | None, now: datetime | None) -> NewJob:
         """The job with ``options`` (checked already): the rest of its fields checked."""
-        if idempotency_key is not None:
-            validate_key("idempotency_key", idempotency_key)
+        key = None if idempotency_key is None else validate_key("idempotency_key", idempotency_key)
         if delay is not None and run_at is not None:
             raise ValidationError("delay", "give delay or run_at, not both")
         when: datetime | None = None
@@ -266,7 +265,7 @@ class Client:
             run_at=when,
             max_retries=options.max_retries,
             timeout=options.timeout,
-            idempotency_key=idempotency_key,  # type: ignore[arg-type]  # checked above
+            idempotency_key=key,
             schedule_id=schedule_id,
         )
 

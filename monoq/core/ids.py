@@ -22,36 +22,33 @@ _last_rand = 0
 
 def new_id(now_ms: int | None = None) -> str:
     """A new job id, greater than every id this process made before."""
-    global _last_ms, _last_rand
-    ms = time.time_ns() // 1_000_000 if now_ms is None else now_ms
-    with _lock:
-        if ms <= _last_ms:
-            ms = _last_ms
-            _last_rand += 1
-        else:
-            _last_ms = ms
-            _last_rand = secrets.randbits(79)  # headroom so increments never overflow 80 bits
-        rand = _last_rand
+    ms, rand = _reserve(time.time_ns() // 1_000_000 if now_ms is None else now_ms, 1)
     return encode128((ms << 80) | rand)
 
 
 def new_ids(count: int) -> list[str]:
     """``count`` new job ids made in one step: increasing, and each greater than every id this
     process made before (``new_id``'s order, with one clock read and one lock for them all)."""
-    global _last_ms, _last_rand
     if count <= 0:
         return []
-    ms = time.time_ns() // 1_000_000
+    ms, first = _reserve(time.time_ns() // 1_000_000, count)
+    base = ms << 80
+    return [encode128(base | rand) for rand in range(first, first + count)]
+
+
+def _reserve(ms: int, count: int) -> tuple[int, int]:
+    """The millisecond and the first of ``count`` random parts for new ids at ``ms``: random at
+    the start of a millisecond, counting up within it (and after it, if the clock went back)."""
+    global _last_ms, _last_rand
     with _lock:
         if ms <= _last_ms:
             ms = _last_ms
             first = _last_rand + 1
         else:
             _last_ms = ms
-            first = secrets.randbits(79)
+            first = secrets.randbits(79)  # headroom so increments never overflow 80 bits
         _last_rand = first + count - 1
-    base = ms << 80
-    return [encode128(base | rand) for rand in range(first, first + count)]
+    return ms, first
 
 
 def encode128(v: int) -> str:
